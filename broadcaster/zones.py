@@ -1,0 +1,706 @@
+"""The site model: zones, speakers and groups of the subdistrict, loaded and checked from YAML."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from broadcaster.errors import UnknownTarget, ZonesError
+
+ZONE_KINDS = ("subdistrict", "seat", "area", "village")
+SPEAKER_KINDS = ("column", "horn")
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+DEFAULT_VOLUME = 80
+
+# Lowercase only: ids end up in mDNS instance names and URLs, where case is not reliably kept.
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_RESERVED_MULTICAST = ipaddress.IPv4Network("224.0.0.0/24")  # link-local control, never forwarded
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One speaker: a column at the seat or a horn in a village."""
+
+    id: str
+    name: str
+    kind: str
+    place: str
+    address: tuple[str, int] | None = None
+    volume: int = DEFAULT_VOLUME
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A node of the site tree: the subdistrict, its seat, an area or a village."""
+
+    id: str
+    name: str
+    kind: str
+    parent: str | None
+    children: tuple[str, ...]
+    speakers: tuple[str, ...]
+    multicast: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named set of zones and speakers outside the tree, such as the speakers along a road."""
+
+    id: str
+    name: str
+    zones: tuple[str, ...]
+    speakers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault in a zones file, located by file, line and key path."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+    def to_dict(self) -> dict:
+        """The JSON form of the problem."""
+        return {"file": self.file, "line": self.line, "key": self.key, "message": self.message}
+
+
+def format_hostport(value: tuple[str, int] | None) -> str | None:
+    """Write (host, port) back as 'host:port' ('[v6]:port' for IPv6), or None."""
+    if value is None:
+        return None
+    host, port = value
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Site:
+    """The whole site: a tree of zones rooted at the subdistrict, its speakers and its groups."""
+
+    id: str
+    name: str
+    timezone: str
+    root: Zone
+    zones: dict[str, Zone]
+    speakers: dict[str, Speaker]
+    groups: dict[str, Group]
+    source: str
+
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        """The site's time zone, for schedules."""
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    def kind_of(self, target: str) -> str:
+        """'speaker', 'group' or the zone kind of an id."""
+        if target in self.speakers:
+            return "speaker"
+        if target in self.zones:
+            return self.zones[target].kind
+        if target in self.groups:
+            return "group"
+        raise _unknown(target)
+
+    def resolve(self, target: str) -> frozenset[str]:
+        """The speaker ids a speaker, zone, group or the subdistrict id reaches."""
+        if target in self.speakers:
+            return frozenset((target,))
+        if target in self.zones:
+            return self.speakers_under(target)
+        group = self.groups.get(target)
+        if group is None:
+            raise _unknown(target)
+        found = set(group.speakers)
+        for zone_id in group.zones:
+            found |= self.speakers_under(zone_id)
+        return frozenset(found)
+
+    def resolve_many(self, targets: Iterable[str]) -> frozenset[str]:
+        """The union of resolve() over targets; names every unknown target at once."""
+        if isinstance(targets, str):  # a lone id must not be iterated character by character
+            targets = (targets,)
+        found: set[str] = set()
+        unknown = []
+        for target in targets:
+            try:
+                found |= self.resolve(target)
+            except UnknownTarget:
+                unknown.append(target)
+        if len(unknown) == 1:
+            raise _unknown(unknown[0])
+        if unknown:
+            names = ", ".join(repr(t) for t in unknown)
+            raise UnknownTarget(f"unknown targets {names}: no zone, group or speaker has these ids",
+                                detail={"targets": unknown})
+        return frozenset(found)
+
+    def speakers_under(self, zone_id: str) -> frozenset[str]:
+        """Every speaker placed in the zone or below it."""
+        if zone_id not in self.zones:
+            if zone_id in self.speakers or zone_id in self.groups:
+                raise UnknownTarget(f"{zone_id!r} is a {self.kind_of(zone_id)}, not a zone",
+                                    detail={"target": zone_id})
+            raise _unknown(zone_id)
+        found: set[str] = set()
+        stack = [zone_id]
+        while stack:
+            zone = self.zones[stack.pop()]
+            found.update(zone.speakers)
+            stack.extend(zone.children)
+        return frozenset(found)
+
+    def path(self, target: str) -> list[str]:
+        """Zone ids from the root down to the zone, or to a speaker's place; [] for a group."""
+        if target in self.speakers:
+            target = self.speakers[target].place
+        elif target in self.groups:
+            return []
+        elif target not in self.zones:
+            raise _unknown(target)
+        out = []
+        zone_id: str | None = target
+        while zone_id is not None:
+            out.append(zone_id)
+            zone_id = self.zones[zone_id].parent
+        return out[::-1]
+
+    def path_names(self, target: str) -> str:
+        """Names along path(), e.g. '示例街道/第一管区/示例一村'; a speaker adds its own name."""
+        if target in self.groups:
+            return self.groups[target].name
+        names = [self.zones[z].name for z in self.path(target)]
+        if target in self.speakers:
+            names.append(self.speakers[target].name)
+        return "/".join(names)
+
+    def groups_of(self, speaker_id: str) -> tuple[str, ...]:
+        """Ids of the groups that reach a speaker."""
+        if speaker_id not in self.speakers:
+            raise _unknown(speaker_id)
+        return tuple(g for g in self.groups if speaker_id in self.resolve(g))
+
+    def zone_multicast(self, zone_id: str) -> tuple[str, int] | None:
+        """The zone's own multicast (group, port), or None; it is not inherited from parents."""
+        if zone_id not in self.zones:
+            raise _unknown(zone_id)
+        return self.zones[zone_id].multicast
+
+    def multicast_for(self, speaker_id: str) -> dict[str, tuple[str, int]]:
+        """The multicast groups a speaker should join: zone id -> (group, port), root first."""
+        if speaker_id not in self.speakers:
+            raise _unknown(speaker_id)
+        return {z: self.zones[z].multicast for z in self.path(speaker_id)
+                if self.zones[z].multicast is not None}  # type: ignore[misc]
+
+    def counts(self) -> dict:
+        """Zones by kind, speakers by kind and the number of groups."""
+        zones = dict.fromkeys(ZONE_KINDS, 0)
+        for zone in self.zones.values():
+            zones[zone.kind] += 1
+        speakers = dict.fromkeys(SPEAKER_KINDS, 0)
+        for speaker in self.speakers.values():
+            speakers[speaker.kind] += 1
+        return {"zones": zones, "speakers": speakers, "groups": len(self.groups)}
+
+    def to_tree(self) -> dict:
+        """The site as JSON-ready nested zones, with timezone and groups on the root."""
+        tree = self._zone_tree(self.root.id)
+        tree["timezone"] = self.timezone
+        tree["source"] = self.source
+        tree["groups"] = [
+            {"id": g.id, "name": g.name, "zones": list(g.zones), "speakers": list(g.speakers),
+             "speaker_count": len(self.resolve(g.id))}
+            for g in self.groups.values()
+        ]
+        return tree
+
+    def _zone_tree(self, zone_id: str) -> dict:
+        zone = self.zones[zone_id]
+        return {
+            "id": zone.id,
+            "name": zone.name,
+            "kind": zone.kind,
+            "multicast": format_hostport(zone.multicast),
+            "speaker_count": len(self.speakers_under(zone_id)),
+            "children": [self._zone_tree(c) for c in zone.children],
+            "speakers": [self._speaker_json(s) for s in zone.speakers],
+        }
+
+    def _speaker_json(self, speaker_id: str) -> dict:
+        s = self.speakers[speaker_id]
+        return {"id": s.id, "name": s.name, "kind": s.kind, "place": s.place,
+                "address": format_hostport(s.address), "volume": s.volume}
+
+    def render_text(self, speakers: bool = True) -> str:
+        """An indented tree with counts per zone (and each speaker unless speakers=False)."""
+        lines: list[str] = []
+        self._render_zone(self.root.id, 0, speakers, lines)
+        if self.groups:
+            lines.append("groups:")
+            for g in self.groups.values():
+                members = [f"zones {', '.join(g.zones)}"] if g.zones else []
+                members += [f"speakers {', '.join(g.speakers)}"] if g.speakers else []
+                n = len(self.resolve(g.id))
+                lines.append(f"  {g.name} ({g.id}) — {n} speakers: {'; '.join(members)}")
+        lines.append(f"timezone {self.timezone}; source {self.source}")
+        return "\n".join(lines) + "\n"
+
+    def _render_zone(self, zone_id: str, depth: int, speakers: bool, lines: list[str]) -> None:
+        zone = self.zones[zone_id]
+        pad = "  " * depth
+        children = {k: 0 for k in ZONE_KINDS}
+        stack = list(zone.children)
+        while stack:
+            child = self.zones[stack.pop()]
+            children[child.kind] += 1
+            stack.extend(child.children)
+        parts = [_plural(n, k) for k, n in children.items() if n]
+        under = self.speakers_under(zone_id)
+        kinds = {k: sum(1 for s in under if self.speakers[s].kind == k) for k in SPEAKER_KINDS}
+        by_kind = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+        parts.append(f"{_plural(len(under), 'speaker')}" + (f" ({by_kind})" if by_kind else ""))
+        extra = f"; multicast {format_hostport(zone.multicast)}" if zone.multicast else ""
+        lines.append(f"{pad}{zone.kind} {zone.name} ({zone.id}) — {', '.join(parts)}{extra}")
+        if speakers:
+            for sid in zone.speakers:
+                s = self.speakers[sid]
+                addr = f", {format_hostport(s.address)}" if s.address else ""
+                lines.append(f"{pad}  - {s.id} {s.name} ({s.kind}, volume {s.volume}{addr})")
+        for child in zone.children:
+            self._render_zone(child, depth + 1, speakers, lines)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _unknown(target: object) -> UnknownTarget:
+    return UnknownTarget(f"unknown target {target!r}: no zone, group or speaker has this id",
+                         detail={"target": target})
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and checking
+
+_KEYS = {
+    "top": ("site", "groups"),
+    "subdistrict": ("id", "name", "timezone", "multicast", "seat", "areas"),
+    "seat": ("id", "name", "multicast", "speakers"),
+    "area": ("id", "name", "multicast", "villages"),
+    "village": ("id", "name", "multicast", "speakers"),
+    "speaker": ("id", "name", "kind", "address", "volume"),
+    "group": ("id", "name", "zones", "speakers"),
+}
+
+
+def load(path: str | os.PathLike[str]) -> Site:
+    """Read and check a zones file; raise ZonesError listing every problem."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ZonesError([Problem(source, None, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ZonesError([Problem(source, None, "", "is a directory, not a zones file")]) from None
+    except OSError as exc:
+        raise ZonesError([Problem(source, None, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        msg = (f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+               "save the file as UTF-8")
+        raise ZonesError([Problem(source, line, "", msg)]) from None
+    return loads(text, source=source)
+
+
+def loads(text: str, source: str = "<string>") -> Site:
+    """Check zones YAML text; raise ZonesError listing every problem."""
+    return _Checker(source).run(text)
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _describe(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag.endswith(":null"):
+        return "nothing"
+    if node.tag.endswith(":str"):
+        return repr(node.value)
+    return f"{node.value!r} (a {node.tag.rsplit(':', 1)[-1]})"
+
+
+def _split_hostport(text: str) -> tuple[str, str] | None:
+    if text.startswith("["):
+        end = text.find("]:")
+        return (text[1:end], text[end + 2:]) if end > 0 else None
+    host, sep, port = text.rpartition(":")
+    return (host, port) if sep and host and port else None
+
+
+def _host_error(host: str) -> str | None:
+    """Why a host is not a usable speaker address, or None."""
+    if ":" in host:  # only bracketed IPv6 gets here with a colon
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "not an IPv6 address"
+        return None
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            return "not an IPv4 address"
+        if ip.is_multicast or ip.is_unspecified:
+            return "not a unicast address"
+        return None
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
+        return "not an IPv4 address or host name"
+    return None
+
+
+class _Checker:
+    """Walks the composed YAML node tree once, collecting every problem before building a Site."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+        self.owners: dict[str, tuple[str, int, str, str]] = {}  # id -> (what, line, key, place)
+        self.zones: dict[str, dict[str, Any]] = {}
+        self.speakers: dict[str, Speaker] = {}
+        self.groups: dict[str, Group] = {}
+        self.refs: list[tuple[str, str, str, yaml.Node, str]] = []  # group, list, id, node, key
+        self.multicasts: dict[tuple[str, int], tuple[str, int]] = {}
+        self.timezone = DEFAULT_TIMEZONE
+        self.addresses: dict[tuple[str, int], tuple[str, int]] = {}
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def add(self, where: yaml.Node | int | None, key: str, message: str) -> None:
+        line = _line(where) if isinstance(where, yaml.Node) else where
+        self.problems.append(Problem(self.source, line, key, message))
+
+    def run(self, text: str) -> Site:
+        try:
+            document = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            msg = f"YAML syntax error: {exc.problem or exc.context}"
+            if exc.context and exc.problem and exc.context_mark is not None:
+                msg += f" ({exc.context} at line {exc.context_mark.line + 1})"
+            self.add(mark.line + 1 if mark else None, "", msg)
+            raise ZonesError(self.problems) from None
+        except yaml.reader.ReaderError as exc:
+            line = text[: exc.position].count("\n") + 1
+            self.add(line, "", f"unreadable character {exc.character!r}: {exc.reason}")
+            raise ZonesError(self.problems) from None
+        if document is None:
+            self.add(1, "", "the file is empty; it must hold a 'site' mapping")
+            raise ZonesError(self.problems)
+        top = self.mapping(document, "", "top", ("site",))
+        if top is not None and "site" in top:
+            self.zone(top["site"], "site", "subdistrict", None)
+        if top is not None and "groups" in top:
+            for i, node in enumerate(self.seq(top["groups"], "groups")):
+                self.group(node, f"groups[{i}]")
+        self.check_refs()
+        if self.problems:
+            self.problems.sort(key=lambda p: (p.line or 0))
+            raise ZonesError(self.problems)
+        return self.build()
+
+    # -- typed readers ---------------------------------------------------------------------
+
+    def mapping(self, node: yaml.Node, key: str, what: str,
+                required: tuple[str, ...]) -> dict[str, yaml.Node] | None:
+        allowed = _KEYS[what]
+        if not isinstance(node, yaml.MappingNode):
+            self.add(node, key, f"expected a mapping with keys {', '.join(allowed)}, "
+                                f"got {_describe(node)}")
+            return None
+        out: dict[str, yaml.Node] = {}
+        first: dict[str, int] = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                self.add(knode, key, f"a key must be a word, got {_describe(knode)}")
+                continue
+            name = knode.value
+            path = f"{key}.{name}" if key else name
+            if name in first:
+                self.add(knode, path, f"duplicate key {name!r} (first at line {first[name]}); "
+                                      "YAML would silently keep only the last")
+                continue
+            first[name] = _line(knode)
+            if name not in allowed:
+                close = difflib.get_close_matches(name, allowed, 1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.add(knode, path, f"unknown key {name!r}{hint}; allowed keys: "
+                                      f"{', '.join(allowed)}")
+                continue
+            out[name] = vnode
+        for name in required:
+            if name not in first:
+                path = f"{key}.{name}" if key else name
+                self.add(node, path, f"missing required key {name!r}")
+        return out
+
+    def text(self, node: yaml.Node | None, key: str, required: bool = False) -> str | None:
+        if node is None:
+            return None
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag.endswith(":null"):
+                if required:
+                    self.add(node, key, "missing value")
+                return None
+            return node.value  # the raw text: `name: yes` stays 'yes', `1:30` is not 90
+        self.add(node, key, f"expected a string, got {_describe(node)}")
+        return None
+
+    def ident(self, node: yaml.Node | None, key: str) -> str | None:
+        value = self.text(node, key, required=True)
+        if value is not None and not _ID_RE.fullmatch(value):
+            self.add(node, key, f"bad id {value!r}: use lowercase ASCII letters, digits, '-' and "
+                                "'_', starting with a letter or digit, at most 64 characters")
+        return value
+
+    def integer(self, node: yaml.Node, key: str, low: int, high: int) -> int | None:
+        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int")):
+            self.add(node, key, f"expected a whole number {low}–{high}, got {_describe(node)}")
+            return None
+        value = self.constructor.construct_yaml_int(node)
+        if not low <= value <= high:
+            self.add(node, key, f"{value} is out of range {low}–{high}")
+            return None
+        return value
+
+    def seq(self, node: yaml.Node, key: str) -> list[yaml.Node]:
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return []  # `speakers:` left empty means none yet
+        if not isinstance(node, yaml.SequenceNode):
+            self.add(node, key, f"expected a list, got {_describe(node)}")
+            return []
+        return node.value
+
+    def claim(self, ident: str, what: str, node: yaml.Node, key: str, place: str = "") -> bool:
+        prior = self.owners.get(ident)
+        if prior is None:
+            self.owners[ident] = (what, _line(node), key, place)
+            return True
+        p_what, p_line, p_key, p_place = prior
+        if what == p_what == "speaker":
+            self.add(node, key, f"speaker {ident!r} is placed twice: already in {p_place!r} at "
+                                f"line {p_line} ({p_key}); a speaker belongs to exactly one place "
+                                "— use a group to reach it from elsewhere")
+        else:
+            self.add(node, key, f"duplicate id {ident!r}: already used by {p_what} at line "
+                                f"{p_line} ({p_key}); zones, groups and speakers share one "
+                                "namespace")
+        return False
+
+    def hostport(self, node: yaml.Node, key: str, multicast: bool) -> tuple[str, int] | None:
+        value = self.text(node, key)
+        if value is None:
+            return None
+        example = "'239.10.0.1:50000'" if multicast else "'10.20.1.31:8080'"
+        parts = _split_hostport(value.strip())
+        if parts is None:
+            form = "group:port" if multicast else "host:port"
+            self.add(node, key, f"{value!r} is not {form} (e.g. {example})")
+            return None
+        host, port_text = parts
+        if not port_text.isdigit():
+            self.add(node, key, f"{value!r}: port {port_text!r} is not a number")
+            return None
+        port = int(port_text)
+        if multicast:
+            return self.check_multicast(node, key, value, host, port)
+        if not 1 <= port <= 65535:
+            self.add(node, key, f"{value!r}: port {port} is out of range 1–65535")
+            return None
+        why = _host_error(host)
+        if why:
+            self.add(node, key, f"{value!r}: host {host!r} is {why}")
+            return None
+        return host, port
+
+    def check_multicast(self, node: yaml.Node, key: str, value: str, host: str,
+                        port: int) -> tuple[str, int] | None:
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            self.add(node, key, f"{value!r}: {host!r} is not an IPv4 multicast address "
+                                "(224.0.0.0–239.255.255.255; 239.x.y.z for a private site)")
+            return None
+        if not ip.is_multicast:
+            self.add(node, key, f"{value!r}: {host} is not a multicast address "
+                                "(224.0.0.0–239.255.255.255; 239.x.y.z for a private site)")
+            return None
+        if ip in _RESERVED_MULTICAST:
+            self.add(node, key, f"{value!r}: {host} is reserved for network control "
+                                "(224.0.0.0/24); use 239.x.y.z")
+            return None
+        if not 1024 <= port <= 65534:
+            self.add(node, key, f"{value!r}: port {port} is out of range 1024–65534")
+            return None
+        if port % 2:
+            self.add(node, key, f"{value!r}: port {port} is odd; RTP uses an even port and "
+                                "RTCP the next one")
+            return None
+        return host, port
+
+    # -- the tree --------------------------------------------------------------------------
+
+    def zone(self, node: yaml.Node, key: str, kind: str, parent: str | None) -> str | None:
+        m = self.mapping(node, key, kind, ("id", "name"))
+        if m is None:
+            return None
+        zone_id = self.ident(m.get("id"), f"{key}.id")
+        name = self.text(m.get("name"), f"{key}.name", required=True)
+        # Without a usable id, still walk the children so every problem is reported.
+        here = zone_id if zone_id is not None else f"<{key}>"
+        owned = zone_id is not None and self.claim(zone_id, f"{kind} zone", m["id"], f"{key}.id")
+        multicast = None
+        if "multicast" in m:
+            multicast = self.hostport(m["multicast"], f"{key}.multicast", multicast=True)
+            if multicast is not None:
+                prior = self.multicasts.setdefault(multicast, (here, _line(m["multicast"])))
+                if prior[0] != here:
+                    self.add(m["multicast"], f"{key}.multicast",
+                             f"{format_hostport(multicast)} is already used by zone {prior[0]!r} "
+                             f"at line {prior[1]}; two zones on one group and port get mixed")
+        if kind == "subdistrict" and "timezone" in m:
+            tz = self.text(m["timezone"], f"{key}.timezone")
+            if tz is not None:
+                try:
+                    zoneinfo.ZoneInfo(tz)
+                except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+                    self.add(m["timezone"], f"{key}.timezone",
+                             f"unknown timezone {tz!r}; use an IANA name such as "
+                             f"{DEFAULT_TIMEZONE!r}")
+                    tz = None
+            self.timezone = tz or DEFAULT_TIMEZONE
+        children: list[str | None] = []
+        if "seat" in m:
+            children.append(self.zone(m["seat"], f"{key}.seat", "seat", here))
+        sub = {"subdistrict": ("areas", "area"), "area": ("villages", "village")}.get(kind)
+        if sub and sub[0] in m:
+            for i, child in enumerate(self.seq(m[sub[0]], f"{key}.{sub[0]}")):
+                children.append(self.zone(child, f"{key}.{sub[0]}[{i}]", sub[1], here))
+        speakers: list[str | None] = []
+        if "speakers" in m:
+            for i, child in enumerate(self.seq(m["speakers"], f"{key}.speakers")):
+                speakers.append(self.speaker(child, f"{key}.speakers[{i}]", here))
+        if owned:
+            self.zones[here] = {
+                "id": here, "name": name or here, "kind": kind, "parent": parent,
+                "children": tuple(c for c in children if c is not None),
+                "speakers": tuple(s for s in speakers if s is not None),
+                "multicast": multicast,
+            }
+        return zone_id
+
+    def speaker(self, node: yaml.Node, key: str, place: str) -> str | None:
+        m = self.mapping(node, key, "speaker", ("id", "kind"))
+        if m is None:
+            return None
+        speaker_id = self.ident(m.get("id"), f"{key}.id")
+        name = self.text(m.get("name"), f"{key}.name")
+        kind = self.text(m.get("kind"), f"{key}.kind", required=True)
+        if kind is not None and kind not in SPEAKER_KINDS:
+            close = difflib.get_close_matches(kind, SPEAKER_KINDS, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.add(m["kind"], f"{key}.kind",
+                     f"bad kind {kind!r}{hint}; a speaker is one of {', '.join(SPEAKER_KINDS)}")
+        address = None
+        if "address" in m:
+            address = self.hostport(m["address"], f"{key}.address", multicast=False)
+            if address is not None and speaker_id is not None:
+                prior = self.addresses.setdefault(address, (speaker_id, _line(m["address"])))
+                if prior[0] != speaker_id:
+                    self.add(m["address"], f"{key}.address",
+                             f"{format_hostport(address)} is already the address of speaker "
+                             f"{prior[0]!r} at line {prior[1]}")
+        volume = DEFAULT_VOLUME
+        if "volume" in m and not (isinstance(m["volume"], yaml.ScalarNode)
+                                  and m["volume"].tag.endswith(":null")):
+            checked = self.integer(m["volume"], f"{key}.volume", 0, 100)
+            volume = volume if checked is None else checked
+        if speaker_id is None or not self.claim(speaker_id, "speaker", m["id"], f"{key}.id",
+                                                place):
+            return None
+        self.speakers[speaker_id] = Speaker(speaker_id, name or speaker_id, kind or "",
+                                            place, address, volume)
+        return speaker_id
+
+    def group(self, node: yaml.Node, key: str) -> None:
+        m = self.mapping(node, key, "group", ("id",))
+        if m is None:
+            return
+        group_id = self.ident(m.get("id"), f"{key}.id")
+        name = self.text(m.get("name"), f"{key}.name")
+        members: dict[str, list[str]] = {"zones": [], "speakers": []}
+        for field in members:
+            if field not in m:
+                continue
+            for i, item in enumerate(self.seq(m[field], f"{key}.{field}")):
+                ref = self.text(item, f"{key}.{field}[{i}]", required=True)
+                if ref is None:
+                    continue
+                if ref in members[field]:
+                    self.add(item, f"{key}.{field}[{i}]", f"{ref!r} is listed twice")
+                    continue
+                members[field].append(ref)
+                self.refs.append((group_id or key, field, ref, item, f"{key}.{field}[{i}]"))
+        if not members["zones"] and not members["speakers"]:
+            self.add(node, key, f"group {group_id or key!r} lists no zones and no speakers")
+        if group_id is None or not self.claim(group_id, "group", m["id"], f"{key}.id"):
+            return
+        self.groups[group_id] = Group(group_id, name or group_id, tuple(members["zones"]),
+                                      tuple(members["speakers"]))
+
+    def check_refs(self) -> None:
+        zone_ids = [i for i, o in self.owners.items() if o[0].endswith("zone")]
+        speaker_ids = [i for i, o in self.owners.items() if o[0] == "speaker"]
+        for group_id, field, ref, node, key in self.refs:
+            owner = self.owners.get(ref)
+            wanted = "zone" if field == "zones" else "speaker"
+            if owner is None:
+                pool = zone_ids if field == "zones" else speaker_ids
+                close = difflib.get_close_matches(ref, pool, 1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.add(node, key, f"group {group_id!r} names {wanted} {ref!r}, which is not "
+                                    f"in the site{hint}")
+            elif owner[0] == "group":
+                self.add(node, key, f"{ref!r} is a group; a group lists zones and speakers, "
+                                    "not other groups")
+            elif field == "zones" and owner[0] == "speaker":
+                self.add(node, key, f"{ref!r} is a speaker; list it under speakers, not zones")
+            elif field == "speakers" and owner[0] != "speaker":
+                self.add(node, key, f"{ref!r} is a {owner[0]}; list it under zones, not "
+                                    "speakers")
+
+    def build(self) -> Site:
+        zones = {zid: Zone(**fields) for zid, fields in self.zones.items()}
+        root = next(z for z in zones.values() if z.kind == "subdistrict")
+        return Site(id=root.id, name=root.name, timezone=self.timezone, root=root, zones=zones,
+                    speakers=dict(self.speakers), groups=dict(self.groups), source=self.source)
