@@ -1,0 +1,107 @@
+"""The common play clock: an NTP-style exchange by which each speaker learns the controller's time.
+
+A speaker sends its local time t1; the controller answers with t1, its receive time t2 and send
+time t3; the speaker notes t4. offset = ((t2 - t1) + (t3 - t4)) / 2, round trip = (t4 - t1) - (t3 - t2).
+The estimate is the offset of the sample with the smallest round trip among recent ones, which
+rejects samples inflated by queueing jitter. Datagrams are MAC'd with the speaker's pairing key.
+Everything here is pure: times are arguments.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from .auth import clock_mac
+
+REQ_MAGIC = b"BCK1"
+RESP_MAGIC = b"BCK2"
+
+
+class ClockMessageError(ValueError):
+    """A clock datagram that is malformed or fails its MAC."""
+
+
+def encode_request(speaker_id: str, key: bytes, t1: float) -> bytes:
+    """A signed clock request from a speaker."""
+    sid = speaker_id.encode()
+    body = REQ_MAGIC + bytes([len(sid)]) + sid + struct.pack("!d", t1)
+    return body + clock_mac(key, body)
+
+
+def request_speaker(data: bytes) -> str:
+    """The speaker id a clock request claims (to look up its key) before the MAC is checked."""
+    if len(data) < 5 + 8 + 16 or not data.startswith(REQ_MAGIC):
+        raise ClockMessageError("not a clock request")
+    n = data[4]
+    if len(data) != 5 + n + 8 + 16:
+        raise ClockMessageError("clock request has the wrong length")
+    return data[5:5 + n].decode(errors="replace")
+
+
+def decode_request(data: bytes, key: bytes) -> float:
+    """Verify a clock request and return its t1."""
+    body, mac = data[:-16], data[-16:]
+    if not hmac.compare_digest(clock_mac(key, body), mac):
+        raise ClockMessageError("clock request MAC does not verify")
+    return struct.unpack("!d", body[-8:])[0]
+
+
+def encode_response(key: bytes, t1: float, t2: float, t3: float) -> bytes:
+    """A signed clock answer from the controller."""
+    body = RESP_MAGIC + struct.pack("!ddd", t1, t2, t3)
+    return body + clock_mac(key, body)
+
+
+def decode_response(data: bytes, key: bytes) -> tuple[float, float, float]:
+    """Verify a clock answer and return (t1, t2, t3)."""
+    if len(data) != 4 + 24 + 16 or not data.startswith(RESP_MAGIC):
+        raise ClockMessageError("not a clock response")
+    if not hmac.compare_digest(clock_mac(key, data[:-16]), data[-16:]):
+        raise ClockMessageError("clock response MAC does not verify")
+    t1, t2, t3 = struct.unpack("!ddd", data[4:-16])
+    return t1, t2, t3
+
+
+@dataclass
+class Sample:
+    """One exchange: the offset it implies and its round trip."""
+
+    offset: float
+    rtt: float
+    at: float
+
+
+class OffsetEstimator:
+    """Tracks controller_time - local_time from clock exchanges (min-round-trip filter)."""
+
+    def __init__(self, window: int = 24) -> None:
+        self.samples: deque[Sample] = deque(maxlen=window)
+
+    def add(self, t1: float, t2: float, t3: float, t4: float) -> Sample | None:
+        """Record one exchange; returns the sample, or None if its times are impossible."""
+        rtt = (t4 - t1) - (t3 - t2)
+        if rtt < 0 or t4 < t1:
+            return None
+        s = Sample(((t2 - t1) + (t3 - t4)) / 2, rtt, t4)
+        self.samples.append(s)
+        return s
+
+    @property
+    def synced(self) -> bool:
+        """True once enough exchanges have been seen to trust the estimate."""
+        return len(self.samples) >= 3
+
+    @property
+    def offset(self) -> float:
+        """Best estimate of controller_time - local_time (0 before any sample)."""
+        if not self.samples:
+            return 0.0
+        return min(self.samples, key=lambda s: s.rtt).offset
+
+    @property
+    def rtt(self) -> float:
+        """Smallest round trip seen in the window."""
+        return min((s.rtt for s in self.samples), default=0.0)

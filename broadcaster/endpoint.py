@@ -1,0 +1,354 @@
+"""The speaker endpoint: control API, SRTP receiver, clock sync and the sound card of one IP speaker.
+
+See docs/protocol.md. Every control request must carry a fresh HMAC signature (auth.py); every
+audio packet must pass SRTP authentication with the broadcast key the controller sealed for this
+speaker; anything else is dropped and counted, never played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from . import clock as clk
+from .auth import ReplayGuard, response_mac, unwrap_key
+from .codecs import codec_by_name
+from .errors import AuthError, BroadcasterError
+from .netio import Impairment, UdpPort, open_multicast_receiver, open_udp, open_udp_pair
+from .playout import Playout
+from .rtp import Bye, PacketError, RtpPacket, SenderReport, parse_rtcp
+from .soundcard import SoundCard
+from .srtp import Receiver, SrtpDrop
+
+log = logging.getLogger(__name__)
+CLOCK_FAST, CLOCK_SLOW = 0.1, 1.0
+REPORTS_KEPT = 50
+
+
+class LocalClock:
+    """The speaker's own wall clock; a simulated speaker may run it ahead or behind true time."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        """Local time in Unix seconds."""
+        return time.time() + self.offset
+
+    def to_true(self, local: float) -> float:
+        """True Unix time of a local instant (what a measuring microphone would log)."""
+        return local - self.offset
+
+
+@dataclass
+class SpeakerSpec:
+    """Everything one endpoint needs to start."""
+
+    speaker_id: str
+    kind: str
+    key: bytes
+    site: str
+    host: str = "127.0.0.1"
+    control_port: int = 0
+    rtp_port: int = 0
+    volume: int = 80
+    record_dir: Path | None = None
+    multicast_iface: str = "127.0.0.1"
+    clock_offset: float = 0.0
+    impair: Impairment | None = None
+
+
+@dataclass
+class Active:
+    """The broadcast a speaker is playing now."""
+
+    playout: Playout
+    srtp: Receiver
+    card: SoundCard
+    priority: int
+    mcast: UdpPort | None = None
+    final_seen: bool = False
+
+
+@dataclass
+class Speaker:
+    """One endpoint; many can run in one process (the simulator)."""
+
+    spec: SpeakerSpec
+    clock: LocalClock = field(init=False)
+    counters: Counter = field(default_factory=Counter)
+    reports: dict[str, dict] = field(default_factory=dict)
+    active: Active | None = None
+    volume: int = 80
+    controller_clock: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.clock = LocalClock(self.spec.clock_offset)
+        self.volume = self.spec.volume
+        self.guard = ReplayGuard()
+        self.estimator = clk.OffsetEstimator()
+        self._runner: web.AppRunner | None = None
+        self._rtp: UdpPort | None = None
+        self._rtcp: UdpPort | None = None
+        self._clock_port: UdpPort | None = None
+        self._clock_task: asyncio.Task | None = None
+        self.control_port = 0
+
+    @property
+    def rtp_port(self) -> int:
+        """The bound RTP port (RTCP is the next one)."""
+        return self._rtp.port if self._rtp else 0
+
+    async def start(self) -> None:
+        """Bind the RTP/RTCP sockets and the control API."""
+        s = self.spec
+        self._rtp, self._rtcp = await open_udp_pair(s.host, s.rtp_port, self._on_rtp,
+                                                    self._on_rtcp, s.impair)
+        app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
+        app.router.add_get("/status", self._status)
+        app.router.add_post("/play", self._play)
+        app.router.add_post("/stop", self._stop)
+        app.router.add_post("/volume", self._volume)
+        app.router.add_get("/playout/{broadcast}", self._playout)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.control_port, reuse_address=True)
+        await site.start()
+        self.control_port = self._runner.addresses[0][1]
+
+    async def close(self) -> None:
+        """Stop everything; a broadcast in progress is finalized as stopped."""
+        if self.active:
+            self.active.playout.stopped = True
+            self._finish("shutdown")
+        if self._clock_task:
+            self._clock_task.cancel()
+        for port in (self._rtp, self._rtcp, self._clock_port):
+            if port:
+                port.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    # --- control API -------------------------------------------------------------------------
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            nonce = self.guard.check(self.spec.key, request.method, request.path_qs, body,
+                                     request.headers.get("Authorization", ""),
+                                     self.clock.now(), self.spec.speaker_id)
+        except AuthError as exc:
+            self.counters[f"control_refused_{exc.code}"] += 1
+            self.counters["control_refused"] += 1
+            log.info("%s refused control request %s %s: %s", self.spec.speaker_id,
+                     request.method, request.path, exc.message)
+            return web.json_response(exc.to_dict(), status=401)
+        clock_addr = request.query.get("clock")
+        if clock_addr:
+            self._set_controller_clock(clock_addr)
+        try:
+            resp = await handler(request)
+        except BroadcasterError as exc:
+            resp = web.json_response(exc.to_dict(), status=exc.status)
+        except (ValueError, KeyError, TypeError) as exc:
+            resp = web.json_response({"error": "bad_request", "message": str(exc)}, status=400)
+        resp.headers["X-BC-MAC"] = response_mac(self.spec.key, nonce, resp.status, resp.body)
+        return resp
+
+    def status(self) -> dict:
+        """The speaker's state as the control API reports it."""
+        a = self.active
+        return {
+            "id": self.spec.speaker_id, "kind": self.spec.kind, "volume": self.volume,
+            "rtp_port": self.rtp_port,
+            "playing": a.playout.broadcast if a else None,
+            "priority": a.priority if a else None,
+            "clock": {"synced": self.estimator.synced, "offset": self.estimator.offset,
+                      "rtt": self.estimator.rtt},
+            "counters": dict(self.counters),
+        }
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def _play(self, request: web.Request) -> web.Response:
+        req = json.loads(await request.read())
+        bid = str(req["broadcast"])
+        codec = codec_by_name(req["codec"])
+        key = unwrap_key(self.spec.key, req["key"], f"{self.spec.speaker_id}/{bid}")
+        if self.active:
+            self.active.playout.stopped = True
+            self._finish("preempted")
+        base_time = req.get("base_time")
+        playout = Playout(bid, codec, int(req["ssrc"]), int(req["base_ts"]),
+                          float(base_time) if base_time is not None else None)
+        card = SoundCard(self.spec.speaker_id, bid, codec.rate, self.spec.record_dir)
+        self.active = Active(playout, Receiver(key), card, int(req.get("priority", 0)))
+        if req.get("volume") is not None:
+            self.volume = int(req["volume"])
+        if req.get("multicast"):
+            group, port = req["multicast"].rsplit(":", 1)
+            self.active.mcast = await open_multicast_receiver(
+                group, int(port), self.spec.multicast_iface, self._on_rtp_or_rtcp, self.spec.impair)
+        self.counters["broadcasts"] += 1
+        return web.json_response({"ok": True, "rtp_port": self.rtp_port})
+
+    async def _stop(self, request: web.Request) -> web.Response:
+        req = json.loads(await request.read())
+        a = self.active
+        if a and a.playout.broadcast == str(req["broadcast"]):
+            a.playout.stopped = True
+            self._finish("stopped")
+            return web.json_response({"ok": True, "stopped": True})
+        return web.json_response({"ok": True, "stopped": False})
+
+    async def _volume(self, request: web.Request) -> web.Response:
+        vol = int(json.loads(await request.read())["volume"])
+        if not 0 <= vol <= 100:
+            raise ValueError(f"volume {vol} is outside 0-100")
+        self.volume = vol
+        return web.json_response({"ok": True, "volume": vol})
+
+    async def _playout(self, request: web.Request) -> web.Response:
+        bid = request.match_info["broadcast"]
+        if bid in self.reports:
+            return web.json_response({"state": "done", **self.reports[bid]})
+        if self.active and self.active.playout.broadcast == bid:
+            return web.json_response({"state": "playing"})
+        return web.json_response({"state": "unknown"}, status=404)
+
+    # --- audio path --------------------------------------------------------------------------
+
+    def _on_rtp_or_rtcp(self, data: bytes, addr: tuple) -> None:
+        if len(data) >= 2 and 192 <= data[1] <= 223:
+            self._on_rtcp(data, addr)
+        else:
+            self._on_rtp(data, addr)
+
+    def _on_rtp(self, data: bytes, addr: tuple) -> None:
+        self.counters["rtp_received"] += 1
+        a = self.active
+        if a is None:
+            self.counters["dropped_unauthenticated"] += 1
+            return
+        try:
+            plain = a.srtp.rtp(data)
+        except SrtpDrop as drop:
+            self.counters["dropped_replay" if drop.reason == "replay"
+                          else "dropped_unauthenticated"] += 1
+            return
+        try:
+            pkt = RtpPacket.parse(plain)
+        except PacketError:
+            self.counters["dropped_malformed"] += 1
+            return
+        a.playout.on_packet(pkt, self.clock.now())
+
+    def _on_rtcp(self, data: bytes, addr: tuple) -> None:
+        a = self.active
+        if a is None:
+            self.counters["dropped_unauthenticated"] += 1
+            return
+        try:
+            parts = parse_rtcp(a.srtp.rtcp(data))
+        except SrtpDrop as drop:
+            self.counters["dropped_replay" if drop.reason == "replay"
+                          else "dropped_unauthenticated"] += 1
+            return
+        except PacketError:
+            self.counters["dropped_malformed"] += 1
+            return
+        final = any(isinstance(p, Bye) and p.ssrc == a.playout.ssrc for p in parts)
+        for p in parts:
+            if isinstance(p, SenderReport):
+                a.playout.on_sender_report(p, final=final)
+
+    def tick(self) -> None:
+        """Let the sound card consume every frame whose instant has come."""
+        a = self.active
+        if a is None:
+            return
+        now = self.clock.now()
+        for frame in a.playout.due(now, self.estimator.offset):
+            a.card.play(frame)
+        if a.playout.finished(now):
+            self._finish("stopped" if a.playout.stopped else
+                         "end" if a.playout.end_index is not None else "idle")
+
+    def _finish(self, how: str) -> None:
+        a = self.active
+        if a is None:
+            return
+        self.active = None
+        if a.mcast:
+            a.mcast.close()
+        st = a.playout.stats
+        report = {
+            "broadcast": a.playout.broadcast, "speaker": self.spec.speaker_id,
+            "first_sample_at": self.clock.to_true(st.first_local) if st.first_local else None,
+            "sample_rate": a.playout.codec.rate, "samples": a.card.samples,
+            "packets": st.packets, "lost": st.lost, "late": st.late,
+            "duplicates": st.duplicates, "foreign": st.foreign, "ended": how,
+            "codec": a.playout.codec.name, "volume": self.volume,
+            "clock_offset": self.estimator.offset, "clock_rtt": self.estimator.rtt,
+        }
+        a.card.close(report)
+        self.reports[a.playout.broadcast] = report
+        while len(self.reports) > REPORTS_KEPT:
+            self.reports.pop(next(iter(self.reports)))
+
+    # --- clock sync --------------------------------------------------------------------------
+
+    def _set_controller_clock(self, addr: str) -> None:
+        host, _, port = addr.rpartition(":")
+        target = (host, int(port))
+        if target == self.controller_clock:
+            return
+        self.controller_clock = target
+        self.estimator = clk.OffsetEstimator()
+        if self._clock_task is None:
+            self._clock_task = asyncio.ensure_future(self._clock_loop())
+
+    async def _clock_loop(self) -> None:
+        self._clock_port = await open_udp(self.spec.host, 0, self._on_clock, self.spec.impair)
+        while True:
+            if self.controller_clock:
+                req = clk.encode_request(self.spec.speaker_id, self.spec.key, self.clock.now())
+                self._clock_port.sendto(req, self.controller_clock)
+            fast = len(self.estimator.samples) < 8
+            await asyncio.sleep(CLOCK_FAST if fast else CLOCK_SLOW)
+
+    def _on_clock(self, data: bytes, addr: tuple) -> None:
+        t4 = self.clock.now()
+        try:
+            t1, t2, t3 = clk.decode_response(data, self.spec.key)
+        except clk.ClockMessageError:
+            self.counters["dropped_clock"] += 1
+            return
+        self.estimator.add(t1, t2, t3, t4)
+
+
+class Ticker:
+    """Drives the sound cards of every speaker in the process at a fine period."""
+
+    def __init__(self, speakers: list[Speaker], period: float = 0.005) -> None:
+        self.speakers = speakers
+        self.period = period
+
+    async def run(self) -> None:
+        """Tick forever."""
+        while True:
+            await asyncio.sleep(self.period)
+            for sp in self.speakers:
+                try:
+                    sp.tick()
+                except Exception:  # one speaker's fault must not silence the others
+                    log.exception("speaker %s tick failed", sp.spec.speaker_id)

@@ -1,0 +1,65 @@
+"""The controller's side of the speaker control API: signed requests, verified answers."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from .auth import parse_authorization, response_mac, sign_request
+from .errors import SpeakerError
+
+
+class SpeakerLink:
+    """Sends HMAC-signed control requests to our endpoints over one shared HTTP session."""
+
+    def __init__(self, keys: dict[str, bytes], timeout: float = 2.0) -> None:
+        self.keys = keys
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=4),
+                timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def call(self, speaker_id: str, host: str, port: int, method: str, path: str,
+                   body: dict | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """One signed request; returns the JSON answer or raises SpeakerError naming the speaker."""
+        key = self.keys.get(speaker_id)
+        if key is None:
+            raise SpeakerError(f"speaker {speaker_id}: no pairing key in the key store",
+                               code="speaker_unpaired")
+        raw = json.dumps(body).encode() if body is not None else b""
+        auth = sign_request(speaker_id, key, method, path, raw, time.time())
+        nonce = parse_authorization(auth)["nonce"]
+        http = await self._http()
+        try:
+            async with http.request(
+                    method, f"http://{host}:{port}{path}", data=raw or None,
+                    headers={"Authorization": auth, "Content-Type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
+                data = await resp.read()
+                mac = resp.headers.get("X-BC-MAC", "")
+                if not hmac.compare_digest(mac, response_mac(key, nonce, resp.status, data)):
+                    raise SpeakerError(f"speaker {speaker_id}: answer is not authenticated "
+                                       f"(HTTP {resp.status})", code="speaker_unauthenticated")
+                out = json.loads(data) if data else {}
+                if resp.status >= 400:
+                    raise SpeakerError(f"speaker {speaker_id}: {out.get('message', resp.status)}",
+                                       code=out.get("error", "speaker_error"))
+                return out
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise SpeakerError(f"speaker {speaker_id} at {host}:{port} did not answer "
+                               f"({type(exc).__name__})", code="speaker_unreachable") from None
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()

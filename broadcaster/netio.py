@@ -1,0 +1,147 @@
+"""UDP sockets for asyncio: unicast and loopback-safe multicast, plus the test impairment shim."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Handler = Callable[[bytes, tuple], None]
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """Network faults injected under an endpoint's sockets: fixed delay, uniform jitter, loss."""
+
+    delay: float = 0.0
+    jitter: float = 0.0
+    loss: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, text: str, seed: int = 0) -> "Impairment":
+        """Parse 'delay=50ms,jitter=5ms,loss=1%'."""
+        vals = {"delay": 0.0, "jitter": 0.0, "loss": 0.0}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, raw = part.partition("=")
+            if name not in vals:
+                raise ValueError(f"impairment {part!r}: use delay=, jitter= or loss=")
+            if raw.endswith("ms"):
+                vals[name] = float(raw[:-2]) / 1000
+            elif raw.endswith("%"):
+                vals[name] = float(raw[:-1]) / 100
+            else:
+                vals[name] = float(raw)
+        return cls(vals["delay"], vals["jitter"], vals["loss"], seed)
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, handler: Handler, impair: Impairment | None) -> None:
+        self.handler = handler
+        self.impair = impair
+        self.rng = random.Random(impair.seed if impair else 0)
+        self.loop = asyncio.get_running_loop()
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        imp = self.impair
+        if imp is None:
+            self.handler(data, addr)
+            return
+        if imp.loss and self.rng.random() < imp.loss:
+            return
+        wait = imp.delay + self.rng.uniform(0, imp.jitter)
+        self.loop.call_later(wait, self.handler, data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors on UDP are routine
+        pass
+
+
+class UdpPort:
+    """One UDP socket: received datagrams go to a handler; sends may be impaired the same way."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, proto: _Proto) -> None:
+        self.transport = transport
+        self._proto = proto
+
+    @property
+    def port(self) -> int:
+        """The local port."""
+        return self.transport.get_extra_info("sockname")[1]
+
+    def sendto(self, data: bytes, addr: tuple) -> None:
+        """Send one datagram (after the shim's delay, if one is set)."""
+        imp = self._proto.impair
+        if imp is None:
+            self.transport.sendto(data, addr)
+            return
+        if imp.loss and self._proto.rng.random() < imp.loss:
+            return
+        wait = imp.delay + self._proto.rng.uniform(0, imp.jitter)
+        self._proto.loop.call_later(wait, self._send_now, data, addr)
+
+    def _send_now(self, data: bytes, addr: tuple) -> None:
+        if not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.transport.close()
+
+
+async def open_udp(host: str, port: int, handler: Handler,
+                   impair: Impairment | None = None) -> UdpPort:
+    """Bind a unicast UDP socket."""
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: _Proto(handler, impair), local_addr=(host, port))
+    return UdpPort(transport, proto)
+
+
+async def open_udp_pair(host: str, port: int, rtp: Handler, rtcp: Handler,
+                        impair: Impairment | None = None) -> tuple[UdpPort, UdpPort]:
+    """Bind RTP on an even port and RTCP on the next one; port 0 picks a free pair."""
+    for _ in range(50):
+        a = await open_udp(host, port, rtp, impair)
+        if port == 0 and a.port % 2:
+            a.close()
+            continue
+        try:
+            b = await open_udp(host, a.port + 1, rtcp, impair)
+        except OSError:
+            a.close()
+            if port:
+                raise
+            continue
+        return a, b
+    raise OSError(f"no free RTP/RTCP port pair on {host}")
+
+
+async def open_multicast_receiver(group: str, port: int, iface: str, handler: Handler,
+                                  impair: Impairment | None = None) -> UdpPort:
+    """Join a multicast group on one interface address only (127.0.0.1 keeps it on loopback)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((group, port))
+    mreq = socket.inet_aton(group) + socket.inet_aton(iface)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: _Proto(handler, impair), sock=sock)
+    return UdpPort(transport, proto)
+
+
+def multicast_sender(iface: str, ttl: int = 1) -> socket.socket:
+    """A UDP socket whose multicast leaves through one interface address only."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(iface))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, struct.pack("b", ttl))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    sock.bind((iface, 0))
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,135 @@
+"""The playout of one broadcast on one speaker: jitter buffer and play schedule; pure, no I/O.
+
+Frame n (RTP timestamp base_ts + n * frame_samples) plays at controller time base_time + n * 20 ms,
+which the speaker converts to its own clock with its offset estimate. A frame plays only if its
+packet arrived before that instant; otherwise the sound card plays silence and the frame is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .codecs import FRAME_MS, Codec
+from .rtp import RtpPacket, SenderReport
+
+MAX_AHEAD_FRAMES = 3000  # a packet more than 60 s ahead of the play head is not ours
+IDLE_END = 2.0  # seconds without any packet after the last one before the playout gives up
+
+
+@dataclass
+class Frame:
+    """One 20 ms frame handed to the sound card at its play instant (local clock)."""
+
+    index: int
+    instant: float
+    pcm: bytes | None  # None: the packet was lost or late, the card plays silence
+
+
+@dataclass
+class PlayoutStats:
+    """What a speaker reports about one broadcast."""
+
+    packets: int = 0  # frames played from a received packet
+    lost: int = 0  # frames played as silence (never arrived, or arrived late)
+    late: int = 0  # packets that arrived after their play instant
+    duplicates: int = 0
+    foreign: int = 0  # packets of another stream (SSRC or payload type)
+    first_local: float | None = None
+
+
+@dataclass
+class Playout:
+    """Schedules one broadcast's frames; fed packets and reports, asked for due frames."""
+
+    broadcast: str
+    codec: Codec
+    ssrc: int
+    base_ts: int
+    base_time: float | None  # controller clock instant of frame 0; None until a sender report
+    stats: PlayoutStats = field(default_factory=PlayoutStats)
+    end_index: int | None = None  # frames in the stream, once the sender says
+    stopped: bool = False
+    next_index: int = 0
+    last_arrival: float | None = None
+    _buffer: dict[int, tuple[bytes, float]] = field(default_factory=dict)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of one frame."""
+        return FRAME_MS / 1000
+
+    def _index(self, ts: int) -> int | None:
+        delta = (ts - self.base_ts) & 0xFFFFFFFF
+        n, rem = divmod(delta, self.codec.frame_samples)
+        if rem or n > MAX_AHEAD_FRAMES + self.next_index:
+            return None
+        return n
+
+    def on_packet(self, pkt: RtpPacket, arrival: float) -> str:
+        """Buffer an RTP packet that arrived at local time `arrival`; returns what became of it."""
+        if pkt.ssrc != self.ssrc or pkt.payload_type != self.codec.payload_type:
+            self.stats.foreign += 1
+            return "foreign"
+        n = self._index(pkt.timestamp)
+        if n is None:
+            self.stats.foreign += 1
+            return "foreign"
+        self.last_arrival = arrival
+        if n < self.next_index:
+            self.stats.late += 1
+            return "late"
+        if n in self._buffer:
+            self.stats.duplicates += 1
+            return "duplicate"
+        self._buffer[n] = (pkt.payload, arrival)
+        return "buffered"
+
+    def on_sender_report(self, sr: SenderReport, final: bool = False) -> None:
+        """Take the sender's clock mapping and, on its last report, the stream's length."""
+        if sr.ssrc != self.ssrc:
+            return
+        delta = (sr.rtp_timestamp - self.base_ts) & 0xFFFFFFFF
+        if delta < 1 << 31:
+            self.base_time = sr.unix_time - delta / self.codec.rate
+        if final:
+            self.end_index = sr.packet_count
+
+    def instant(self, n: int, offset: float) -> float:
+        """Local-clock instant at which frame n plays, given offset = controller - local."""
+        assert self.base_time is not None
+        return self.base_time + n * self.frame_seconds - offset
+
+    def due(self, local_now: float, offset: float) -> list[Frame]:
+        """Frames whose play instant has come, in order; lost ones carry no PCM."""
+        out: list[Frame] = []
+        if self.base_time is None:
+            return out
+        while not self.finished(local_now):
+            at = self.instant(self.next_index, offset)
+            if at > local_now:
+                break
+            got = self._buffer.pop(self.next_index, None)
+            pcm = None
+            if got is not None and got[1] <= at:
+                pcm = self.codec.decode(got[0])
+                self.stats.packets += 1
+            else:
+                if got is not None:
+                    self.stats.late += 1
+                self.stats.lost += 1
+            if self.stats.first_local is None:
+                self.stats.first_local = at
+            out.append(Frame(self.next_index, at, pcm))
+            self.next_index += 1
+        return out
+
+    def finished(self, local_now: float) -> bool:
+        """True when the stream has ended, been stopped, or gone silent past the idle limit."""
+        if self.stopped:
+            return True
+        if self.end_index is not None and self.next_index >= self.end_index:
+            return True
+        if self.end_index is None and not self._buffer and self.next_index > 0:
+            idle_since = self.last_arrival if self.last_arrival is not None else (self.stats.first_local or 0.0)
+            return local_now - idle_since > IDLE_END
+        return False

@@ -1,0 +1,95 @@
+"""Which speakers exist, where they are, and whether they answer; pure state, clock passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OFFLINE_AFTER = 6.0  # seconds without an answer before a speaker is offline
+SECURITY_COUNTERS = ("dropped_unauthenticated", "dropped_replay", "dropped_malformed",
+                     "control_refused", "dropped_clock")
+
+
+@dataclass
+class SpeakerState:
+    """One speaker as the controller sees it."""
+
+    id: str
+    kind: str = ""
+    zone_path: str = ""
+    host: str | None = None
+    port: int | None = None
+    rtp_port: int | None = None
+    source: str = ""  # "mdns" or "static"
+    assigned: bool = True
+    online: bool = False
+    last_seen: float | None = None
+    last_error: str | None = None
+    playing: str | None = None
+    clock_synced: bool = False
+    counters: dict = field(default_factory=dict)
+    attacks: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON form the API and CLI show."""
+        return {
+            "id": self.id, "kind": self.kind, "zone_path": self.zone_path,
+            "address": f"{self.host}:{self.port}" if self.host else None,
+            "rtp_port": self.rtp_port, "source": self.source, "assigned": self.assigned,
+            "online": self.online, "last_seen": self.last_seen, "last_error": self.last_error,
+            "playing": self.playing, "clock_synced": self.clock_synced,
+            "attacks": self.attacks,
+        }
+
+
+@dataclass
+class Registry:
+    """All speakers by id: those in zones.yaml and any unassigned ones that advertise."""
+
+    speakers: dict[str, SpeakerState] = field(default_factory=dict)
+
+    def get(self, sid: str) -> SpeakerState:
+        """The state of one speaker, created (unassigned) if new."""
+        if sid not in self.speakers:
+            self.speakers[sid] = SpeakerState(sid, assigned=False)
+        return self.speakers[sid]
+
+    def seen(self, sid: str, status: dict, now: float) -> dict[str, int]:
+        """Record an answer; returns the security counters that grew since the last answer."""
+        st = self.get(sid)
+        st.online = True
+        st.last_seen = now
+        st.last_error = None
+        st.rtp_port = status.get("rtp_port", st.rtp_port)
+        st.playing = status.get("playing")
+        st.clock_synced = bool(status.get("clock", {}).get("synced"))
+        new = status.get("counters", {})
+        grew = {k: new.get(k, 0) - st.counters.get(k, 0) for k in SECURITY_COUNTERS
+                if new.get(k, 0) > st.counters.get(k, 0)}
+        if st.counters and grew:
+            for k, v in grew.items():
+                st.attacks[k] = st.attacks.get(k, 0) + v
+        elif not st.counters:
+            # first contact: whatever the speaker counted before we knew it still counts
+            for k in SECURITY_COUNTERS:
+                if new.get(k):
+                    st.attacks[k] = new[k]
+            grew = {k: new[k] for k in SECURITY_COUNTERS if new.get(k)}
+        st.counters = dict(new)
+        return grew
+
+    def failed(self, sid: str, error: str, now: float) -> bool:
+        """Record a failed poll; returns True if this made the speaker go offline."""
+        st = self.get(sid)
+        st.last_error = error
+        if st.online and (st.last_seen is None or now - st.last_seen >= OFFLINE_AFTER):
+            st.online = False
+            return True
+        return False
+
+    def counts(self) -> dict:
+        """Online / total counts, assigned and unassigned."""
+        assigned = [s for s in self.speakers.values() if s.assigned]
+        return {
+            "online": sum(s.online for s in assigned), "total": len(assigned),
+            "unassigned": sum(not s.assigned for s in self.speakers.values()),
+        }
