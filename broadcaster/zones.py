@@ -204,8 +204,12 @@ class Site:
         """The multicast groups a speaker should join: zone id -> (group, port), root first."""
         if speaker_id not in self.speakers:
             raise _unknown(speaker_id)
-        return {z: self.zones[z].multicast for z in self.path(speaker_id)
-                if self.zones[z].multicast is not None}  # type: ignore[misc]
+        out: dict[str, tuple[str, int]] = {}
+        for zone_id in self.path(speaker_id):
+            group = self.zones[zone_id].multicast
+            if group is not None:
+                out[zone_id] = group
+        return out
 
     def counts(self) -> dict:
         """Zones by kind, speakers by kind and the number of groups."""
