@@ -180,13 +180,10 @@ class Site:
         return out[::-1]
 
     def path_names(self, target: str) -> str:
-        """Names along path(), e.g. '示例街道/第一管区/示例一村'; a speaker adds its own name."""
+        """Names along path(), e.g. '示例街道/第一管区/示例一村'; a group gives its own name."""
         if target in self.groups:
             return self.groups[target].name
-        names = [self.zones[z].name for z in self.path(target)]
-        if target in self.speakers:
-            names.append(self.speakers[target].name)
-        return "/".join(names)
+        return "/".join(self.zones[z].name for z in self.path(target))
 
     def groups_of(self, speaker_id: str) -> tuple[str, ...]:
         """Ids of the groups that reach a speaker."""

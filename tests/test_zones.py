@@ -133,7 +133,8 @@ def test_path_and_names(site):
     assert site.path("subdistrict") == ["subdistrict"]
     assert site.path("road-1") == []
     assert site.path_names("v-01-03") == "示例街道/第一管区/示例三村"
-    assert site.path_names("horn-01-03-2") == "示例街道/第一管区/示例三村/示例三村喇叭2"
+    assert site.path_names("horn-01-03-2") == "示例街道/第一管区/示例三村"  # the speaker's place
+    assert site.path_names("col-01") == "示例街道/街道驻地"
     assert site.path_names("road-1") == "示例大道沿线"
     with pytest.raises(UnknownTarget):
         site.path("nowhere")
