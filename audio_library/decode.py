@@ -1,35 +1,26 @@
-"""Decode any audio file ffmpeg reads into mono signed 16-bit PCM at a chosen rate."""
+"""Decode any audio file FFmpeg reads into mono signed 16-bit PCM at a chosen rate."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
+from . import transcoder
+from .errors import DecodeError, InvalidRequestError
 
-class DecodeError(Exception):
-    """The file is not audio ffmpeg can decode; the message names the file and the reason."""
+__all__ = ["DecodeError", "decode_file"]
 
 
 def decode_file(path: str | Path, rate: int) -> bytes:
-    """Return the file's audio as mono s16le PCM at `rate` Hz, resampled with an anti-alias filter."""
+    """Return the file's audio as mono s16le PCM at `rate` Hz, resampled with an anti-alias filter.
+
+    Raises a DecodeError subclass (NotAudioError, CorruptAudioError, EmptyAudioError,
+    UnsupportedCodecError) whose message names the file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise DecodeError(f"{path}: no such file")
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise DecodeError("ffmpeg is not installed (run scripts/setup)")
-    # swresample's default filter is a windowed sinc: unlike pydub's set_frame_rate it removes
-    # content above the new Nyquist frequency before decimating.
-    proc = subprocess.run(
-        [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
-         "-af", f"aresample={rate}:filter_size=64:cutoff=0.91", "-f", "s16le",
-         "-acodec", "pcm_s16le", "pipe:1"],
-        capture_output=True, check=False,
-    )
-    if proc.returncode != 0:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise DecodeError(f"{path.name}: not decodable audio ({reason[-1] if reason else 'ffmpeg failed'})")
-    if not proc.stdout:
-        raise DecodeError(f"{path.name}: contains no audio samples")
-    return proc.stdout
+        raise DecodeError("no such file", file=path.name)
+    if not isinstance(rate, int) or not 8000 <= rate <= 192000:
+        raise InvalidRequestError(f"sample rate {rate!r} is outside 8000..192000 Hz")
+    if path.stat().st_size == 0:
+        raise DecodeError("is empty (0 bytes)", file=path.name)
+    return transcoder.decode(path, rate, name=path.name).pcm
