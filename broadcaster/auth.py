@@ -6,6 +6,7 @@ Pure functions take the clock as an argument; the key store is the only file I/O
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -143,10 +144,14 @@ class KeyStore:
 
     def ensure(self, speaker_ids: list[str]) -> dict[str, bytes]:
         """Load the keys, minting a new random key for every speaker that has none."""
-        keys = self.load()
-        missing = [sid for sid in speaker_ids if sid not in keys]
-        for sid in missing:
-            keys[sid] = secrets.token_bytes(PAIRING_KEY_BYTES)
-        if missing or not self.path.exists():
-            self.save(keys)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # a controller and a simulator starting together must not mint two different keys
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            keys = self.load()
+            missing = [sid for sid in speaker_ids if sid not in keys]
+            for sid in missing:
+                keys[sid] = secrets.token_bytes(PAIRING_KEY_BYTES)
+            if missing or not self.path.exists():
+                self.save(keys)
         return keys

@@ -55,14 +55,17 @@ def _info(advert: Advert) -> AsyncServiceInfo:
 
 async def register(azc: AsyncZeroconf, adverts: list[Advert]) -> None:
     """Advertise many speakers at once (probing runs concurrently)."""
-    tasks = [await azc.async_register_service(_info(a), allow_name_change=False) for a in adverts]
+    tasks = await asyncio.gather(*(azc.async_register_service(_info(a), allow_name_change=False)
+                                   for a in adverts))
     await asyncio.gather(*tasks)
 
 
 async def unregister(azc: AsyncZeroconf, adverts: list[Advert]) -> None:
     """Withdraw adverts (sends goodbye packets)."""
-    tasks = [await azc.async_unregister_service(_info(a)) for a in adverts]
-    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = await asyncio.gather(*(azc.async_unregister_service(_info(a)) for a in adverts),
+                                 return_exceptions=True)
+    await asyncio.gather(*(t for t in tasks if not isinstance(t, BaseException)),
+                         return_exceptions=True)
 
 
 class Browser:

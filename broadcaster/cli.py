@@ -1,0 +1,313 @@
+"""The `broadcaster` command: every front end's operations from a shell.
+
+Commands that act on a running controller talk to its HTTP API (`--controller`, default
+http://127.0.0.1:8600); `serve`, `speaker`, `zones` and `library` work locally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from . import zones as zones_mod
+from .errors import BroadcasterError, ZonesError
+
+DEFAULT_DATA = Path.home() / ".local" / "share" / "broadcaster"
+DEFAULT_URL = "http://127.0.0.1:8600"
+DEFAULT_ZONES = "zones.yaml"
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """--data, else $BROADCASTER_DATA, else ~/.local/share/broadcaster."""
+    raw = args.data or os.environ.get("BROADCASTER_DATA") or str(DEFAULT_DATA)
+    path = Path(raw).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def hostport(text: str, default_port: int) -> tuple[str, int]:
+    """Parse host[:port]."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    return host, int(port)
+
+
+def load_site(path: str) -> zones_mod.Site:
+    """Load zones.yaml or exit with every problem listed."""
+    try:
+        return zones_mod.load(path)
+    except ZonesError as exc:
+        for p in exc.problems:
+            print(f"error: {p}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# --- HTTP client for commands that talk to the controller -----------------------------------
+
+def api(args: argparse.Namespace, method: str, path: str, body: bytes | None = None,
+        content_type: str = "application/json") -> dict:
+    """Call the controller's API; errors are printed as plain messages and exit non-zero."""
+    url = (args.controller or os.environ.get("BROADCASTER_URL") or DEFAULT_URL) + path
+    req = urllib.request.Request(url, data=body, method=method,
+                                 headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            err = json.loads(exc.read())
+            msg = err.get("message", str(exc))
+        except ValueError:
+            msg = str(exc)
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except urllib.error.URLError as exc:
+        print(f"error: cannot reach the controller at {url} ({exc.reason}); "
+              "is `broadcaster serve` running?", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def fmt_time(t: float | None, tz: ZoneInfo) -> str:
+    """A Unix time in the site's time zone."""
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def site_tz(args: argparse.Namespace) -> ZoneInfo:
+    """The display time zone: --tz, $BROADCASTER_TZ, else Asia/Shanghai."""
+    return ZoneInfo(getattr(args, "tz", None) or os.environ.get("BROADCASTER_TZ")
+                    or "Asia/Shanghai")
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_zones(args: argparse.Namespace) -> int:
+    """zones check [FILE] / zones show [FILE] [--json]."""
+    if args.action == "check":
+        site = load_site(args.file)
+        c = site.counts()
+        print(f"{args.file}: ok — {json.dumps(c, ensure_ascii=False)}")
+        return 0
+    site = load_site(args.file)
+    if args.json:
+        print(json.dumps(site.to_tree(), ensure_ascii=False, indent=1))
+    else:
+        print(site.render_text())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the controller and its HTTP API until interrupted."""
+    from .server import serve
+    site = load_site(args.zones)
+    host, port = hostport(args.listen, 8600)
+    return asyncio.run(serve(site, data_dir(args), host=host, port=port,
+                             interface=args.interface, playout_delay=args.playout_delay / 1000,
+                             site_tag=args.site_tag, mdns=not args.no_mdns))
+
+
+def cmd_speaker(args: argparse.Namespace) -> int:
+    """Run one speaker endpoint, or simulate every speaker of a zones file, or pair one."""
+    from . import speaker_cmd
+    return speaker_cmd.run(args, data_dir(args))
+
+
+def cmd_speakers(args: argparse.Namespace) -> int:
+    """List speakers known to the running controller."""
+    out = api(args, "GET", "/api/speakers")
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=1))
+        return 0
+    tz = site_tz(args)
+    print(f"{'id':<16}{'kind':<8}{'online':<8}{'address':<22}{'last seen':<21}{'alerts':<10}zone")
+    for s in out["speakers"]:
+        alerts = sum(s.get("attacks", {}).values())
+        zone = s["zone_path"] if s["assigned"] else "(unassigned: not in zones.yaml)"
+        print(f"{s['id']:<16}{s['kind'] or '-':<8}{'yes' if s['online'] else 'NO':<8}"
+              f"{s['address'] or '-':<22}{fmt_time(s['last_seen'], tz):<21}"
+              f"{alerts or '-'!s:<10}{zone}")
+    c = out["counts"]
+    print(f"{c['online']}/{c['total']} online, {c['unassigned']} unassigned")
+    return 0
+
+
+def print_broadcast(b: dict, tz: ZoneInfo) -> None:
+    """A broadcast's state and per-speaker outcome, for people."""
+    s = b["summary"]
+    print(f"broadcast {b['id']}: {b['state']} — {s['played']}/{s['speakers']} speakers played"
+          f" ({b['source']}, {b['codec']}, started {fmt_time(b['started_at'], tz)})")
+    if b.get("error"):
+        print(f"  error: {b['error']}")
+    for r in b["speakers"]:
+        if not r["played"] or r["state"] != "played" or r["lost"]:
+            print(f"  {r['speaker']}: {r['state']} packets={r['packets']} lost={r['lost']}"
+                  + (f" — {r['error']}" if r["error"] else ""))
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    """Upload a file to the controller and play it to the targets."""
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return 1
+    query = urllib.parse.urlencode([("to", t) for t in args.to] + [
+        ("codec", args.codec), ("name", path.name), ("priority", args.priority),
+        ("owner", "cli")])
+    b = api(args, "POST", f"/api/broadcasts?{query}", path.read_bytes(),
+            "application/octet-stream")
+    if args.wait:
+        while b["state"] in ("starting", "playing"):
+            time.sleep(0.3)
+            b = api(args, "GET", f"/api/broadcasts/{b['id']}")
+    if args.json:
+        print(json.dumps(b, ensure_ascii=False, indent=1))
+    else:
+        print_broadcast(b, site_tz(args))
+    return 0 if b["state"] in ("starting", "playing", "done") else 1
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop a broadcast."""
+    b = api(args, "POST", f"/api/broadcasts/{args.id}/stop")
+    print_broadcast(b, site_tz(args))
+    return 0
+
+
+def cmd_broadcasts(args: argparse.Namespace) -> int:
+    """Show one broadcast, or list them."""
+    if args.id:
+        items = [api(args, "GET", f"/api/broadcasts/{args.id}")]
+    else:
+        items = api(args, "GET", "/api/broadcasts")["broadcasts"]
+    if args.json:
+        print(json.dumps(items if not args.id else items[0], ensure_ascii=False, indent=1))
+        return 0
+    for b in items:
+        print_broadcast(b, site_tz(args))
+    return 0
+
+
+def cmd_library(args: argparse.Namespace) -> int:
+    """Forward to the audio library's command line."""
+    from audio_library import cli as lib_cli
+    return lib_cli.main(args.rest, data_dir(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Controller + every simulated speaker + an announcement to the whole subdistrict."""
+    from .demo import run_demo
+    return run_demo(args, data_dir(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree."""
+    p = argparse.ArgumentParser(prog="broadcaster", description=__doc__)
+    p.add_argument("--data", help="data directory (default $BROADCASTER_DATA or "
+                                  "~/.local/share/broadcaster)")
+    p.add_argument("--controller", help=f"controller URL (default $BROADCASTER_URL or {DEFAULT_URL})")
+    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--tz", help="time zone for displayed times (default Asia/Shanghai)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    z = sub.add_parser("zones", help="check or show zones.yaml")
+    z.add_argument("action", choices=["check", "show"])
+    z.add_argument("file", nargs="?", default=DEFAULT_ZONES)
+    z.add_argument("--json", action="store_true")
+    z.set_defaults(func=cmd_zones)
+
+    s = sub.add_parser("serve", help="run the controller")
+    s.add_argument("--zones", default=DEFAULT_ZONES)
+    s.add_argument("--listen", default="127.0.0.1:8600", help="HTTP address (default 127.0.0.1:8600)")
+    s.add_argument("--interface", default="127.0.0.1",
+                   help="address to send audio, browse mDNS and serve the clock on; a real site "
+                        "gives its LAN address here (default 127.0.0.1: loopback only)")
+    s.add_argument("--playout-delay", type=float, default=100.0, help="milliseconds (default 100)")
+    s.add_argument("--site-tag", help="mDNS site tag to accept (default: the site id)")
+    s.add_argument("--no-mdns", action="store_true", help="static addresses only")
+    s.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("speaker", help="run a speaker endpoint, simulate many, or pair one")
+    sp.add_argument("action", nargs="?", choices=["run", "pair"], default="run")
+    sp.add_argument("speaker_id", nargs="?", help="with pair: the speaker to pair")
+    sp.add_argument("--out", help="with pair: key file to write")
+    sp.add_argument("--simulate", metavar="ZONES", help="simulate every speaker of this zones file")
+    sp.add_argument("--only", help="comma-separated speaker ids to simulate")
+    sp.add_argument("--record", metavar="DIR", help="write what each speaker played under DIR")
+    sp.add_argument("--key-file", help="this speaker's key file (from `speaker pair`)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    sp.add_argument("--port", type=int, default=8700, help="control API port (default 8700)")
+    sp.add_argument("--rtp-port", type=int, default=5004, help="RTP port, RTCP is +1 (default 5004)")
+    sp.add_argument("--impair", help="test faults: 'ID=delay=50ms,jitter=5ms,loss=1%%;*=...'")
+    sp.add_argument("--clock-skew", type=float, default=0.0,
+                    help="simulate speaker clocks off by up to this many seconds")
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--site-tag", help="mDNS site tag (default: the site id)")
+    sp.add_argument("--no-mdns", action="store_true")
+    sp.add_argument("--ready-file", help="write the simulated addresses here as JSON when ready")
+    sp.set_defaults(func=cmd_speaker)
+
+    ls = sub.add_parser("speakers", help="list speakers and their health")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_speakers)
+
+    pl = sub.add_parser("play", help="play an audio file to zones, groups or speakers")
+    pl.add_argument("file")
+    pl.add_argument("--to", action="append", required=True,
+                    help="a speaker, village, area, group or the subdistrict (repeatable)")
+    pl.add_argument("--codec", default="pcmu", choices=["pcmu", "l16"])
+    pl.add_argument("--priority", default="announcement")
+    pl.add_argument("--wait", action="store_true", help="wait until it ends and print the outcome")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_play)
+
+    st = sub.add_parser("stop", help="stop a broadcast")
+    st.add_argument("id")
+    st.set_defaults(func=cmd_stop)
+
+    bc = sub.add_parser("broadcasts", help="list broadcasts or show one")
+    bc.add_argument("id", nargs="?")
+    bc.add_argument("--json", action="store_true")
+    bc.set_defaults(func=cmd_broadcasts)
+
+    lib = sub.add_parser("library", help="the audio library (add, list, show, tts, export ...)",
+                         add_help=False)
+    lib.add_argument("rest", nargs=argparse.REMAINDER)
+    lib.set_defaults(func=cmd_library)
+
+    d = sub.add_parser("demo", help="controller + all simulated speakers + a sample announcement")
+    d.add_argument("--zones", default=DEFAULT_ZONES)
+    d.add_argument("--once", action="store_true", help="exit after the announcement")
+    d.add_argument("--port", type=int, default=8600)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except BroadcasterError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Runs every speaker of a zones file as virtual speakers in one process, each on its own address.
+
+Speaker i listens on 127.0.<1 + i // 250>.<1 + i % 250> (all of 127.0.0.0/8 is loopback), with its
+own control port, RTP/RTCP port pair and mDNS record, exactly as a real endpoint would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import random
+import signal
+import sys
+from pathlib import Path
+
+from .auth import KeyStore
+from .discovery import Advert, open_zeroconf, register, unregister
+from .endpoint import Speaker, SpeakerSpec, Ticker
+from .netio import Impairment
+from .zones import Site
+
+log = logging.getLogger(__name__)
+
+
+def sim_host(index: int) -> str:
+    """The loopback address of the index-th simulated speaker."""
+    return f"127.0.{1 + index // 250}.{1 + index % 250}"
+
+
+def parse_impairments(spec: str | None, ids: list[str], seed: int) -> dict[str, Impairment]:
+    """'ID=delay=50ms,jitter=5ms,loss=1%;*=delay=10ms' -> impairment per speaker id."""
+    out: dict[str, Impairment] = {}
+    if not spec:
+        return out
+    for n, part in enumerate(filter(None, (p.strip() for p in spec.split(";")))):
+        who, _, what = part.partition("=")
+        targets = ids if who == "*" else [i for i in who.split("+") if i]
+        for i, sid in enumerate(targets):
+            out[sid] = Impairment.parse(what, seed=seed * 7919 + n * 1000 + i)
+    return out
+
+
+def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, tag: str,
+                record_dir: Path | None, impair: str | None = None,
+                clock_skew: float = 0.0, seed: int = 1) -> list[SpeakerSpec]:
+    """One spec per simulated speaker: address, keys, faults and clock offsets."""
+    ids = sorted(site.speakers)
+    if only:
+        unknown = [i for i in only if i not in site.speakers]
+        if unknown:
+            raise SystemExit(f"--only names unknown speaker(s): {', '.join(unknown)}")
+        ids = [i for i in ids if i in set(only)]
+    faults = parse_impairments(impair, ids, seed)
+    rng = random.Random(seed)
+    specs = []
+    for index, sid in enumerate(sorted(site.speakers)):
+        if sid not in ids:
+            continue
+        sp = site.speakers[sid]
+        host, port = sim_host(index), 0
+        if sp.address and ipaddress.ip_address(sp.address[0]).is_loopback:
+            host, port = sp.address
+        specs.append(SpeakerSpec(
+            speaker_id=sid, kind=sp.kind, key=keys[sid], site=tag, host=host,
+            control_port=port, volume=sp.volume, record_dir=record_dir,
+            clock_offset=rng.uniform(-clock_skew, clock_skew) if clock_skew else 0.0,
+            impair=faults.get(sid)))
+    return specs
+
+
+async def run_simulation(specs: list[SpeakerSpec], *, mdns: bool = True,
+                         ready_file: Path | None = None) -> None:
+    """Start every speaker, advertise them, and run until cancelled or signalled."""
+    speakers = [Speaker(s) for s in specs]
+    await asyncio.gather(*(sp.start() for sp in speakers))
+    adverts = [Advert(sp.spec.speaker_id, sp.spec.kind, sp.spec.host, sp.control_port,
+                      sp.rtp_port, sp.spec.site) for sp in speakers]
+    azc = open_zeroconf(["127.0.0.1"]) if mdns else None
+    if azc is not None:
+        await register(azc, adverts)
+    ticker = asyncio.ensure_future(Ticker(speakers).run())
+    info = {"speakers": [{"id": a.speaker_id, "host": a.host, "port": a.port, "rtp": a.rtp_port}
+                         for a in adverts]}
+    if ready_file:
+        ready_file.write_text(json.dumps(info))
+    print(f"READY {len(speakers)} speakers", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        ticker.cancel()
+        await asyncio.gather(*(sp.close() for sp in speakers), return_exceptions=True)
+        if azc is not None:
+            await unregister(azc, adverts)
+            await azc.async_close()
+
+
+def load_keys(data_dir: Path, site: Site) -> dict[str, bytes]:
+    """The pairing keys the simulated speakers hold (the controller's key store, minted if new)."""
+    return KeyStore(data_dir / "speaker-keys.json").ensure(list(site.speakers))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: broadcaster speaker --simulate zones.yaml")

@@ -1,0 +1,66 @@
+"""`broadcaster speaker`: run one endpoint, simulate a whole site, or pair a speaker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from .auth import KeyStore
+from .endpoint import Speaker, SpeakerSpec, Ticker
+from .netio import Impairment
+from .simulator import build_specs, load_keys, run_simulation
+
+
+def pair(args: argparse.Namespace, data: Path) -> int:
+    """Write one speaker's key file from the controller's key store (minting its key if new)."""
+    from .cli import load_site
+    if not args.speaker_id:
+        raise SystemExit("usage: broadcaster speaker pair SPEAKER_ID --out FILE")
+    site = load_site(os.environ.get("BROADCASTER_ZONES", "zones.yaml"))
+    if args.speaker_id not in site.speakers:
+        raise SystemExit(f"error: speaker {args.speaker_id!r} is not in zones.yaml")
+    key = KeyStore(data / "speaker-keys.json").ensure(list(site.speakers))[args.speaker_id]
+    out = Path(args.out or f"{args.speaker_id}.key")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"speaker": args.speaker_id, "kind": site.speakers[args.speaker_id].kind,
+                   "site": site.id, "key": key.hex()}, fh)
+    print(f"wrote {out}: copy it to the speaker over a trusted channel (USB, SSH) and run "
+          f"`broadcaster speaker --key-file {out.name}` there")
+    return 0
+
+
+async def _run_one(spec: SpeakerSpec, mdns: bool) -> None:
+    await run_simulation([spec], mdns=mdns)
+
+
+def run(args: argparse.Namespace, data: Path) -> int:
+    """Dispatch the speaker command."""
+    if args.action == "pair":
+        return pair(args, data)
+    record = Path(args.record) if args.record else None
+    if args.simulate:
+        from .cli import load_site
+        site = load_site(args.simulate)
+        only = [i.strip() for i in args.only.split(",")] if args.only else None
+        specs = build_specs(site, load_keys(data, site), only=only, tag=args.site_tag or site.id,
+                            record_dir=record, impair=args.impair, clock_skew=args.clock_skew,
+                            seed=args.seed)
+        asyncio.run(run_simulation(specs, mdns=not args.no_mdns,
+                                   ready_file=Path(args.ready_file) if args.ready_file else None))
+        return 0
+    if not args.key_file:
+        raise SystemExit("error: a real speaker needs --key-file (see `broadcaster speaker pair`)")
+    info = json.loads(Path(args.key_file).read_text())
+    spec = SpeakerSpec(info["speaker"], info.get("kind", "horn"), bytes.fromhex(info["key"]),
+                       args.site_tag or info["site"], host=args.host, control_port=args.port,
+                       rtp_port=args.rtp_port, record_dir=record, multicast_iface=args.host,
+                       impair=Impairment.parse(args.impair) if args.impair else None)
+    asyncio.run(_run_one(spec, not args.no_mdns))
+    return 0
+
+
+__all__ = ["run", "pair", "Speaker", "Ticker"]
