@@ -1,0 +1,151 @@
+"""Process harness shared by the tests and the benchmarks: simulated speakers in a child process,
+a controller with its API in this one, and helpers to read what each speaker played."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import wave
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from .api import make_app
+from .controller import Controller, ControllerConfig
+from .zones import Site
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_zones(path: Path, *, multicast: bool = False) -> Path:
+    """Write the standard 113-speaker site (scripts/make_zones), with or without multicast groups."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "make_zones"), "-o", str(path)]
+    if not multicast:
+        cmd.append("--no-multicast")
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
+
+
+def site_tag() -> str:
+    """A fresh mDNS site tag, so concurrent runs never see each other's speakers."""
+    return "t" + secrets.token_hex(4)
+
+
+class SimProcess:
+    """`broadcaster speaker --simulate` in a child process."""
+
+    def __init__(self, zones: Path, data: Path, record: Path | None, tag: str, *,
+                 only: list[str] | None = None, impair: str | None = None,
+                 clock_skew: float = 0.0, seed: int = 1, mdns: bool = True) -> None:
+        self.ready = data / f"sim-{secrets.token_hex(3)}.json"
+        self.cmd = [sys.executable, "-m", "broadcaster.cli", "--data", str(data), "speaker",
+                    "--simulate", str(zones), "--site-tag", tag, "--ready-file", str(self.ready),
+                    "--seed", str(seed)]
+        if record:
+            self.cmd += ["--record", str(record)]
+        if only:
+            self.cmd += ["--only", ",".join(only)]
+        if impair:
+            self.cmd += ["--impair", impair]
+        if clock_skew:
+            self.cmd += ["--clock-skew", str(clock_skew)]
+        if not mdns:
+            self.cmd.append("--no-mdns")
+        self.proc: subprocess.Popen | None = None
+        self.info: dict = {}
+
+    def start(self, timeout: float = 60) -> "SimProcess":
+        """Start and wait until every speaker is listening and advertised."""
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        end = time.monotonic() + timeout
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"simulator exited: {out[-2000:]}")
+            if time.monotonic() > end:
+                raise TimeoutError("simulator did not become ready")
+            time.sleep(0.05)
+        self.info = json.loads(self.ready.read_text())
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """Kill it at once, as a power cut would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """Stop it cleanly (mDNS goodbyes), or kill it if it hangs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@asynccontextmanager
+async def controller(site: Site, data: Path, tag: str, **config):
+    """A started Controller and an HTTP test client on its API (real server on port 0)."""
+    ctl = Controller(site, ControllerConfig(data, site_tag=tag, **config))
+    await ctl.start()
+    client = TestClient(TestServer(make_app(ctl), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield ctl, client
+    finally:
+        await client.close()
+        await ctl.close()
+
+
+async def wait_online(ctl: Controller, count: int, timeout: float = 30.0) -> float:
+    """Wait until `count` assigned speakers are online; returns the seconds it took."""
+    t0 = time.monotonic()
+    while ctl.registry.counts()["online"] < count:
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"only {ctl.registry.counts()['online']}/{count} speakers online")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
+
+
+async def wait_done(ctl: Controller, bid: str, timeout: float = 60.0) -> dict:
+    """Wait until a broadcast has ended; returns its JSON form."""
+    t0 = time.monotonic()
+    while ctl.broadcast(bid).state in ("starting", "playing"):
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"broadcast {bid} still {ctl.broadcast(bid).state}")
+        await asyncio.sleep(0.05)
+    return ctl.broadcast(bid).to_dict()
+
+
+def playout_records(record: Path, broadcast: str) -> dict[str, dict]:
+    """Each speaker's playout.jsonl line for one broadcast, by speaker id."""
+    out = {}
+    for f in record.glob("*/playout.jsonl"):
+        for line in f.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["broadcast"] == broadcast:
+                out[rec["speaker"]] = rec
+    return out
+
+
+def recorded_pcm(record: Path, speaker: str, broadcast: str) -> tuple[bytes, int]:
+    """The PCM a speaker's sound card played for a broadcast, and its rate."""
+    with wave.open(str(record / speaker / f"{broadcast}.wav"), "rb") as w:
+        return w.readframes(w.getnframes()), w.getframerate()
