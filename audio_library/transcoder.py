@@ -12,6 +12,7 @@ import av
 import av.error
 import av.filter
 
+from . import inspection
 from .errors import (
     CorruptAudioError,
     EmptyAudioError,
@@ -70,9 +71,17 @@ def decode(path: Path, rate: int, *, name: str, max_seconds: float | None = None
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.InvalidDataError:
+        kind = inspection.sniff(path)
+        if kind:
+            raise CorruptAudioError(f"looks like {kind} but cannot be read: damaged or truncated",
+                                    file=name) from None
         raise NotAudioError("not a recognised audio format", file=name) from None
     except av.error.FFmpegError as exc:
         raise CorruptAudioError(f"cannot be opened ({_reason(exc)})", file=name) from None
+    problem = inspection.truncation(path)
+    if problem:
+        container.close()
+        raise CorruptAudioError(f"truncated: {problem}", file=name)
     with container:
         if not container.streams.audio:
             raise NotAudioError("contains no audio stream", file=name)
