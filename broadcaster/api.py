@@ -27,9 +27,10 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     except BroadcasterError as exc:
         return web.json_response(exc.to_dict(), status=exc.status)
     except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size  # noqa: SLF001 - aiohttp keeps the limit only here
         return web.json_response(
-            {"error": "too_large", "message": f"upload is larger than {MAX_UPLOAD // 2**20} MiB"},
-            status=413)
+            {"error": "too_large", "message": f"the upload is larger than the limit of "
+                                              f"{limit / 2**20:g} MiB"}, status=413)
 
 
 async def speakers(request: web.Request) -> web.Response:
@@ -91,9 +92,9 @@ async def create_broadcast(request: web.Request) -> web.Response:
     return web.json_response(b.to_dict(), status=201)
 
 
-def make_app(controller: Controller) -> web.Application:
+def make_app(controller: Controller, max_upload: int = MAX_UPLOAD) -> web.Application:
     """The aiohttp application for a controller."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_UPLOAD)
+    app = web.Application(middlewares=[errors_middleware], client_max_size=max_upload)
     app[CONTROLLER] = controller
     app.router.add_get("/api/speakers", speakers)
     app.router.add_get("/api/zones", zones)

@@ -101,11 +101,12 @@ class SimProcess:
 
 
 @asynccontextmanager
-async def controller(site: Site, data: Path, tag: str, **config):
+async def controller(site: Site, data: Path, tag: str, max_upload: int | None = None, **config):
     """A started Controller and an HTTP test client on its API (real server on port 0)."""
     ctl = Controller(site, ControllerConfig(data, site_tag=tag, **config))
     await ctl.start()
-    client = TestClient(TestServer(make_app(ctl), host="127.0.0.1"))
+    app = make_app(ctl, max_upload) if max_upload else make_app(ctl)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
         yield ctl, client
