@@ -100,3 +100,12 @@ def test_every_command_is_documented() -> None:
     assert parser_commands == set(COMMANDS)
     for command in COMMANDS:
         assert f"- `{command}" in text, f"{command} is missing from audio_library/README.md"
+
+
+def test_package_never_imports_broadcaster() -> None:
+    package = README.parent
+    for module in package.glob("*.py"):
+        for line in module.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]):
+                assert not words[1].startswith("broadcaster"), f"{module.name}: {line}"
