@@ -25,7 +25,7 @@ from audio_library import (
     decode_file,
 )
 
-from conftest import tone_pcm, wav_with_format_tag, write_wav
+from audio_fixtures import tone_pcm, wav_with_format_tag, write_wav
 
 
 def ffmpeg(*args: str) -> None:

@@ -13,7 +13,7 @@ from audio_library import Library, Settings, decode_file
 from audio_library import transcoder
 from audio_library.mastering import trim_silence
 
-from conftest import tone_pcm, write_wav
+from audio_fixtures import tone_pcm, write_wav
 
 
 def sox(*args: str) -> None:

@@ -12,7 +12,7 @@ from audio_library import Library, SpeechEngine, SpeechError, chime_names
 from audio_library import transcoder
 from audio_library.chimes import synthesize
 
-from conftest import tone_pcm, write_wav
+from audio_fixtures import tone_pcm, write_wav
 
 NOTICE = "各位村民请注意，今天下午三点在村委会召开防火禁烧会议。"
 
