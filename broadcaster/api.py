@@ -9,13 +9,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from audio_library import DecodeError, decode_file
+from audio_library import ClipNotFoundError, DecodeError, Library, LibraryError, decode_file
 
 from .codecs import codec_by_name
 from .controller import Controller
 from .errors import AudioInputError, BroadcasterError
 
 CONTROLLER = web.AppKey("controller", Controller)
+LIBRARY = web.AppKey("library", Library)
 MAX_UPLOAD = 64 * 1024 * 1024
 
 
@@ -67,7 +68,8 @@ async def stop_broadcast(request: web.Request) -> web.Response:
 
 
 async def create_broadcast(request: web.Request) -> web.Response:
-    """POST /api/broadcasts?to=T&to=T&codec=pcmu&name=F with the audio file as the body."""
+    """POST /api/broadcasts?to=T&to=T&codec=pcmu&name=F with the audio file as the body,
+    or ?clip=ID to play a clip from the audio library."""
     received = time.time()
     ctl = request.app[CONTROLLER]
     targets = request.query.getall("to", [])
@@ -75,6 +77,18 @@ async def create_broadcast(request: web.Request) -> web.Response:
         raise BroadcasterError("say where to play: at least one 'to' target", code="no_target")
     codec = codec_by_name(request.query.get("codec", "pcmu"))
     ctl.site.resolve_many(targets)  # unknown targets fail before the upload is decoded
+    clip = request.query.get("clip")
+    if clip:
+        try:
+            pcm = await asyncio.to_thread(request.app[LIBRARY].pcm, clip, codec.rate)
+            title = (await asyncio.to_thread(request.app[LIBRARY].get, clip)).title
+        except LibraryError as exc:
+            raise BroadcasterError(str(exc), code=exc.code,
+                                   status=404 if isinstance(exc, ClipNotFoundError) else 422)
+        b = await ctl.play(pcm, targets, codec=codec.name, source=f"clip {clip} {title}",
+                           priority=request.query.get("priority", "announcement"),
+                           owner=request.query.get("owner", "api"), requested_at=received)
+        return web.json_response(b.to_dict(), status=201)
     name = Path(request.query.get("name", "upload")).name
     data = await request.read()
     if not data:
@@ -96,6 +110,7 @@ def make_app(controller: Controller, max_upload: int = MAX_UPLOAD) -> web.Applic
     """The aiohttp application for a controller."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=max_upload)
     app[CONTROLLER] = controller
+    app[LIBRARY] = Library(controller.config.data_dir)
     app.router.add_get("/api/speakers", speakers)
     app.router.add_get("/api/zones", zones)
     app.router.add_get("/api/events", events)

@@ -158,15 +158,21 @@ def print_broadcast(b: dict, tz: ZoneInfo) -> None:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    """Upload a file to the controller and play it to the targets."""
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"error: {path}: no such file", file=sys.stderr)
-        return 1
-    query = urllib.parse.urlencode([("to", t) for t in args.to] + [
-        ("codec", args.codec), ("name", path.name), ("priority", args.priority),
-        ("owner", "cli")])
-    b = api(args, "POST", f"/api/broadcasts?{query}", path.read_bytes(),
+    """Upload a file (or name a library clip) and play it to the targets."""
+    params = [("to", t) for t in args.to] + [("codec", args.codec), ("priority", args.priority),
+                                             ("owner", "cli")]
+    if args.clip:
+        body, params = None, params + [("clip", args.clip)]
+    else:
+        if not args.file:
+            print("error: give an audio FILE or --clip ID", file=sys.stderr)
+            return 2
+        path = Path(args.file)
+        if not path.is_file():
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return 1
+        body, params = path.read_bytes(), params + [("name", path.name)]
+    b = api(args, "POST", f"/api/broadcasts?{urllib.parse.urlencode(params)}", body or b"",
             "application/octet-stream")
     if args.wait:
         while b["state"] in ("starting", "playing"):
@@ -264,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_speakers)
 
     pl = sub.add_parser("play", help="play an audio file to zones, groups or speakers")
-    pl.add_argument("file")
+    pl.add_argument("file", nargs="?", help="an audio file (any format ffmpeg reads)")
+    pl.add_argument("--clip", help="play this audio-library clip instead of a file")
     pl.add_argument("--to", action="append", required=True,
                     help="a speaker, village, area, group or the subdistrict (repeatable)")
     pl.add_argument("--codec", default="pcmu", choices=["pcmu", "l16"])

@@ -1,0 +1,114 @@
+"""`broadcaster demo`: the controller and all 113 simulated speakers, then an announcement to the
+whole subdistrict (chime + Mandarin text-to-speech from the audio library), then where to look."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .auth import KeyStore
+from .harness import playout_records
+from .zones import load
+
+ANNOUNCEMENT = ("各位村民请注意：现在是秋冬季防火禁烧关键时期，严禁焚烧秸秆和垃圾，"
+                "发现火情请立即拨打一一九。")
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _post(url: str) -> dict:
+    req = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _make_clip(data: Path) -> str:
+    """Chime + spoken notice, catalogued in the audio library; returns the clip id."""
+    from audio_library import Library
+    with Library(data) as lib:
+        clip = lib.tts(ANNOUNCEMENT, title="防火禁烧通知（演示）", tags=["demo", "防火禁烧"])
+        return clip.id
+
+
+def run_demo(args: argparse.Namespace, data: Path) -> int:
+    """Run the demo; with --once, exit after the announcement."""
+    zones_file = Path(args.zones)
+    site = load(zones_file)
+    record = data / "recordings"
+    KeyStore(data / "speaker-keys.json").ensure(list(site.speakers))
+    base = f"http://127.0.0.1:{args.port}"
+    py = [sys.executable, "-m", "broadcaster.cli", "--data", str(data)]
+    t0 = time.monotonic()
+    procs = [
+        subprocess.Popen(py + ["serve", "--zones", str(zones_file), "--listen",
+                               f"127.0.0.1:{args.port}"]),
+        subprocess.Popen(py + ["speaker", "--simulate", str(zones_file), "--record", str(record)],
+                         stdout=subprocess.DEVNULL),
+    ]
+    print(f"starting the controller on {base} and {len(site.speakers)} simulated speakers …",
+          flush=True)
+    try:
+        counts: dict = {}
+        while time.monotonic() - t0 < 90:
+            try:
+                counts = _get(f"{base}/api/speakers")["counts"]
+                if counts["online"] == counts["total"]:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if any(p.poll() is not None for p in procs):
+                print("error: a demo process exited; see its messages above", file=sys.stderr)
+                return 1
+            time.sleep(0.3)
+        print(f"{counts.get('online', 0)}/{counts.get('total', 0)} speakers online after "
+              f"{time.monotonic() - t0:.1f} s", flush=True)
+        clip = _make_clip(data)
+        b = _post(f"{base}/api/broadcasts?to={site.root.id}&clip={clip}&priority=announcement"
+                  "&owner=demo")
+        print(f"playing the fire-ban notice (clip {clip}) to the whole subdistrict: broadcast "
+              f"{b['id']}", flush=True)
+        while b["state"] in ("starting", "playing"):
+            time.sleep(0.5)
+            b = _get(f"{base}/api/broadcasts/{b['id']}")
+        recs = playout_records(record, b["id"])
+        starts = [r["first_sample_at"] for r in recs.values() if r["first_sample_at"]]
+        spread = (max(starts) - min(starts)) * 1000 if starts else float("nan")
+        med = statistics.median(starts) if starts else 0
+        print(f"broadcast {b['state']}: {b['summary']['played']}/{b['summary']['speakers']} "
+              f"speakers played it; first sample spread across speakers {spread:.2f} ms; "
+              f"first sound {(med - b['created_at']) * 1000:.0f} ms after the command")
+        print("\nwhere to look:")
+        print(f"  recordings      {record}/<speaker-id>/{b['id']}.wav and playout.jsonl")
+        print(f"  speakers        {base}/api/speakers   (or: broadcaster --controller {base} "
+              "speakers)")
+        print(f"  the broadcast   {base}/api/broadcasts/{b['id']}")
+        print(f"  the zone tree   {base}/api/zones")
+        print(f"  data directory  {data}")
+        if args.once:
+            return 0 if b["state"] == "done" else 1
+        print("\nthe controller and speakers keep running; press Ctrl-C to stop", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
