@@ -66,19 +66,46 @@ def _wav_truncation(path: Path) -> str | None:
             src.seek(length + (length & 1), 1)
 
 
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_page_ok(page: bytes) -> bool:
+    """Whether a complete Ogg page's checksum (computed with its CRC field zeroed) matches."""
+    crc = 0
+    for byte in page[:22] + b"\0\0\0\0" + page[26:]:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[(crc >> 24) ^ byte]
+    return crc == struct.unpack("<I", page[22:26])[0]
+
+
 def _ogg_truncation(path: Path) -> str | None:
     size = path.stat().st_size
     with open(path, "rb") as src:
-        start = max(0, size - OGG_TAIL)
-        src.seek(start)
+        src.seek(max(0, size - OGG_TAIL))
         tail = src.read()
-    at = tail.rfind(b"OggS")
-    if at < 0 or len(tail) - at < 27:
+    # Walk back to the last page whose checksum holds ("OggS" can also occur inside audio data).
+    at = len(tail)
+    while True:
+        at = tail.rfind(b"OggS", 0, at)
+        if at < 0:
+            return "no complete Ogg page at the end of the file"
+        segments = tail[at + 26] if at + 27 <= len(tail) else 0
+        table = tail[at + 27 : at + 27 + segments]
+        end = at + 27 + segments + sum(table)
+        if at + 27 <= len(tail) and len(table) == segments and end <= len(tail) \
+                and tail[at + 4] == 0 and _ogg_page_ok(tail[at:end]):
+            break
+    if end != len(tail):
         return "the last Ogg page is incomplete"
-    flags, segments = tail[at + 5], tail[at + 26]
-    table = tail[at + 27 : at + 27 + segments]
-    if len(table) < segments or at + 27 + segments + sum(table) > len(tail):
-        return "the last Ogg page is incomplete"
-    if not flags & 0x04:
+    if not tail[at + 5] & 0x04:
         return "the stream has no end page"
     return None
