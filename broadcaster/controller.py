@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import socket
 import time
@@ -62,6 +63,8 @@ class Controller:
         self.tag = config.site_tag or site.id
         self.keys = KeyStore(config.data_dir / "speaker-keys.json").ensure(list(site.speakers))
         self.link = SpeakerLink(self.keys)
+        self._logdir = config.data_dir / "log"
+        self._logdir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry()
         self.events: deque[dict] = deque(maxlen=EVENTS_KEPT)
         self.broadcasts: dict[str, Broadcast] = {}
@@ -131,6 +134,15 @@ class Controller:
         self.events.append(ev)
         level = logging.WARNING if kind in ("attack", "offline") else logging.INFO
         log.log(level, "%s %s", kind, detail)
+        self._journal("events.jsonl", ev)
+
+    def _journal(self, name: str, record: dict) -> None:
+        """Append one line to a log under DATA/log (the failure log IEC 60849 asks for)."""
+        try:
+            with open(self._logdir / name, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        except OSError as exc:  # a full disk must not stop the broadcast
+            log.error("cannot write %s: %s", name, exc)
 
     # --- discovery and health ----------------------------------------------------------------
 
@@ -323,6 +335,7 @@ class Controller:
             b.ended_at = time.time()
             self.running.pop(b.id, None)
             self.event("broadcast_ended", broadcast=b.id, state=b.state)
+            self._journal("broadcasts.jsonl", b.to_dict())
 
     async def _collect(self, b: Broadcast, sid: str) -> None:
         st = self.registry.get(sid)

@@ -171,3 +171,15 @@ async def test_errors_name_what_is_wrong(ctl_client, tmp_path):
     assert r.status == 404 and "nope" in (await r.json())["message"]
     # the server keeps serving
     assert (await client.get("/api/speakers")).status == 200
+
+
+async def test_broadcasts_and_events_are_journaled_in_the_data_dir(ctl_client, world):
+    import json
+    ctl, _ = ctl_client
+    b = await play(ctl, sweep(8000, 0.1), ["v-05-01"])
+    lines = (world["data"] / "log" / "broadcasts.jsonl").read_text().splitlines()
+    logged = [json.loads(x) for x in lines]
+    mine = next(r for r in logged if r["id"] == b["id"])
+    assert mine["state"] == "done" and mine["summary"]["played"] == b["summary"]["played"]
+    events = [json.loads(x) for x in (world["data"] / "log" / "events.jsonl").read_text().splitlines()]
+    assert sum(e["kind"] == "online" for e in events) >= 113
