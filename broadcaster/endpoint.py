@@ -30,6 +30,10 @@ from .srtp import Receiver, SrtpDrop
 log = logging.getLogger(__name__)
 CLOCK_FAST, CLOCK_SLOW = 0.1, 1.0
 REPORTS_KEPT = 50
+# The stream's last SRTCP reports (BYE) can land just after a stop or preemption ended the
+# broadcast here; for this long they are checked against the old key and counted as
+# late_previous_broadcast, not as an attack (a replay of them is still caught by SRTP).
+PREVIOUS_GRACE = 2.0
 
 
 class LocalClock:
@@ -100,6 +104,7 @@ class Speaker:
         self._clock_port: UdpPort | None = None
         self._clock_task: asyncio.Task | None = None
         self.control_port = 0
+        self._previous: tuple[Receiver, float] | None = None  # last broadcast's key, ended at
 
     @property
     def rtp_port(self) -> int:
@@ -233,17 +238,31 @@ class Speaker:
         else:
             self._on_rtp(data, addr)
 
+    def _unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
+        """The plain packet if it verifies under the current broadcast key; else count the drop."""
+        a = self.active
+        reason = "auth"
+        if a is not None:
+            try:
+                return a.srtp.rtcp(data) if rtcp else a.srtp.rtp(data)
+            except SrtpDrop as drop:
+                reason = drop.reason
+        prev = self._previous
+        if reason == "auth" and prev and self.clock.now() - prev[1] < PREVIOUS_GRACE:
+            try:
+                prev[0].rtcp(data) if rtcp else prev[0].rtp(data)
+                self.counters["late_previous_broadcast"] += 1  # ours, just late: not played
+                return None
+            except SrtpDrop as drop:
+                reason = drop.reason
+        self.counters["dropped_replay" if reason == "replay" else "dropped_unauthenticated"] += 1
+        return None
+
     def _on_rtp(self, data: bytes, addr: tuple) -> None:
         self.counters["rtp_received"] += 1
+        plain = self._unprotect(data, rtcp=False)
         a = self.active
-        if a is None:
-            self.counters["dropped_unauthenticated"] += 1
-            return
-        try:
-            plain = a.srtp.rtp(data)
-        except SrtpDrop as drop:
-            self.counters["dropped_replay" if drop.reason == "replay"
-                          else "dropped_unauthenticated"] += 1
+        if plain is None or a is None:
             return
         try:
             pkt = RtpPacket.parse(plain)
@@ -253,16 +272,12 @@ class Speaker:
         a.playout.on_packet(pkt, self.clock.now())
 
     def _on_rtcp(self, data: bytes, addr: tuple) -> None:
+        plain = self._unprotect(data, rtcp=True)
         a = self.active
-        if a is None:
-            self.counters["dropped_unauthenticated"] += 1
+        if plain is None or a is None:
             return
         try:
-            parts = parse_rtcp(a.srtp.rtcp(data))
-        except SrtpDrop as drop:
-            self.counters["dropped_replay" if drop.reason == "replay"
-                          else "dropped_unauthenticated"] += 1
-            return
+            parts = parse_rtcp(plain)
         except PacketError:
             self.counters["dropped_malformed"] += 1
             return
@@ -288,6 +303,7 @@ class Speaker:
         if a is None:
             return
         self.active = None
+        self._previous = (a.srtp, self.clock.now())
         if a.mcast:
             a.mcast.close()
         st = a.playout.stats
