@@ -138,6 +138,7 @@ class KeyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT keeps the mode of a temp file a crash left behind
         with os.fdopen(fd, "w") as fh:
             json.dump({"speakers": {k: v.hex() for k, v in sorted(keys.items())}}, fh, indent=1)
         os.replace(tmp, self.path)
