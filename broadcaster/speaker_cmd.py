@@ -25,6 +25,7 @@ def pair(args: argparse.Namespace, data: Path) -> int:
     key = KeyStore(data / "speaker-keys.json").ensure(list(site.speakers))[args.speaker_id]
     out = Path(args.out or f"{args.speaker_id}.key")
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: force owner-only
     with os.fdopen(fd, "w") as fh:
         json.dump({"speaker": args.speaker_id, "kind": site.speakers[args.speaker_id].kind,
                    "site": site.id, "key": key.hex()}, fh)
