@@ -79,6 +79,7 @@ class OffsetEstimator:
 
     def __init__(self, window: int = 24) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
+        self._best: Sample | None = None  # kept on add: every sound-card tick asks for the offset
 
     def add(self, t1: float, t2: float, t3: float, t4: float) -> Sample | None:
         """Record one exchange; returns the sample, or None if its times are impossible."""
@@ -87,6 +88,7 @@ class OffsetEstimator:
             return None
         s = Sample(((t2 - t1) + (t3 - t4)) / 2, rtt, t4)
         self.samples.append(s)
+        self._best = min(self.samples, key=lambda x: x.rtt)
         return s
 
     @property
@@ -97,11 +99,9 @@ class OffsetEstimator:
     @property
     def offset(self) -> float:
         """Best estimate of controller_time - local_time (0 before any sample)."""
-        if not self.samples:
-            return 0.0
-        return min(self.samples, key=lambda s: s.rtt).offset
+        return self._best.offset if self._best is not None else 0.0
 
     @property
     def rtt(self) -> float:
         """Smallest round trip seen in the window."""
-        return min((s.rtt for s in self.samples), default=0.0)
+        return self._best.rtt if self._best is not None else 0.0
