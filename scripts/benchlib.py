@@ -36,8 +36,10 @@ def summary(values: list[float], scale: float = 1.0) -> dict:
     """n, p50, p99, max (and min, mean) of values, multiplied by scale (1000 for ms)."""
     vals = [v * scale for v in values if v is not None]
     if not vals:
-        return {"n": 0, "p50": None, "p99": None, "max": None, "min": None, "mean": None}
-    return {"n": len(vals), "p50": percentile(vals, 50), "p99": percentile(vals, 99),
+        return {"n": 0, "p50": None, "p99": None, "max": None, "min": None, "mean": None,
+                "p1": None}
+    return {"n": len(vals), "p1": percentile(vals, 1), "p50": percentile(vals, 50),
+            "p99": percentile(vals, 99),
             "max": max(vals), "min": min(vals), "mean": statistics.fmean(vals)}
 
 
