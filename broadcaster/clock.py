@@ -2,8 +2,11 @@
 
 A speaker sends its local time t1; the controller answers with t1, its receive time t2 and send
 time t3; the speaker notes t4. offset = ((t2 - t1) + (t3 - t4)) / 2, round trip = (t4 - t1) - (t3 - t2).
-The estimate is the offset of the sample with the smallest round trip among recent ones, which
-rejects samples inflated by queueing jitter. Datagrams are MAC'd with the speaker's pairing key.
+Each direction is filtered on its own: forward = t2 - t1 = offset + delay + jitter_there and
+backward = t3 - t4 = offset - delay - jitter_back, so the smallest forward and the largest backward
+value in the window are the ones least inflated by queueing, and their mean is the offset. Unlike
+picking the single exchange with the shortest round trip, this needs only *some* exchange with
+little jitter in each direction, not one with little jitter in both at once. Datagrams are MAC'd with the speaker's pairing key.
 Everything here is pure: times are arguments.
 """
 
@@ -67,28 +70,38 @@ def decode_response(data: bytes, key: bytes) -> tuple[float, float, float]:
 
 @dataclass
 class Sample:
-    """One exchange: the offset it implies and its round trip."""
+    """One exchange: its one-way differences, the offset it implies alone, and its round trip."""
 
-    offset: float
+    forward: float  # t2 - t1
+    backward: float  # t3 - t4
     rtt: float
     at: float
 
+    @property
+    def offset(self) -> float:
+        """The offset this exchange implies by itself."""
+        return (self.forward + self.backward) / 2
+
 
 class OffsetEstimator:
-    """Tracks controller_time - local_time from clock exchanges (min-round-trip filter)."""
+    """Tracks controller_time - local_time from clock exchanges (per-direction minimum filter)."""
 
-    def __init__(self, window: int = 24) -> None:
+    def __init__(self, window: int = 40) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
-        self._best: Sample | None = None  # kept on add: every sound-card tick asks for the offset
+        self._offset = 0.0  # kept on add: every sound-card tick asks for the offset
+        self._rtt = 0.0
 
     def add(self, t1: float, t2: float, t3: float, t4: float) -> Sample | None:
         """Record one exchange; returns the sample, or None if its times are impossible."""
         rtt = (t4 - t1) - (t3 - t2)
         if rtt < 0 or t4 < t1:
             return None
-        s = Sample(((t2 - t1) + (t3 - t4)) / 2, rtt, t4)
+        s = Sample(t2 - t1, t3 - t4, rtt, t4)
         self.samples.append(s)
-        self._best = min(self.samples, key=lambda x: x.rtt)
+        forward = min(x.forward for x in self.samples)
+        backward = max(x.backward for x in self.samples)
+        self._offset = (forward + backward) / 2
+        self._rtt = min(x.rtt for x in self.samples)
         return s
 
     @property
@@ -99,9 +112,9 @@ class OffsetEstimator:
     @property
     def offset(self) -> float:
         """Best estimate of controller_time - local_time (0 before any sample)."""
-        return self._best.offset if self._best is not None else 0.0
+        return self._offset
 
     @property
     def rtt(self) -> float:
         """Smallest round trip seen in the window."""
-        return self._best.rtt if self._best is not None else 0.0
+        return self._rtt

@@ -28,7 +28,9 @@ from .soundcard import SoundCard
 from .srtp import Receiver, SrtpDrop
 
 log = logging.getLogger(__name__)
-CLOCK_FAST, CLOCK_SLOW = 0.1, 1.0
+# Fast exchanges until the first estimate is good, then four a second: the minimum-round-trip filter
+# needs many samples to find one with little jitter in both directions (see docs/protocol.md §3).
+CLOCK_FAST, CLOCK_SLOW, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
 REPORTS_KEPT = 50
 # The stream's last SRTCP reports (BYE) can land just after a stop or preemption ended the
 # broadcast here; for this long they are checked against the old key and counted as
@@ -339,7 +341,7 @@ class Speaker:
             if self.controller_clock:
                 req = clk.encode_request(self.spec.speaker_id, self.spec.key, self.clock.now())
                 self._clock_port.sendto(req, self.controller_clock)
-            fast = len(self.estimator.samples) < 8
+            fast = len(self.estimator.samples) < CLOCK_FAST_SAMPLES
             await asyncio.sleep(CLOCK_FAST if fast else CLOCK_SLOW)
 
     def _on_clock(self, data: bytes, addr: tuple) -> None:

@@ -14,6 +14,7 @@ from .rtp import RtpPacket, SenderReport
 
 MAX_AHEAD_FRAMES = 3000  # a packet more than 60 s ahead of the play head is not ours
 IDLE_END = 2.0  # seconds without any packet after the last one before the playout gives up
+UNDERRUN = 0.06  # a frame consumed this long after its instant was never heard: the card moved on
 
 
 @dataclass
@@ -110,6 +111,10 @@ class Playout:
                 break
             got = self._buffer.pop(self.next_index, None)
             pcm = None
+            if local_now - at > UNDERRUN:
+                # the instant passed before we could write the frame (no start time yet, or the
+                # process stalled): a real card played silence then, so the frame is lost
+                got = None
             if got is not None and got[1] <= at:
                 pcm = self.codec.decode(got[0])
                 self.stats.packets += 1

@@ -20,6 +20,7 @@ from .srtp import Sender
 
 log = logging.getLogger(__name__)
 SR_INTERVAL = 1.0
+SR_EARLY = 0.1  # a report every 100 ms in the first second: a speaker cannot start without one
 
 
 @dataclass
@@ -70,7 +71,8 @@ class Stream:
         step = FRAME_MS / 1000
         for _ in range(2):  # the mapping goes out before the first packet, twice against loss
             self._report()
-        next_sr = time.time() + SR_INTERVAL
+        next_sr = time.time() + SR_EARLY
+        early_until = self.base_time + SR_INTERVAL
         async for pcm in frames:
             if self.stopped:
                 break
@@ -89,7 +91,7 @@ class Stream:
             now = time.time()
             if now >= next_sr:
                 self._report()
-                next_sr = now + SR_INTERVAL
+                next_sr = now + (SR_EARLY if now < early_until else SR_INTERVAL)
         for _ in range(3):  # the end report is repeated: RTCP has no retransmission
             self._report(final=True)
             await asyncio.sleep(0.02)

@@ -115,10 +115,10 @@ def test_playout_counts_lost_and_late():
     p = _playout()
     p.on_packet(_pkt(0), 99.0)
     p.on_packet(_pkt(2), 100.05)  # arrives after its instant 100.04
-    frames_ = p.due(100.061, 0.0)
-    # frame 0 on time, 1 never sent, 2 arrived late, 3 not yet arrived at its instant
-    assert [f.pcm is None for f in frames_] == [False, True, True, True]
-    assert p.stats.lost == 3 and p.stats.late == 1
+    frames_ = p.due(100.05, 0.0)
+    # frame 0 on time, 1 never sent, 2 arrived 10 ms after its instant
+    assert [f.pcm is None for f in frames_] == [False, True, True]
+    assert p.stats.lost == 2 and p.stats.late == 1
     assert p.on_packet(_pkt(1), 100.07) == "late"
 
 
@@ -154,7 +154,7 @@ def test_playout_gives_up_when_the_stream_goes_silent():
 
 # --- clock --------------------------------------------------------------------------------------
 
-def test_offset_estimator_prefers_the_shortest_round_trip():
+def test_offset_estimator_filters_each_direction():
     est = clk.OffsetEstimator()
     true_offset = 0.75  # controller ahead of the speaker
     # (t1, one-way there, one-way back): queueing inflates some samples asymmetrically
@@ -166,6 +166,17 @@ def test_offset_estimator_prefers_the_shortest_round_trip():
     assert est.synced
     assert est.offset == pytest.approx(true_offset, abs=1e-9)
     assert est.rtt == pytest.approx(0.002, abs=1e-9)
+
+
+def test_offset_estimator_needs_no_single_quiet_exchange():
+    est = clk.OffsetEstimator()
+    # every exchange is jittered in one direction or the other, never quiet in both
+    for i, (there, back) in enumerate([(0.004, 0.0), (0.0, 0.004), (0.003, 0.0), (0.0, 0.005)]):
+        t1 = 10.0 + i
+        t2 = t1 + 0.010 + there - 2.0
+        t3 = t2
+        est.add(t1, t2, t3, t3 + 2.0 + 0.010 + back)
+    assert est.offset == pytest.approx(-2.0, abs=1e-9)  # min-RTT alone would be off by 2 ms
 
 
 def test_clock_messages_are_authenticated():
@@ -221,3 +232,15 @@ def test_wrapped_key_opens_only_for_its_speaker_and_broadcast():
     for key, ctx in [(b"o" * 32, "horn-1/b1"), (KEY, "horn-2/b1"), (KEY, "horn-1/b2")]:
         with pytest.raises(AuthError):
             unwrap_key(key, w, ctx)
+
+
+def test_frames_whose_instant_passed_before_the_start_was_known_are_lost_not_played_late():
+    p = _playout(base_time=None)
+    for n in range(60):
+        p.on_packet(_pkt(n), 0.0)
+    # both opening sender reports were lost; the next one arrives a second into the stream
+    p.on_sender_report(SenderReport(9, unix_to_ntp(100.0), 1000, 0, 0))
+    got = p.due(101.0, 0.0)
+    played = [f.index for f in got if f.pcm is not None]
+    assert played == [48, 49, 50]  # only frames within the card's slack of "now" still play
+    assert p.stats.lost == 48
