@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     sp.add_argument("--port", type=int, default=8700, help="control API port (default 8700)")
     sp.add_argument("--rtp-port", type=int, default=5004, help="RTP port, RTCP is +1 (default 5004)")
+    sp.add_argument("--output", help="a real speaker's audio output: alsa[:DEVICE] (aplay) or "
+                                     "pipe:COMMAND reading s16le mono on stdin ({rate} is filled in)")
+    sp.add_argument("--output-latency", type=float, default=0.0,
+                    help="milliseconds from writing to the output until sound leaves it")
     sp.add_argument("--impair", help="test faults: 'ID=delay=50ms,jitter=5ms,loss=1%%;*=...'")
     sp.add_argument("--clock-skew", type=float, default=0.0,
                     help="simulate speaker clocks off by up to this many seconds")

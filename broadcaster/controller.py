@@ -285,6 +285,7 @@ class Controller:
         body = {"broadcast": b.id, "codec": stream.codec.name, "ssrc": stream.ssrc,
                 "base_ts": stream.base_ts, "base_time": None, "priority": PRIORITIES[b.priority],
                 "key": wrap_key(self.keys[sid], stream.key, f"{sid}/{b.id}"),
+                "volume": self.site.speakers[sid].volume,
                 "multicast": f"{group[0]}:{group[1]}" if group else None}
         try:
             await self.link.call(sid, st.host, st.port, "POST", "/play", body)

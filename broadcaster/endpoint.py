@@ -21,6 +21,7 @@ from . import clock as clk
 from .auth import ReplayGuard, response_mac, unwrap_key
 from .codecs import codec_by_name
 from .errors import AuthError, BroadcasterError
+from .outputs import PipeOutput
 from .netio import Impairment, UdpPort, open_multicast_receiver, open_udp, open_udp_pair
 from .playout import Playout
 from .rtp import Bye, PacketError, RtpPacket, SenderReport, parse_rtcp
@@ -69,6 +70,8 @@ class SpeakerSpec:
     multicast_iface: str = "127.0.0.1"
     clock_offset: float = 0.0
     impair: Impairment | None = None
+    output: str | None = None  # shell command of a player (outputs.output_command)
+    output_latency: float = 0.0  # seconds the output takes from write to sound
 
 
 @dataclass
@@ -197,10 +200,13 @@ class Speaker:
         base_time = req.get("base_time")
         playout = Playout(bid, codec, int(req["ssrc"]), int(req["base_ts"]),
                           float(base_time) if base_time is not None else None)
-        card = SoundCard(self.spec.speaker_id, bid, codec.rate, self.spec.record_dir)
-        self.active = Active(playout, Receiver(key), card, int(req.get("priority", 0)))
         if req.get("volume") is not None:
             self.volume = int(req["volume"])
+        out = None
+        if self.spec.output:
+            out = PipeOutput(self.spec.output, codec.rate, self.volume, self.spec.speaker_id, bid)
+        card = SoundCard(self.spec.speaker_id, bid, codec.rate, self.spec.record_dir, out)
+        self.active = Active(playout, Receiver(key), card, int(req.get("priority", 0)))
         if req.get("multicast"):
             group, port = req["multicast"].rsplit(":", 1)
             self.active.mcast = await open_multicast_receiver(
@@ -222,6 +228,8 @@ class Speaker:
         if not 0 <= vol <= 100:
             raise ValueError(f"volume {vol} is outside 0-100")
         self.volume = vol
+        if self.active and self.active.card.output:
+            self.active.card.output.volume = vol
         return web.json_response({"ok": True, "volume": vol})
 
     async def _playout(self, request: web.Request) -> web.Response:
@@ -294,7 +302,8 @@ class Speaker:
         if a is None:
             return
         now = self.clock.now()
-        for frame in a.playout.due(now, self.estimator.offset):
+        # an output with latency is written that much ahead, so sound leaves it at the instant
+        for frame in a.playout.due(now + self.spec.output_latency, self.estimator.offset):
             a.card.play(frame)
         if a.playout.finished(now):
             self._finish("stopped" if a.playout.stopped else

@@ -1,4 +1,5 @@
-"""The virtual sound card: consumes 20 ms frames at their play instants and records what it played."""
+"""The sound card: consumes 20 ms frames at their play instants, records what it played, and feeds
+a real output (aplay, or any player command) when the speaker has one."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import json
 import wave
 from pathlib import Path
 
+from .outputs import PipeOutput
 from .playout import Frame
 
 
 class SoundCard:
     """Writes played frames to DIR/<speaker>/<broadcast>.wav; appends a line to playout.jsonl."""
 
-    def __init__(self, speaker_id: str, broadcast: str, rate: int, record_dir: Path | None) -> None:
+    def __init__(self, speaker_id: str, broadcast: str, rate: int, record_dir: Path | None,
+                 output: PipeOutput | None = None) -> None:
         self.rate = rate
         self.samples = 0
+        self.output = output
         self._wav: wave.Wave_write | None = None
         self._dir = Path(record_dir) / speaker_id if record_dir else None
         if self._dir is not None:
@@ -32,12 +36,17 @@ class SoundCard:
         self.samples += len(pcm) // 2
         if self._wav is not None:
             self._wav.writeframesraw(pcm)
+        if self.output is not None:
+            self.output.write(pcm)
 
     def close(self, report: dict) -> None:
         """Finish the recording and log the broadcast's playout record."""
         if self._wav is not None:
             self._wav.close()
             self._wav = None
+        if self.output is not None:
+            self.output.close()
+            self.output = None
         if self._dir is not None:
             with open(self._dir / "playout.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(report, ensure_ascii=False) + "\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 from .auth import KeyStore
 from .endpoint import Speaker, SpeakerSpec, Ticker
 from .netio import Impairment
+from .outputs import output_command
 from .simulator import build_specs, load_keys, run_simulation
 
 
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace, data: Path) -> int:
     spec = SpeakerSpec(info["speaker"], info.get("kind", "horn"), bytes.fromhex(info["key"]),
                        args.site_tag or info["site"], host=args.host, control_port=args.port,
                        rtp_port=args.rtp_port, record_dir=record, multicast_iface=args.host,
-                       impair=Impairment.parse(args.impair) if args.impair else None)
+                       impair=Impairment.parse(args.impair) if args.impair else None,
+                       output=output_command(args.output) if args.output else None,
+                       output_latency=args.output_latency / 1000)
     asyncio.run(_run_one(spec, not args.no_mdns))
     return 0
 

@@ -1,0 +1,56 @@
+"""A real (non-simulated) speaker: paired with a key file, found by its static address, playing
+through an output process at its volume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+from broadcaster import zones
+from broadcaster.harness import ROOT, controller, wait_done, wait_online
+
+from .small_site import small_site
+from .test_faults import free_port, wait_for
+from .test_interop import free_even_port
+from .test_streaming import sweep
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+
+async def test_paired_speaker_plays_through_its_output_at_its_volume(tmp_path, data, tag):
+    port = free_port()
+    path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=1,
+                      static={"h1-1": f"127.0.0.1:{port}"})
+    site = zones.load(path)
+    env = {**os.environ, "BROADCASTER_ZONES": str(path)}
+    keyfile = tmp_path / "h1-1.key"
+    paired = subprocess.run([sys.executable, "-m", "broadcaster.cli", "--data", str(data),
+                             "speaker", "pair", "h1-1", "--out", str(keyfile)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broadcaster.cli", "speaker", "--key-file", str(keyfile),
+         "--host", "127.0.0.1", "--port", str(port), "--rtp-port", str(free_even_port()),
+         "--no-mdns", "--output", f"pipe:cat > {out_dir}/{{broadcast}}-{{rate}}.raw"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        async with controller(site, data, tag, mdns=False) as (ctl, _):
+            await wait_online(ctl, 1, timeout=30)
+            src = sweep(8000, 1.0)
+            b = await wait_done(ctl, (await ctl.play(src, ["h1-1"])).id)
+            assert b["summary"]["played"] == 1
+            raw = out_dir / f"{b['id']}-8000.raw"
+            await wait_for(lambda: raw.exists() and raw.stat().st_size == len(src), 5)
+            expect = audioop.mul(audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2), 2, 0.8)
+            assert raw.read_bytes() == expect  # at the zone's default volume of 80
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    import json
+    assert json.loads(keyfile.read_text())["key"] not in paired.stdout + paired.stderr
