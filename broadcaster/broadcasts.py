@@ -6,8 +6,6 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-STATES = ("starting", "playing", "done", "stopped", "failed")
-
 # The ladder every PA system uses; higher wins. Arbitration comes with the tiers issue.
 PRIORITIES = {"background": 10, "announcement": 20, "paging": 30, "emergency": 40}
 

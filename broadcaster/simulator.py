@@ -12,7 +12,6 @@ import json
 import logging
 import random
 import signal
-import sys
 from pathlib import Path
 
 from .auth import KeyStore
@@ -27,6 +26,13 @@ log = logging.getLogger(__name__)
 def sim_host(index: int) -> str:
     """The loopback address of the index-th simulated speaker."""
     return f"127.0.{1 + index // 250}.{1 + index % 250}"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a hostname: the simulator binds only to loopback addresses it knows
+        return False
 
 
 def parse_impairments(spec: str | None, ids: list[str], seed: int) -> dict[str, Impairment]:
@@ -60,7 +66,7 @@ def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, t
             continue
         sp = site.speakers[sid]
         host, port = sim_host(index), 0
-        if sp.address and ipaddress.ip_address(sp.address[0]).is_loopback:
+        if sp.address and _is_loopback(sp.address[0]):
             host, port = sp.address
         specs.append(SpeakerSpec(
             speaker_id=sid, kind=sp.kind, key=keys[sid], site=tag, host=host,
@@ -107,6 +113,3 @@ def load_keys(data_dir: Path, site: Site) -> dict[str, bytes]:
     """The pairing keys the simulated speakers hold (the controller's key store, minted if new)."""
     return KeyStore(data_dir / "speaker-keys.json").ensure(list(site.speakers))
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: broadcaster speaker --simulate zones.yaml")

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .auth import KeyStore
-from .endpoint import Speaker, SpeakerSpec, Ticker
+from .endpoint import SpeakerSpec
 from .netio import Impairment
 from .outputs import output_command
 from .simulator import build_specs, load_keys, run_simulation
@@ -66,5 +66,3 @@ def run(args: argparse.Namespace, data: Path) -> int:
     asyncio.run(_run_one(spec, not args.no_mdns))
     return 0
 
-
-__all__ = ["run", "pair", "Speaker", "Ticker"]
