@@ -13,7 +13,6 @@ from typing import Iterable
 
 from . import chimes, transcoder
 from .errors import (
-    ClipNotFoundError,
     EmptyAudioError,
     InvalidRequestError,
     TooLargeError,
