@@ -77,13 +77,14 @@ def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, t
 
 
 async def run_simulation(specs: list[SpeakerSpec], *, mdns: bool = True,
+                         mdns_interfaces: list[str] | None = None,
                          ready_file: Path | None = None) -> None:
     """Start every speaker, advertise them, and run until cancelled or signalled."""
     speakers = [Speaker(s) for s in specs]
     await asyncio.gather(*(sp.start() for sp in speakers))
     adverts = [Advert(sp.spec.speaker_id, sp.spec.kind, sp.spec.host, sp.control_port,
                       sp.rtp_port, sp.spec.site) for sp in speakers]
-    azc = open_zeroconf(["127.0.0.1"]) if mdns else None
+    azc = open_zeroconf(mdns_interfaces or ["127.0.0.1"]) if mdns else None
     if azc is not None:
         await register(azc, adverts)
     ticker = asyncio.ensure_future(Ticker(speakers).run())

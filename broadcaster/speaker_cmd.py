@@ -36,7 +36,8 @@ def pair(args: argparse.Namespace, data: Path) -> int:
 
 
 async def _run_one(spec: SpeakerSpec, mdns: bool) -> None:
-    await run_simulation([spec], mdns=mdns)
+    # a real speaker advertises on the interface it serves on (loopback unless told otherwise)
+    await run_simulation([spec], mdns=mdns, mdns_interfaces=[spec.host])
 
 
 def run(args: argparse.Namespace, data: Path) -> int:

@@ -54,3 +54,24 @@ async def test_paired_speaker_plays_through_its_output_at_its_volume(tmp_path, d
         proc.wait(10)
     import json
     assert json.loads(keyfile.read_text())["key"] not in paired.stdout + paired.stderr
+
+
+async def test_a_real_speaker_is_found_over_mdns(tmp_path, data, tag):
+    path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=1)
+    site = zones.load(path)
+    keyfile = tmp_path / "col-1.key"
+    subprocess.run([sys.executable, "-m", "broadcaster.cli", "--data", str(data), "speaker",
+                    "pair", "col-1", "--out", str(keyfile)], cwd=ROOT, check=True,
+                   env={**os.environ, "BROADCASTER_ZONES": str(path)}, capture_output=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broadcaster.cli", "speaker", "--key-file", str(keyfile),
+         "--host", "127.0.0.1", "--port", "0", "--rtp-port", "0", "--site-tag", tag],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with controller(site, data, tag) as (ctl, _):
+            await wait_online(ctl, 1, timeout=30)
+            st = ctl.registry.get("col-1")
+            assert st.source == "mdns" and st.kind == "column" and st.host == "127.0.0.1"
+    finally:
+        proc.terminate()
+        proc.wait(10)
