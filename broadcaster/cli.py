@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--zones", default=DEFAULT_ZONES)
     d.add_argument("--once", action="store_true", help="exit after the announcement")
     d.add_argument("--port", type=int, default=8600)
+    d.add_argument("--site-tag", help="mDNS site tag, to keep two demos on one host apart")
     d.set_defaults(func=cmd_demo)
     return p
 

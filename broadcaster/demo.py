@@ -34,10 +34,24 @@ def _post(url: str) -> dict:
 
 
 def _make_clip(data: Path) -> str:
-    """Chime + spoken notice, catalogued in the audio library; returns the clip id."""
+    """Four-tone chime + spoken notice, catalogued in the audio library; returns the clip id."""
+    import tempfile
+    import wave
+
     from audio_library import Library
+    rate = 48000
     with Library(data) as lib:
-        clip = lib.tts(ANNOUNCEMENT, title="防火禁烧通知（演示）", tags=["demo", "防火禁烧"])
+        speech = lib.tts(ANNOUNCEMENT, title="防火禁烧通知（语音）", tags=["demo"])
+        pcm = lib.chime("four-tone", rate) + bytes(2 * rate * 2 // 5) + lib.pcm(speech.id, rate)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "notice.wav"
+            with wave.open(str(path), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(rate)
+                w.writeframes(pcm)
+            clip = lib.add(path, title="防火禁烧通知（演示，含提示音）", tags=["demo", "防火禁烧"],
+                           category="notice", added_by="demo")
         return clip.id
 
 
@@ -50,11 +64,12 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
     base = f"http://127.0.0.1:{args.port}"
     py = [sys.executable, "-m", "broadcaster.cli", "--data", str(data)]
     t0 = time.monotonic()
+    tag = ["--site-tag", args.site_tag] if args.site_tag else []
     procs = [
         subprocess.Popen(py + ["serve", "--zones", str(zones_file), "--listen",
-                               f"127.0.0.1:{args.port}"]),
-        subprocess.Popen(py + ["speaker", "--simulate", str(zones_file), "--record", str(record)],
-                         stdout=subprocess.DEVNULL),
+                               f"127.0.0.1:{args.port}"] + tag),
+        subprocess.Popen(py + ["speaker", "--simulate", str(zones_file), "--record", str(record)]
+                         + tag, stdout=subprocess.DEVNULL),
     ]
     print(f"starting the controller on {base} and {len(site.speakers)} simulated speakers …",
           flush=True)
