@@ -24,7 +24,7 @@ from .errors import AuthError, BroadcasterError
 from .outputs import PipeOutput
 from .netio import Impairment, UdpPort, open_multicast_receiver, open_udp, open_udp_pair
 from .playout import Playout
-from .rtp import Bye, PacketError, RtpPacket, SenderReport, parse_rtcp
+from .rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
 from .soundcard import SoundCard
 from .srtp import Receiver, SrtpDrop
 
@@ -243,7 +243,7 @@ class Speaker:
     # --- audio path --------------------------------------------------------------------------
 
     def _on_rtp_or_rtcp(self, data: bytes, addr: tuple) -> None:
-        if len(data) >= 2 and 192 <= data[1] <= 223:
+        if is_rtcp(data):
             self._on_rtcp(data, addr)
         else:
             self._on_rtp(data, addr)

@@ -65,15 +65,10 @@ class Registry:
         new = status.get("counters", {})
         grew = {k: new.get(k, 0) - st.counters.get(k, 0) for k in SECURITY_COUNTERS
                 if new.get(k, 0) > st.counters.get(k, 0)}
-        if st.counters and grew:
-            for k, v in grew.items():
-                st.attacks[k] = st.attacks.get(k, 0) + v
-        elif not st.counters:
-            # first contact: whatever the speaker counted before we knew it still counts
-            for k in SECURITY_COUNTERS:
-                if new.get(k):
-                    st.attacks[k] = new[k]
-            grew = {k: new[k] for k in SECURITY_COUNTERS if new.get(k)}
+        # on first contact st.counters is empty, so whatever the speaker counted before we knew it
+        # counts too
+        for k, v in grew.items():
+            st.attacks[k] = st.attacks.get(k, 0) + v
         st.counters = dict(new)
         return grew
 
