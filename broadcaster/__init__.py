@@ -1,0 +1,1 @@
+"""broadcaster: an IP broadcast-speaker control system."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster import zones
-from broadcaster.harness import make_zones, site_tag
+import broadcaster.site as zones
+from tests.support.harness import make_zones, site_tag
 
 
 @pytest.fixture(scope="session")

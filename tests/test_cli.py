@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster.cli import main
+from broadcaster.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broadcaster.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "broadcaster.cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -45,9 +45,10 @@ def test_unreachable_controller_is_a_plain_message(capsys):
 
 async def test_speakers_and_play_wait_against_a_running_controller(tmp_path, data, record, tag):
     import asyncio
-    from broadcaster import zones
-    from broadcaster.harness import SimProcess, controller, wait_online
+
+    import broadcaster.site as zones
     from tests.small_site import small_site
+    from tests.support.harness import SimProcess, controller, wait_online
     from tests.test_streaming import sweep, wav_file
 
     path = small_site(tmp_path / "z.yaml", villages=1, horns=2, columns=1)

@@ -8,13 +8,20 @@ import warnings
 
 import pytest
 
-from broadcaster import clock as clk
-from broadcaster.auth import ReplayGuard, sign_request, unwrap_key, wrap_key
-from broadcaster.codecs import L16_16K, PCMU, frames
+import broadcaster.protocol.clock as clk
 from broadcaster.errors import AuthError
-from broadcaster.playout import Playout
-from broadcaster.rtp import (Bye, PacketError, RtpPacket, SenderReport, ntp_to_unix, parse_rtcp,
-                             unix_to_ntp)
+from broadcaster.protocol.auth import ReplayGuard, sign_request, unwrap_key, wrap_key
+from broadcaster.protocol.codecs import L16_16K, PCMU, frames
+from broadcaster.protocol.playout import Playout
+from broadcaster.protocol.rtp import (
+    Bye,
+    PacketError,
+    RtpPacket,
+    SenderReport,
+    ntp_to_unix,
+    parse_rtcp,
+    unix_to_ntp,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

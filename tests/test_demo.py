@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from broadcaster.harness import ROOT, playout_records, site_tag
+from tests.support.harness import ROOT, playout_records, site_tag
 
 from .test_faults import free_port
 
@@ -13,7 +13,7 @@ from .test_faults import free_port
 def test_demo_plays_the_notice_on_all_113_speakers(tmp_path):
     data = tmp_path / "data"
     out = subprocess.run(
-        [sys.executable, "-m", "broadcaster.cli", "--data", str(data), "demo", "--once",
+        [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), "demo", "--once",
          "--port", str(free_port()), "--site-tag", site_tag()],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr

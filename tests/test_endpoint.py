@@ -8,8 +8,8 @@ import subprocess
 import sys
 import warnings
 
-from broadcaster import zones
-from broadcaster.harness import ROOT, controller, wait_done, wait_online
+import broadcaster.site as zones
+from tests.support.harness import ROOT, controller, wait_done, wait_online
 
 from .small_site import small_site
 from .test_faults import free_port, wait_for
@@ -28,14 +28,14 @@ async def test_paired_speaker_plays_through_its_output_at_its_volume(tmp_path, d
     site = zones.load(path)
     env = {**os.environ, "BROADCASTER_ZONES": str(path)}
     keyfile = tmp_path / "h1-1.key"
-    paired = subprocess.run([sys.executable, "-m", "broadcaster.cli", "--data", str(data),
+    paired = subprocess.run([sys.executable, "-m", "broadcaster.cli.main", "--data", str(data),
                              "speaker", "pair", "h1-1", "--out", str(keyfile)],
                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broadcaster.cli", "speaker", "--key-file", str(keyfile),
+        [sys.executable, "-m", "broadcaster.cli.main", "speaker", "--key-file", str(keyfile),
          "--host", "127.0.0.1", "--port", str(port), "--rtp-port", str(free_even_port()),
          "--no-mdns", "--output", f"pipe:cat > {out_dir}/{{broadcast}}-{{rate}}.raw"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -60,11 +60,11 @@ async def test_a_real_speaker_is_found_over_mdns(tmp_path, data, tag):
     path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=1)
     site = zones.load(path)
     keyfile = tmp_path / "col-1.key"
-    subprocess.run([sys.executable, "-m", "broadcaster.cli", "--data", str(data), "speaker",
+    subprocess.run([sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), "speaker",
                     "pair", "col-1", "--out", str(keyfile)], cwd=ROOT, check=True,
                    env={**os.environ, "BROADCASTER_ZONES": str(path)}, capture_output=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broadcaster.cli", "speaker", "--key-file", str(keyfile),
+        [sys.executable, "-m", "broadcaster.cli.main", "speaker", "--key-file", str(keyfile),
          "--host", "127.0.0.1", "--port", "0", "--rtp-port", "0", "--site-tag", tag],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

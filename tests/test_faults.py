@@ -9,9 +9,15 @@ import time
 
 import pytest
 
-from broadcaster import zones
-from broadcaster.harness import SimProcess, controller, playout_records, recorded_pcm, wait_done, \
-    wait_online
+import broadcaster.site as zones
+from tests.support.harness import (
+    SimProcess,
+    controller,
+    playout_records,
+    recorded_pcm,
+    wait_done,
+    wait_online,
+)
 
 from .small_site import small_site
 from .test_streaming import sweep

@@ -10,10 +10,10 @@ import subprocess
 import time
 import warnings
 
-from broadcaster.codecs import L16_16K, PCMU, frames
-from broadcaster.sdp import stream_sdp
-from broadcaster.srtp import new_key
-from broadcaster.streamer import Destination, Stream
+from broadcaster.protocol.codecs import L16_16K, PCMU, frames
+from broadcaster.protocol.sdp import stream_sdp
+from broadcaster.protocol.srtp import new_key
+from broadcaster.protocol.stream import Destination, Stream
 
 from .conftest import need
 

@@ -26,16 +26,26 @@ import sys
 import time
 from pathlib import Path
 
+import clock
+import link
 import pytest
+import zones
 
-from broadcaster import auth, clock, link, zones
-from broadcaster.cli import main as cli_main
+import broadcaster.protocol.auth as auth
+from broadcaster.cli.main import main as cli_main
 from broadcaster.errors import AuthError
-from broadcaster.harness import (SimProcess, controller, make_zones, playout_records,
-                                 recorded_pcm, wait_done, wait_online)
-from broadcaster.rtp import RtpPacket
-from broadcaster.srtp import Receiver, Sender, SrtpDrop, new_key
-from broadcaster.streamer import Destination
+from broadcaster.protocol.rtp import RtpPacket
+from broadcaster.protocol.srtp import Receiver, Sender, SrtpDrop, new_key
+from broadcaster.protocol.stream import Destination
+from tests.support.harness import (
+    SimProcess,
+    controller,
+    make_zones,
+    playout_records,
+    recorded_pcm,
+    wait_done,
+    wait_online,
+)
 
 ATTACKER = Path(__file__).with_name("attacker.py")
 A, B = "horn-01-01-1", "horn-01-01-2"  # A is attacked; B shares the broadcasts and must stay quiet

@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broadcaster.harness import (SimProcess, controller, playout_records, recorded_pcm, site_tag,
-                                 wait_done, wait_online)
+from tests.support.harness import (
+    SimProcess,
+    controller,
+    playout_records,
+    recorded_pcm,
+    site_tag,
+    wait_done,
+    wait_online,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster import zones
+import broadcaster.site as zones
 from broadcaster.errors import UnknownTarget, ZonesError
 
 ROOT = Path(__file__).resolve().parent.parent

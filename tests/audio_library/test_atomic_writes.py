@@ -14,8 +14,7 @@ from typing import Callable
 import pytest
 import sqlite_utils
 
-from audio_library import Library, StorageError
-from audio_library import filestore, transcoder
+from audio_library import Library, StorageError, filestore, transcoder
 from audio_library.storage import Catalogue
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from audio_fixtures import tone_pcm, wav_with_format_tag, write_wav
 
 from audio_library import (
     ClipNotFoundError,
@@ -24,8 +25,6 @@ from audio_library import (
     UnsupportedCodecError,
     decode_file,
 )
-
-from audio_fixtures import tone_pcm, wav_with_format_tag, write_wav
 
 
 def ffmpeg(*args: str) -> None:

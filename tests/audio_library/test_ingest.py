@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audio_library import TRANSPORT_RATES, Library, decode_file
-from audio_library import transcoder
+from audio_library import TRANSPORT_RATES, Library, decode_file, transcoder
 
 FORMATS = ["wav", "mp3", "opus", "ogg", "m4a", "flac", "amr_nb", "amr_wb"]
 EXPECTED_CODEC = {"wav": "pcm_s", "mp3": "mp3", "opus": "opus", "ogg": "vorbis",

@@ -8,12 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from audio_library import Library, Settings, decode_file
-from audio_library import transcoder
-from audio_library.mastering import trim_silence
-
 from audio_fixtures import tone_pcm, write_wav
+
+from audio_library import Library, Settings, decode_file, transcoder
+from audio_library.mastering import trim_silence
 
 
 def sox(*args: str) -> None:

@@ -7,12 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
-
-from audio_library import Library, SpeechEngine, SpeechError, chime_names
-from audio_library import transcoder
-from audio_library.chimes import synthesize
-
 from audio_fixtures import tone_pcm, write_wav
+
+from audio_library import Library, SpeechEngine, SpeechError, chime_names, transcoder
+from audio_library.chimes import synthesize
 
 NOTICE = "各位村民请注意，今天下午三点在村委会召开防火禁烧会议。"
 

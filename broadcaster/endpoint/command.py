@@ -8,16 +8,16 @@ import json
 import os
 from pathlib import Path
 
-from .auth import KeyStore
-from .endpoint import SpeakerSpec
-from .netio import Impairment
-from .outputs import output_command
-from .simulator import build_specs, load_keys, run_simulation
+from broadcaster.endpoint.outputs import output_command
+from broadcaster.endpoint.simulator import build_specs, load_keys, run_simulation
+from broadcaster.endpoint.speaker import SpeakerSpec
+from broadcaster.net.udp import Impairment
+from broadcaster.protocol.auth import KeyStore
 
 
 def pair(args: argparse.Namespace, data: Path) -> int:
     """Write one speaker's key file from the controller's key store (minting its key if new)."""
-    from .cli import load_site
+    from broadcaster.cli.main import load_site
     if not args.speaker_id:
         raise SystemExit("usage: broadcaster speaker pair SPEAKER_ID --out FILE")
     site = load_site(os.environ.get("BROADCASTER_ZONES", "zones.yaml"))
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, data: Path) -> int:
         return pair(args, data)
     record = Path(args.record) if args.record else None
     if args.simulate:
-        from .cli import load_site
+        from broadcaster.cli.main import load_site
         site = load_site(args.simulate)
         only = [i.strip() for i in args.only.split(",")] if args.only else None
         specs = build_specs(site, load_keys(data, site), only=only, tag=args.site_tag or site.id,

@@ -14,9 +14,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from .codecs import FRAME_MS, Codec
-from .rtp import Bye, RtpPacket, SenderReport, unix_to_ntp
-from .srtp import Sender
+from broadcaster.protocol.codecs import FRAME_MS, Codec
+from broadcaster.protocol.rtp import Bye, RtpPacket, SenderReport, unix_to_ntp
+from broadcaster.protocol.srtp import Sender
 
 log = logging.getLogger(__name__)
 SR_INTERVAL = 1.0

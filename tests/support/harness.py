@@ -11,17 +11,17 @@ import signal
 import subprocess
 import sys
 import time
-import wave
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from .api import make_app
-from .controller import Controller, ControllerConfig
-from .zones import Site
+from broadcaster.core.controller import Controller, ControllerConfig
+from broadcaster.endpoint.simulator import playout_records, recorded_pcm  # noqa: F401
+from broadcaster.site import Site
+from broadcaster.web.api import make_app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_zones(path: Path, *, multicast: bool = False) -> Path:
@@ -45,7 +45,7 @@ class SimProcess:
                  only: list[str] | None = None, impair: str | None = None,
                  clock_skew: float = 0.0, seed: int = 1, mdns: bool = True) -> None:
         self.ready = data / f"sim-{secrets.token_hex(3)}.json"
-        self.cmd = [sys.executable, "-m", "broadcaster.cli", "--data", str(data), "speaker",
+        self.cmd = [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), "speaker",
                     "--simulate", str(zones), "--site-tag", tag, "--ready-file", str(self.ready),
                     "--seed", str(seed)]
         if record:
@@ -133,20 +133,3 @@ async def wait_done(ctl: Controller, bid: str, timeout: float = 60.0) -> dict:
             raise TimeoutError(f"broadcast {bid} still {ctl.broadcast(bid).state}")
         await asyncio.sleep(0.05)
     return ctl.broadcast(bid).to_dict()
-
-
-def playout_records(record: Path, broadcast: str) -> dict[str, dict]:
-    """Each speaker's playout.jsonl line for one broadcast, by speaker id."""
-    out = {}
-    for f in record.glob("*/playout.jsonl"):
-        for line in f.read_text().splitlines():
-            rec = json.loads(line)
-            if rec["broadcast"] == broadcast:
-                out[rec["speaker"]] = rec
-    return out
-
-
-def recorded_pcm(record: Path, speaker: str, broadcast: str) -> tuple[bytes, int]:
-    """The PCM a speaker's sound card played for a broadcast, and its rate."""
-    with wave.open(str(record / speaker / f"{broadcast}.wav"), "rb") as w:
-        return w.readframes(w.getnframes()), w.getframerate()

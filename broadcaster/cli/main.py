@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from . import zones as zones_mod
-from .errors import BroadcasterError, ZonesError
+import broadcaster.site as zones_mod
+from broadcaster.errors import BroadcasterError, ZonesError
 
 DEFAULT_DATA = Path.home() / ".local" / "share" / "broadcaster"
 DEFAULT_URL = "http://127.0.0.1:8600"
@@ -111,7 +111,7 @@ def cmd_zones(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the controller and its HTTP API until interrupted."""
-    from .server import serve
+    from broadcaster.web.server import serve
     site = load_site(args.zones)
     host, port = hostport(args.listen, 8600)
     return asyncio.run(serve(site, data_dir(args), host=host, port=port,
@@ -121,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_speaker(args: argparse.Namespace) -> int:
     """Run one speaker endpoint, or simulate every speaker of a zones file, or pair one."""
-    from . import speaker_cmd
+    import broadcaster.endpoint.command as speaker_cmd
     return speaker_cmd.run(args, data_dir(args))
 
 
@@ -214,7 +214,7 @@ def cmd_library(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Controller + every simulated speaker + an announcement to the whole subdistrict."""
-    from .demo import run_demo
+    from broadcaster.cli.demo import run_demo
     return run_demo(args, data_dir(args))
 
 

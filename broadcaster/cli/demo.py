@@ -14,9 +14,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .auth import KeyStore
-from .harness import playout_records
-from .zones import load
+from broadcaster.endpoint.simulator import playout_records
+from broadcaster.protocol.auth import KeyStore
+from broadcaster.site import load
 
 ANNOUNCEMENT = ("各位村民请注意：现在是秋冬季防火禁烧关键时期，严禁焚烧秸秆和垃圾，"
                 "发现火情请立即拨打一一九。")
@@ -62,7 +62,7 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
     record = data / "recordings"
     KeyStore(data / "speaker-keys.json").ensure(list(site.speakers))
     base = f"http://127.0.0.1:{args.port}"
-    py = [sys.executable, "-m", "broadcaster.cli", "--data", str(data)]
+    py = [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data)]
     t0 = time.monotonic()
     tag = ["--site-tag", args.site_tag] if args.site_tag else []
     procs = [

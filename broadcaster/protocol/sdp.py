@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .codecs import Codec
-from .srtp import sdp_crypto
+from broadcaster.protocol.codecs import Codec
+from broadcaster.protocol.srtp import sdp_crypto
 
 
 def stream_sdp(codec: Codec, host: str, port: int, key: bytes | None = None,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .codecs import FRAME_MS, Codec
-from .rtp import RtpPacket, SenderReport
+from broadcaster.protocol.codecs import FRAME_MS, Codec
+from broadcaster.protocol.rtp import RtpPacket, SenderReport
 
 MAX_AHEAD_FRAMES = 3000  # a packet more than 60 s ahead of the play head is not ours
 IDLE_END = 2.0  # seconds without any packet after the last one before the playout gives up

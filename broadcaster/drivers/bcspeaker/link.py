@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from .auth import parse_authorization, response_mac, sign_request
-from .errors import SpeakerError
+from broadcaster.errors import SpeakerError
+from broadcaster.protocol.auth import parse_authorization, response_mac, sign_request
 
 
 class SpeakerLink:

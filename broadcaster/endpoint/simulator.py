@@ -12,13 +12,14 @@ import json
 import logging
 import random
 import signal
+import wave
 from pathlib import Path
 
-from .auth import KeyStore
-from .discovery import Advert, open_zeroconf, register, unregister
-from .endpoint import Speaker, SpeakerSpec, Ticker
-from .netio import Impairment
-from .zones import Site
+from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
+from broadcaster.net.mdns import Advert, open_zeroconf, register, unregister
+from broadcaster.net.udp import Impairment
+from broadcaster.protocol.auth import KeyStore
+from broadcaster.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +115,19 @@ def load_keys(data_dir: Path, site: Site) -> dict[str, bytes]:
     """The pairing keys the simulated speakers hold (the controller's key store, minted if new)."""
     return KeyStore(data_dir / "speaker-keys.json").ensure(list(site.speakers))
 
+
+def playout_records(record: Path, broadcast: str) -> dict[str, dict]:
+    """Each speaker's playout.jsonl line for one broadcast, by speaker id."""
+    out = {}
+    for f in record.glob("*/playout.jsonl"):
+        for line in f.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["broadcast"] == broadcast:
+                out[rec["speaker"]] = rec
+    return out
+
+
+def recorded_pcm(record: Path, speaker: str, broadcast: str) -> tuple[bytes, int]:
+    """The PCM a speaker's sound card played for a broadcast, and its rate."""
+    with wave.open(str(record / speaker / f"{broadcast}.wav"), "rb") as w:
+        return w.readframes(w.getnframes()), w.getframerate()

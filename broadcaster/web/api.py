@@ -10,10 +10,9 @@ from pathlib import Path
 from aiohttp import web
 
 from audio_library import ClipNotFoundError, DecodeError, Library, LibraryError, decode_file
-
-from .codecs import codec_by_name
-from .controller import Controller
-from .errors import AudioInputError, BroadcasterError
+from broadcaster.core.controller import Controller
+from broadcaster.errors import AudioInputError, BroadcasterError
+from broadcaster.protocol.codecs import codec_by_name
 
 CONTROLLER = web.AppKey("controller", Controller)
 LIBRARY = web.AppKey("library", Library)

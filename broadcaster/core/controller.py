@@ -14,18 +14,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import clock as clk
-from .auth import KeyStore, wrap_key
-from .broadcasts import PRIORITIES, Broadcast, SpeakerResult, new_broadcast_id
-from .codecs import FRAME_MS, Codec, codec_by_name, frames
-from .discovery import Advert, Browser, open_zeroconf
-from .errors import BroadcasterError, NoSpeakers, NotFound, SpeakerError
-from .link import SpeakerLink
-from .netio import UdpPort, multicast_sender, open_udp
-from .registry import Registry
-from .srtp import new_key
-from .streamer import Destination, Stream
-from .zones import Site
+import broadcaster.protocol.clock as clk
+from broadcaster.core.broadcast import PRIORITIES, Broadcast, SpeakerResult, new_broadcast_id
+from broadcaster.core.registry import Registry
+from broadcaster.drivers.bcspeaker.link import SpeakerLink
+from broadcaster.errors import BroadcasterError, NoSpeakers, NotFound, SpeakerError
+from broadcaster.net.mdns import Advert, Browser, open_zeroconf
+from broadcaster.net.udp import UdpPort, multicast_sender, open_udp
+from broadcaster.protocol.auth import KeyStore, wrap_key
+from broadcaster.protocol.codecs import FRAME_MS, Codec, codec_by_name, frames
+from broadcaster.protocol.srtp import new_key
+from broadcaster.protocol.stream import Destination, Stream
+from broadcaster.site import Site
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL = 2.0

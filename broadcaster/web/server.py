@@ -8,9 +8,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .api import make_app
-from .controller import Controller, ControllerConfig
-from .zones import Site
+from broadcaster.core.controller import Controller, ControllerConfig
+from broadcaster.site import Site
+from broadcaster.web.api import make_app
 
 
 async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,

@@ -7,8 +7,8 @@ import json
 import wave
 from pathlib import Path
 
-from .outputs import PipeOutput
-from .playout import Frame
+from broadcaster.endpoint.outputs import PipeOutput
+from broadcaster.protocol.playout import Frame
 
 
 class SoundCard:

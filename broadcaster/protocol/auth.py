@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import AuthError
+from broadcaster.errors import AuthError
 
 SCHEME = "BC-HMAC-SHA256"
 MAX_SKEW = 30.0  # seconds a signed request stays fresh

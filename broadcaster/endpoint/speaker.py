@@ -17,16 +17,22 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import clock as clk
-from .auth import ReplayGuard, response_mac, unwrap_key
-from .codecs import codec_by_name
-from .errors import AuthError, BroadcasterError
-from .outputs import PipeOutput
-from .netio import Impairment, UdpPort, open_multicast_receiver, open_udp, open_udp_pair
-from .playout import Playout
-from .rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
-from .soundcard import SoundCard
-from .srtp import Receiver, SrtpDrop
+import broadcaster.protocol.clock as clk
+from broadcaster.endpoint.outputs import PipeOutput
+from broadcaster.endpoint.soundcard import SoundCard
+from broadcaster.errors import AuthError, BroadcasterError
+from broadcaster.net.udp import (
+    Impairment,
+    UdpPort,
+    open_multicast_receiver,
+    open_udp,
+    open_udp_pair,
+)
+from broadcaster.protocol.auth import ReplayGuard, response_mac, unwrap_key
+from broadcaster.protocol.codecs import codec_by_name
+from broadcaster.protocol.playout import Playout
+from broadcaster.protocol.rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
+from broadcaster.protocol.srtp import Receiver, SrtpDrop
 
 log = logging.getLogger(__name__)
 # Fast exchanges until the first estimate is good, then four a second: the minimum-round-trip filter

@@ -17,7 +17,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from .auth import clock_mac
+from broadcaster.protocol.auth import clock_mac
 
 REQ_MAGIC = b"BCK1"
 RESP_MAGIC = b"BCK2"

@@ -1,0 +1,1 @@
+"""Accounts, scopes and roles: who may do what, where (pure policy beside its storage)."""

@@ -1,0 +1,1 @@
+"""The controller core: lifecycle, speakers and health, broadcasts, routing, events, commands."""

@@ -1,0 +1,1 @@
+"""Speaker drivers: one per speaker family, each a small protocol with declared capabilities."""

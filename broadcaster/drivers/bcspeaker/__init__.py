@@ -1,0 +1,1 @@
+"""Our own speaker endpoint (bcspeaker): signed HTTP control, SRTP audio, clock sync, mDNS."""

@@ -1,0 +1,1 @@
+"""Plain RTP multicast/unicast paging speakers (Algo, CyberData and most SIP speakers)."""

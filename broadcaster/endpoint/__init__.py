@@ -1,0 +1,1 @@
+"""The speaker software: endpoint, sound card, outputs, and the whole-site simulator."""

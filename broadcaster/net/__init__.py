@@ -1,0 +1,1 @@
+"""Sockets: UDP (unicast, loopback-safe multicast, the test impairment shim) and mDNS."""

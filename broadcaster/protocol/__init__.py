@@ -1,0 +1,1 @@
+"""Pure protocol cores: RTP/RTCP, SRTP, SDP, codecs, the play clock, control auth, playout."""

@@ -1,0 +1,1 @@
+"""Scheduled announcements; the only package that imports APScheduler."""

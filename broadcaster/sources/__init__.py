@@ -1,0 +1,1 @@
+"""Audio sources a broadcast plays from: an uploaded file, a library clip, TTS text, a sequence, live audio."""

@@ -1,0 +1,1 @@
+"""Durable state under the data directory: SQLite through sqlite-utils, the journal."""

@@ -1,0 +1,1 @@
+"""Test support: the process harness, fake peers, audio and site fixtures."""
