@@ -80,3 +80,45 @@ class AuthError(BroadcasterError):
 
     code = "unauthenticated"
     status = 401
+
+
+class Forbidden(BroadcasterError):
+    """The caller's scope or role does not allow this; the message names what is outside it."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Unauthorized(BroadcasterError):
+    """No valid session or token came with the request."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Busy(BroadcasterError):
+    """A speaker is held by a broadcast this request does not outrank (arbitration)."""
+
+    code = "busy"
+    status = 409
+
+
+class Overloaded(BroadcasterError):
+    """The controller or its speakers cannot take another broadcast now."""
+
+    code = "overloaded"
+    status = 503
+
+
+class StorageError(BroadcasterError):
+    """A file under the data directory is damaged or cannot be written."""
+
+    code = "storage"
+    status = 500
+
+
+class InvalidInput(BroadcasterError):
+    """A request's fields are missing, of the wrong type, or unknown."""
+
+    code = "invalid_input"
+    status = 400
