@@ -10,11 +10,12 @@ from .errors import DecodeError, InvalidRequestError
 __all__ = ["DecodeError", "decode_file"]
 
 
-def decode_file(path: str | Path, rate: int) -> bytes:
+def decode_file(path: str | Path, rate: int, max_seconds: float | None = None) -> bytes:
     """Return the file's audio as mono s16le PCM at `rate` Hz, resampled with an anti-alias filter.
 
     Raises a DecodeError subclass (NotAudioError, CorruptAudioError, EmptyAudioError,
-    UnsupportedCodecError) whose message names the file.
+    UnsupportedCodecError) whose message names the file; TooLongError past `max_seconds`, found
+    while decoding (memory stays bounded even when the header lies).
     """
     path = Path(path)
     if not path.is_file():
@@ -23,4 +24,4 @@ def decode_file(path: str | Path, rate: int) -> bytes:
         raise InvalidRequestError(f"sample rate {rate!r} is outside 8000..192000 Hz")
     if path.stat().st_size == 0:
         raise DecodeError("is empty (0 bytes)", file=path.name)
-    return transcoder.decode(path, rate, name=path.name).pcm
+    return transcoder.decode(path, rate, name=path.name, max_seconds=max_seconds).pcm

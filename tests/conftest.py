@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -43,9 +42,3 @@ def record(tmp_path) -> Path:
     d = tmp_path / "rec"
     d.mkdir()
     return d
-
-
-def need(tool: str) -> None:
-    """Fail (not skip) when a tool scripts/setup installs is missing."""
-    if shutil.which(tool) is None:
-        pytest.fail(f"{tool} is not installed: run scripts/setup")

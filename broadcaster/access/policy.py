@@ -171,3 +171,22 @@ def check_priority(site: Site, principal: Principal, priority_class: str) -> int
 def outranks(challenger: int, holder: int) -> bool:
     """True when a request of rank `challenger` may take a speaker held at rank `holder`."""
     return challenger > holder
+
+
+def check_stop(site: Site, principal: Principal, owner: str, owner_scope: str) -> None:
+    """A user stops what they started; an admin also what users inside their scope started."""
+    if principal.name == owner or principal.kind == "system":
+        return
+    if principal.is_admin and owner_scope and covers(site, principal.scope, owner_scope):
+        return
+    raise Forbidden(f"this broadcast was started by {owner}; only they, or an admin whose scope "
+                    f"covers {scope_name(site, owner_scope) if owner_scope else 'it'}, may stop it",
+                    code="not_yours")
+
+
+def check_library_admin(site: Site, principal: Principal) -> None:
+    """Removing clips from the shared library is for subdistrict-scope admins."""
+    if principal.kind == "system" or (principal.is_admin and principal.scope == site.root.id):
+        return
+    raise Forbidden("only a subdistrict admin may remove clips from the shared library",
+                    code="forbidden")

@@ -4,55 +4,20 @@ whole subdistrict (chime + Mandarin text-to-speech from the audio library), then
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from broadcaster.cli.client import Client, ClientError
 from broadcaster.endpoint.simulator import playout_records
 from broadcaster.protocol.auth import KeyStore
 from broadcaster.site import load
 
 ANNOUNCEMENT = ("各位村民请注意：现在是秋冬季防火禁烧关键时期，严禁焚烧秸秆和垃圾，"
                 "发现火情请立即拨打一一九。")
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _post(url: str) -> dict:
-    req = urllib.request.Request(url, data=b"", method="POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
-
-
-def _make_clip(data: Path) -> str:
-    """Four-tone chime + spoken notice, catalogued in the audio library; returns the clip id."""
-    import tempfile
-    import wave
-
-    from audio_library import Library
-    rate = 48000
-    with Library(data) as lib:
-        speech = lib.tts(ANNOUNCEMENT, title="防火禁烧通知（语音）", tags=["demo"])
-        pcm = lib.chime("four-tone", rate) + bytes(2 * rate * 2 // 5) + lib.pcm(speech.id, rate)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "notice.wav"
-            with wave.open(str(path), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(rate)
-                w.writeframes(pcm)
-            clip = lib.add(path, title="防火禁烧通知（演示，含提示音）", tags=["demo", "防火禁烧"],
-                           category="notice", added_by="demo")
-        return clip.id
 
 
 def run_demo(args: argparse.Namespace, data: Path) -> int:
@@ -62,6 +27,7 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
     record = data / "recordings"
     KeyStore(data / "speaker-keys.json").ensure(list(site.speakers))
     base = f"http://127.0.0.1:{args.port}"
+    client = Client(base, token="")
     py = [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data)]
     t0 = time.monotonic()
     tag = ["--site-tag", args.site_tag] if args.site_tag else []
@@ -77,10 +43,10 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
         counts: dict = {}
         while time.monotonic() - t0 < 90:
             try:
-                counts = _get(f"{base}/api/speakers")["counts"]
+                counts = client.get("/api/speakers")["counts"]
                 if counts["online"] == counts["total"]:
                     break
-            except (urllib.error.URLError, ConnectionError):
+            except ClientError:
                 pass
             if any(p.poll() is not None for p in procs):
                 print("error: a demo process exited; see its messages above", file=sys.stderr)
@@ -88,20 +54,19 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
             time.sleep(0.3)
         print(f"{counts.get('online', 0)}/{counts.get('total', 0)} speakers online after "
               f"{time.monotonic() - t0:.1f} s", flush=True)
-        clip = _make_clip(data)
-        b = _post(f"{base}/api/broadcasts?to={site.root.id}&clip={clip}&priority=announcement"
-                  "&owner=demo")
-        print(f"playing the fire-ban notice (clip {clip}) to the whole subdistrict: broadcast "
-              f"{b['id']}", flush=True)
+        b = client.post("/api/broadcasts", [("to", site.root.id), ("tts", ANNOUNCEMENT),
+                                            ("chime", "four-tone"), ("priority", "announcement")])
+        print(f"playing the fire-ban notice (four-tone chime + Mandarin text-to-speech) to the "
+              f"whole subdistrict: broadcast {b['id']}", flush=True)
         while b["state"] in ("starting", "playing"):
             time.sleep(0.5)
-            b = _get(f"{base}/api/broadcasts/{b['id']}")
+            b = client.get(f"/api/broadcasts/{b['id']}")
         recs = playout_records(record, b["id"])
         starts = [r["first_sample_at"] for r in recs.values() if r["first_sample_at"]]
         spread = (max(starts) - min(starts)) * 1000 if starts else float("nan")
         med = statistics.median(starts) if starts else 0
         print(f"broadcast {b['state']}: {b['summary']['played']}/{b['summary']['speakers']} "
-              f"speakers played it; first sample spread across speakers {spread:.2f} ms; "
+              f"speakers played it in full; first sample spread across speakers {spread:.2f} ms; "
               f"first sound {(med - b['created_at']) * 1000:.0f} ms after the command")
         print("\nwhere to look:")
         print(f"  recordings      {record}/<speaker-id>/{b['id']}.wav and playout.jsonl")

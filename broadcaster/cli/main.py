@@ -13,18 +13,15 @@ import logging
 import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import broadcaster.site as zones_mod
+from broadcaster.cli.client import DEFAULT_URL, Client, ClientError
 from broadcaster.errors import BroadcasterError, ZonesError
 
 DEFAULT_DATA = Path.home() / ".local" / "share" / "broadcaster"
-DEFAULT_URL = "http://127.0.0.1:8600"
 DEFAULT_ZONES = "zones.yaml"
 
 
@@ -54,28 +51,15 @@ def load_site(path: str) -> zones_mod.Site:
         raise SystemExit(2) from None
 
 
-# --- HTTP client for commands that talk to the controller -----------------------------------
+# --- the controller's API, through the one client -------------------------------------------
 
-def api(args: argparse.Namespace, method: str, path: str, body: bytes | None = None,
-        content_type: str = "application/json") -> dict:
-    """Call the controller's API; errors are printed as plain messages and exit non-zero."""
-    url = (args.controller or os.environ.get("BROADCASTER_URL") or DEFAULT_URL) + path
-    req = urllib.request.Request(url, data=body, method=method,
-                                 headers={"Content-Type": content_type})
+def api(args: argparse.Namespace, method: str, path: str, params: list | None = None,
+        **kw: object) -> dict:
+    """Call the controller's API; an error is printed as its plain message and exits non-zero."""
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            err = json.loads(exc.read())
-            msg = err.get("message", str(exc))
-        except ValueError:
-            msg = str(exc)
-        print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except urllib.error.URLError as exc:
-        print(f"error: cannot reach the controller at {url} ({exc.reason}); "
-              "is `broadcaster serve` running?", file=sys.stderr)
+        return Client(args.controller).call(method, path, params or [], **kw)  # type: ignore[arg-type]
+    except ClientError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
@@ -147,8 +131,13 @@ def cmd_speakers(args: argparse.Namespace) -> int:
 def print_broadcast(b: dict, tz: ZoneInfo) -> None:
     """A broadcast's state and per-speaker outcome, for people."""
     s = b["summary"]
-    print(f"broadcast {b['id']}: {b['state']} — {s['played']}/{s['speakers']} speakers played"
-          f" ({b['source']}, {b['codec']}, started {fmt_time(b['started_at'], tz)})")
+    src = b["source"]
+    what = src.get("name") or src.get("title") or src.get("text") or src.get("label") \
+        or src.get("kind") if isinstance(src, dict) else src
+    others = ", ".join(f"{n} {k}" for k, n in sorted(s.get("states", {}).items()) if k != "played")
+    print(f"broadcast {b['id']}: {b['state']} — {s['played']}/{s['speakers']} speakers played it"
+          f" in full{f' ({others})' if others else ''} ({what}, {b['codec']}, started "
+          f"{fmt_time(b['started_at'], tz)})")
     if b.get("error"):
         print(f"  error: {b['error']}")
     for r in b["speakers"]:
@@ -158,22 +147,22 @@ def print_broadcast(b: dict, tz: ZoneInfo) -> None:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    """Upload a file (or name a library clip) and play it to the targets."""
+    """Upload a file (or name a library clip, or TTS text) and play it to the targets."""
     params = [("to", t) for t in args.to] + [("codec", args.codec), ("priority", args.priority),
-                                             ("owner", "cli")]
-    if args.clip:
-        body, params = None, params + [("clip", args.clip)]
+                                             ("chime", args.chime)]
+    data = None
+    if args.clip or args.tts:
+        params += [("clip", args.clip), ("tts", args.tts)]
     else:
         if not args.file:
-            print("error: give an audio FILE or --clip ID", file=sys.stderr)
+            print("error: give an audio FILE, --clip ID or --tts TEXT", file=sys.stderr)
             return 2
         path = Path(args.file)
         if not path.is_file():
             print(f"error: {path}: no such file", file=sys.stderr)
             return 1
-        body, params = path.read_bytes(), params + [("name", path.name)]
-    b = api(args, "POST", f"/api/broadcasts?{urllib.parse.urlencode(params)}", body or b"",
-            "application/octet-stream")
+        data, params = path.read_bytes(), params + [("name", path.name)]
+    b = api(args, "POST", "/api/broadcasts", params, data=data)
     if args.wait:
         while b["state"] in ("starting", "playing"):
             time.sleep(0.3)
@@ -276,10 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("play", help="play an audio file to zones, groups or speakers")
     pl.add_argument("file", nargs="?", help="an audio file (any format ffmpeg reads)")
     pl.add_argument("--clip", help="play this audio-library clip instead of a file")
+    pl.add_argument("--tts", help="read this text aloud (Mandarin) instead of a file")
+    pl.add_argument("--chime", help="a chime before the audio (two-tone, four-tone, …)")
     pl.add_argument("--to", action="append", required=True,
                     help="a speaker, village, area, group or the subdistrict (repeatable)")
     pl.add_argument("--codec", default="pcmu", choices=["pcmu", "l16"])
-    pl.add_argument("--priority", default="announcement")
+    pl.add_argument("--priority", default="announcement",
+                    choices=["background", "announcement", "live", "emergency"])
     pl.add_argument("--wait", action="store_true", help="wait until it ends and print the outcome")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_play)
@@ -297,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                          add_help=False)
     lib.add_argument("rest", nargs=argparse.REMAINDER)
     lib.set_defaults(func=cmd_library)
+
+    from broadcaster.cli import users
+    users.register(sub, data_dir, load_site)
 
     d = sub.add_parser("demo", help="controller + all simulated speakers + a sample announcement")
     d.add_argument("--zones", default=DEFAULT_ZONES)

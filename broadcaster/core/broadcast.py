@@ -1,13 +1,24 @@
-"""Broadcasts as data: who asked for what, to which speakers, at what priority, and how it went."""
+"""Broadcasts as data: who asked for what, to which speakers, and what each speaker really played.
+
+Outcomes are derived from what a speaker reports having played (frames heard against frames
+sent), never assumed; `outcome()` is the one place that judges, pure and tested on its own.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-# The ladder every PA system uses; higher wins. Arbitration comes with the tiers issue.
-PRIORITIES = {"background": 10, "announcement": 20, "paging": 30, "emergency": 40}
+from broadcaster.drivers.base import Report
+
+PRIORITY_CLASSES = ("background", "announcement", "live", "emergency")
+ACTIVE = ("starting", "playing")
+FINAL = ("done", "stopped", "cut", "failed", "interrupted")
+# per-speaker states; "sent" is for speakers that cannot report (plain RTP): sent, not confirmed
+SPEAKER_STATES = ("pending", "playing", "played", "partial", "silent", "cut", "stopped", "offline",
+                  "unreachable", "refused", "sent", "interrupted")
 
 
 def new_broadcast_id() -> str:
@@ -20,23 +31,52 @@ class SpeakerResult:
     """How one speaker fared in one broadcast."""
 
     speaker: str
-    state: str = "pending"  # pending, playing, played, failed, unreachable, stopped, preempted
-    route: str = "unicast"
-    packets: int | None = None
-    lost: int | None = None
+    driver: str = "bcspeaker"
+    state: str = "pending"
+    route: str | None = None
+    frames_sent: int | None = None  # frames the controller sent toward this speaker
+    packets: int | None = None  # frames it played from a packet it received
+    lost: int | None = None  # frames it played as silence
+    samples: int | None = None
     first_sample_at: float | None = None
+    cut_by: str | None = None  # the broadcast that took this speaker over
     error: str | None = None
 
     @property
     def played(self) -> bool:
-        """True if the speaker played some of the broadcast."""
+        """True if the speaker played some of the broadcast (by its own report)."""
         return bool(self.packets)
 
     def to_dict(self) -> dict:
         """JSON form."""
-        return {"speaker": self.speaker, "state": self.state, "played": self.played,
-                "route": self.route, "packets": self.packets, "lost": self.lost,
-                "first_sample_at": self.first_sample_at, "error": self.error}
+        return {"speaker": self.speaker, "driver": self.driver, "state": self.state,
+                "played": self.played, "route": self.route, "frames_sent": self.frames_sent,
+                "packets": self.packets, "lost": self.lost, "samples": self.samples,
+                "first_sample_at": self.first_sample_at, "cut_by": self.cut_by,
+                "error": self.error}
+
+
+def outcome(res: SpeakerResult, report: Report | None, frames_sent: int, stopped: bool) -> None:
+    """Judge one speaker from its report: played, partial, silent, cut, stopped or unreachable."""
+    res.frames_sent = frames_sent
+    if report is None:
+        res.state = "unreachable"
+        res.error = res.error or "the speaker never reported what it played"
+        return
+    res.packets, res.lost, res.samples = report.packets, report.lost, report.samples
+    res.first_sample_at = report.first_sample_at
+    if report.ended == "preempted":
+        res.state = "cut"
+        res.cut_by = res.cut_by or report.extra.get("preempted_by")
+    elif report.ended == "stopped" or (stopped and report.packets < frames_sent):
+        res.state = "stopped"
+    elif report.packets >= frames_sent and frames_sent > 0:
+        res.state = "played"
+    elif report.packets > 0:
+        res.state = "partial"
+    else:
+        res.state = "silent"
+        res.error = res.error or "the speaker played none of the audio sent to it"
 
 
 @dataclass
@@ -45,29 +85,40 @@ class Broadcast:
 
     id: str
     targets: list[str]
-    source: str
+    source: dict[str, Any]
     codec: str
     priority: str = "announcement"
     owner: str = "system"
+    owner_scope: str = ""
+    rank: int = 0
     state: str = "starting"
     created_at: float = field(default_factory=time.time)
     requested_at: float = field(default_factory=time.time)
     started_at: float | None = None  # controller instant of the first sample
     ended_at: float | None = None
-    frames: int = 0
+    lead: float | None = None  # seconds between sending a frame and its play instant
+    frames: int = 0  # frames sent
     error: str | None = None
     results: dict[str, SpeakerResult] = field(default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        """Speakers in all; `played` in full, `heard` some of it; and the count per state."""
+        res = list(self.results.values())
+        states: dict[str, int] = {}
+        for r in res:
+            states[r.state] = states.get(r.state, 0) + 1
+        return {"speakers": len(res), "played": states.get("played", 0),
+                "heard": sum(r.played for r in res), "states": states}
+
     def to_dict(self) -> dict:
         """JSON form, with a summary of the speakers."""
-        res = list(self.results.values())
         return {
             "id": self.id, "state": self.state, "targets": self.targets, "source": self.source,
             "codec": self.codec, "priority": self.priority, "owner": self.owner,
-            "created_at": self.created_at, "started_at": self.started_at,
-            "ended_at": self.ended_at, "frames": self.frames, "error": self.error,
-            "summary": {"speakers": len(res), "played": sum(r.played for r in res),
-                        "failed": sum(not r.played for r in res) if self.state in
-                        ("done", "stopped", "failed") else 0},
-            "speakers": [r.to_dict() for r in sorted(res, key=lambda r: r.speaker)],
+            "owner_scope": self.owner_scope, "created_at": self.created_at,
+            "requested_at": self.requested_at, "started_at": self.started_at,
+            "ended_at": self.ended_at, "lead": self.lead, "frames": self.frames,
+            "error": self.error, "summary": self.summary(),
+            "speakers": [r.to_dict() for r in sorted(self.results.values(),
+                                                     key=lambda r: r.speaker)],
         }

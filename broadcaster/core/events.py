@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,10 @@ class EventBus:
         self._subs: list[Subscriber] = []
         self._clock = clock
         self._seq = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        """The recent events as JSON dicts, oldest first."""
+        return (ev.to_dict() for ev in list(self.recent))
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Call fn for every event from now on; returns a function that unsubscribes."""

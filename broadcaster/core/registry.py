@@ -19,7 +19,8 @@ class SpeakerState:
     host: str | None = None
     port: int | None = None
     rtp_port: int | None = None
-    source: str = ""  # "mdns" or "static"
+    source: str = ""  # "mdns", "static" or "dial-in"
+    driver: str = "bcspeaker"
     assigned: bool = True
     online: bool = False
     last_seen: float | None = None
@@ -34,7 +35,8 @@ class SpeakerState:
         return {
             "id": self.id, "kind": self.kind, "zone_path": self.zone_path,
             "address": f"{self.host}:{self.port}" if self.host else None,
-            "rtp_port": self.rtp_port, "source": self.source, "assigned": self.assigned,
+            "rtp_port": self.rtp_port, "source": self.source, "driver": self.driver,
+            "assigned": self.assigned,
             "online": self.online, "last_seen": self.last_seen, "last_error": self.last_error,
             "playing": self.playing, "clock_synced": self.clock_synced,
             "attacks": self.attacks,
@@ -53,24 +55,34 @@ class Registry:
             self.speakers[sid] = SpeakerState(sid, assigned=False)
         return self.speakers[sid]
 
-    def seen(self, sid: str, status: dict, now: float) -> dict[str, int]:
-        """Record an answer; returns the security counters that grew since the last answer."""
+    def seen(self, sid: str, status: dict, now: float) -> tuple[bool, dict[str, int]]:
+        """Record an answer; returns (whether it came online now, security counters that grew).
+
+        Fields of a malformed answer are ignored one by one, never raised.
+        """
         st = self.get(sid)
+        came_online = not st.online
         st.online = True
         st.last_seen = now
         st.last_error = None
-        st.rtp_port = status.get("rtp_port", st.rtp_port)
-        st.playing = status.get("playing")
-        st.clock_synced = bool(status.get("clock", {}).get("synced"))
-        new = status.get("counters", {})
+        rtp = status.get("rtp_port")
+        st.rtp_port = rtp if isinstance(rtp, int) else st.rtp_port
+        playing = status.get("playing")
+        st.playing = playing if isinstance(playing, str) else None
+        clock = status.get("clock")
+        st.clock_synced = bool(clock.get("synced")) if isinstance(clock, dict) else False
+        raw = status.get("counters")
+        new = {k: v for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, dict) else {}
+        if not new:
+            return came_online, {}
         grew = {k: new.get(k, 0) - st.counters.get(k, 0) for k in SECURITY_COUNTERS
                 if new.get(k, 0) > st.counters.get(k, 0)}
         # on first contact st.counters is empty, so whatever the speaker counted before we knew it
         # counts too
         for k, v in grew.items():
             st.attacks[k] = st.attacks.get(k, 0) + v
-        st.counters = dict(new)
-        return grew
+        st.counters = new
+        return came_online, grew
 
     def failed(self, sid: str, error: str, now: float) -> bool:
         """Record a failed poll; returns True if this made the speaker go offline."""

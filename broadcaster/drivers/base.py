@@ -96,6 +96,9 @@ class DriverHost(Protocol):
     def speaker_located(self, speaker: str, host: str, port: int, source: str) -> None:
         """Where a speaker's control endpoint is (mdns, static, dial-in)."""
 
+    def is_online(self, speaker: str) -> bool:
+        """The core's view of whether a speaker is online."""
+
     def publish(self, kind: str, **detail: Any) -> None:
         """Publish an event on the controller's bus."""
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # Fast exchanges until the first estimate is good, then four a second: the minimum-round-trip filter
 # needs many samples to find one with little jitter in both directions (see docs/protocol.md §3).
 CLOCK_FAST, CLOCK_SLOW, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
-REPORTS_KEPT = 50
+REPORTS_KEPT = 2000  # kept until long after the controller collects them
 # The stream's last SRTCP reports (BYE) can land just after a stop or preemption ended the
 # broadcast here; for this long they are checked against the old key and counted as
 # late_previous_broadcast, not as an attack (a replay of them is still caught by SRTP).
@@ -244,7 +244,8 @@ class Speaker:
             return web.json_response({"state": "done", **self.reports[bid]})
         if self.active and self.active.playout.broadcast == bid:
             return web.json_response({"state": "playing"})
-        return web.json_response({"state": "unknown"}, status=404)
+        return web.json_response({"state": "unknown", "error": "unknown_broadcast",
+                                  "message": f"no playout record for broadcast {bid}"}, status=404)
 
     # --- audio path --------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hmac
 import struct
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from broadcaster.protocol.auth import clock_mac
@@ -118,3 +120,26 @@ class OffsetEstimator:
     def rtt(self) -> float:
         """Smallest round trip seen in the window."""
         return self._rtt
+
+
+class PlayClock:
+    """The controller's play clock: Unix time at start-up, advanced by the monotonic clock.
+
+    Every in-step speaker follows this clock. A step of the machine's wall clock (NTP, an
+    operator) does not move it, so a broadcast in progress never jumps and no speaker sees its
+    controller leap; `wall_error` shows how far the wall clock has wandered since start-up.
+    """
+
+    def __init__(self, wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        self._wall, self._mono = wall, mono
+        self._m0 = mono()
+        self._t0 = wall()
+
+    def now(self) -> float:
+        """Play-clock time in Unix seconds."""
+        return self._t0 + (self._mono() - self._m0)
+
+    def wall_error(self) -> float:
+        """How far the wall clock is from the play clock now (seconds, + = wall ahead)."""
+        return self._wall() - self.now()

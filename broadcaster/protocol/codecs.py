@@ -10,6 +10,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop  # Python 3.13+: provided by the audioop-lts package
 
+from broadcaster.errors import InvalidInput
+
 FRAME_MS = 20
 
 
@@ -65,7 +67,8 @@ def codec_by_name(name: str) -> Codec:
     try:
         return CODECS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
+        raise InvalidInput(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}",
+                           code="unknown_codec") from None
 
 
 def frames(pcm: bytes, codec: Codec) -> list[bytes]:

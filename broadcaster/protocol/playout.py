@@ -92,8 +92,10 @@ class Playout:
         delta = (sr.rtp_timestamp - self.base_ts) & 0xFFFFFFFF
         if delta < 1 << 31:
             self.base_time = sr.unix_time - delta / self.codec.rate
-        if final:
-            self.end_index = sr.packet_count
+        if final and delta < 1 << 31:
+            # the final report's RTP timestamp marks the stream's end (frames a live source never
+            # produced are not sent, so the packet count may be smaller)
+            self.end_index = delta // self.codec.frame_samples
 
     def instant(self, n: int, offset: float) -> float:
         """Local-clock instant at which frame n plays, given offset = controller - local."""

@@ -1,26 +1,28 @@
-"""Sends one broadcast as SRTP: paced 20 ms packets, protected once, fanned out to every destination.
+"""The sending side of one RTP stream: packets and sender reports for frames the core hands it.
 
-Frame n carries RTP timestamp base_ts + n * frame_samples and must play at controller time
-base_time + n * 20 ms on every speaker; it is sent `lead` seconds before that. Sender reports
-every second repeat the mapping; the last report, bundled with a BYE, gives the packet count.
+Frame n carries RTP timestamp base_ts + n * frame_samples and plays at controller time
+base_time + n * 20 ms on every in-step speaker. The sender does no pacing and no I/O of its own:
+the core calls `frame()` at the right moment and `send` puts the bytes on the wire. With an SRTP
+key every packet is protected (our endpoint); without one it is plain RTP (paging speakers).
+Sender reports repeat the RTP-time-to-controller-time mapping: every 100 ms in the first second
+(a speaker cannot start without one), then every second. The final report, bundled with a BYE,
+carries the stream's end as its RTP timestamp and the packets actually sent as its count.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broadcaster.protocol.codecs import FRAME_MS, Codec
 from broadcaster.protocol.rtp import Bye, RtpPacket, SenderReport, unix_to_ntp
-from broadcaster.protocol.srtp import Sender
+from broadcaster.protocol.srtp import Sender as SrtpSender
 
 log = logging.getLogger(__name__)
 SR_INTERVAL = 1.0
-SR_EARLY = 0.1  # a report every 100 ms in the first second: a speaker cannot start without one
+SR_EARLY = 0.1
 
 
 @dataclass
@@ -32,24 +34,29 @@ class Destination:
 
 
 @dataclass
-class Stream:
-    """The sending side of one broadcast."""
+class RtpSender:
+    """Packetizes, protects (optionally) and fans out one stream; implements drivers.FrameSender."""
 
     codec: Codec
-    key: bytes
-    base_time: float
     send: Callable[[bytes, tuple[str, int]], None]
+    key: bytes | None = None  # SRTP master key and salt; None sends plain RTP
     destinations: list[Destination] = field(default_factory=list)
     ssrc: int = field(default_factory=lambda: random.getrandbits(32))
     base_ts: int = field(default_factory=lambda: random.getrandbits(32))
     seq0: int = field(default_factory=lambda: random.getrandbits(16))
-    lead: float = 0.1
-    sent: int = 0
+    base_time: float = 0.0
+    sent: int = 0  # packets sent
     octets: int = 0
-    stopped: bool = False
+    next_index: int = 0  # one past the last frame index handed over
+    _next_sr: float = 0.0
 
     def __post_init__(self) -> None:
-        self._srtp = Sender(self.key)
+        self._srtp = SrtpSender(self.key) if self.key else None
+
+    @property
+    def rate(self) -> int:
+        """The PCM rate this sender encodes from."""
+        return self.codec.rate
 
     def _send_all(self, data: bytes, rtcp: bool) -> None:
         for d in self.destinations:
@@ -58,40 +65,35 @@ class Stream:
             except OSError as exc:  # one unreachable destination must not stop the others
                 log.debug("send to %s failed: %s", d, exc)
 
-    def _report(self, final: bool = False) -> None:
-        n = self.sent
-        ts = self.base_ts + n * self.codec.frame_samples
-        sr = SenderReport(self.ssrc, unix_to_ntp(self.base_time + n * FRAME_MS / 1000),
-                          ts & 0xFFFFFFFF, n, self.octets)
+    def _report(self, index: int, final: bool = False) -> None:
+        ts = self.base_ts + index * self.codec.frame_samples
+        sr = SenderReport(self.ssrc, unix_to_ntp(self.base_time + index * FRAME_MS / 1000),
+                          ts & 0xFFFFFFFF, self.sent, self.octets)
         raw = bytes(sr) + (bytes(Bye(self.ssrc)) if final else b"")
-        self._send_all(self._srtp.rtcp(raw), rtcp=True)
+        self._send_all(self._srtp.rtcp(raw) if self._srtp else raw, rtcp=True)
 
-    async def run(self, frames: AsyncIterator[bytes]) -> None:
-        """Send every PCM frame from the iterator at its time, then the final report and BYE."""
-        step = FRAME_MS / 1000
-        for _ in range(2):  # the mapping goes out before the first packet, twice against loss
-            self._report()
-        next_sr = time.time() + SR_EARLY
-        early_until = self.base_time + SR_INTERVAL
-        async for pcm in frames:
-            if self.stopped:
-                break
-            due = self.base_time - self.lead + self.sent * step
-            wait = due - time.time()
-            if wait > 0.0005:
-                await asyncio.sleep(wait)
-            if self.stopped:
-                break
-            pkt = RtpPacket(self.codec.payload_type, (self.seq0 + self.sent) & 0xFFFF,
-                            (self.base_ts + self.sent * self.codec.frame_samples) & 0xFFFFFFFF,
-                            self.ssrc, self.codec.encode(pcm), marker=self.sent == 0)
-            self._send_all(self._srtp.rtp(bytes(pkt)), rtcp=False)
-            self.sent += 1
-            self.octets += len(pkt.payload)
-            now = time.time()
-            if now >= next_sr:
-                self._report()
-                next_sr = now + (SR_EARLY if now < early_until else SR_INTERVAL)
-        for _ in range(3):  # the end report is repeated: RTCP has no retransmission
-            self._report(final=True)
-            await asyncio.sleep(0.02)
+    def start(self, base_time: float, now: float) -> None:
+        """Fix frame 0's instant and send the mapping twice (against loss) before any audio."""
+        self.base_time = base_time
+        self._report(0)
+        self._report(0)
+        self._next_sr = now + SR_EARLY
+
+    def frame(self, index: int, pcm: bytes, now: float) -> None:
+        """Send frame `index`; a sender report follows when one is due."""
+        pkt = RtpPacket(self.codec.payload_type, (self.seq0 + self.sent) & 0xFFFF,
+                        (self.base_ts + index * self.codec.frame_samples) & 0xFFFFFFFF,
+                        self.ssrc, self.codec.encode(pcm), marker=self.sent == 0)
+        raw = bytes(pkt)
+        self._send_all(self._srtp.rtp(raw) if self._srtp else raw, rtcp=False)
+        self.sent += 1
+        self.octets += len(pkt.payload)
+        self.next_index = index + 1
+        if now >= self._next_sr:
+            self._report(self.next_index)
+            early = now < self.base_time + SR_INTERVAL
+            self._next_sr = now + (SR_EARLY if early else SR_INTERVAL)
+
+    def end(self, frames: int, now: float) -> None:
+        """The final report and BYE: the stream ends after `frames` frames."""
+        self._report(frames, final=True)

@@ -14,6 +14,8 @@ ZONE_KINDS = ("subdistrict", "seat", "area", "village")
 SPEAKER_KINDS = ("column", "horn")
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 DEFAULT_VOLUME = 80
+DRIVERS = ("bcspeaker", "rtp")  # speaker families a zones file may name (broadcaster.drivers)
+DEFAULT_DRIVER = "bcspeaker"
 
 # Lowercase only: ids end up in mDNS instance names and URLs, where case is not reliably kept.
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -31,6 +33,7 @@ class Speaker:
     place: str
     address: tuple[str, int] | None = None
     volume: int = DEFAULT_VOLUME
+    driver: str = DEFAULT_DRIVER
 
 
 @dataclass(frozen=True)

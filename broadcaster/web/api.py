@@ -1,120 +1,204 @@
-"""The HTTP API: thin handlers over Controller operations; one middleware turns errors into JSON."""
+"""The HTTP API: routes generated from the command registry; one middleware turns errors into JSON.
+
+A handler only translates: path, query and JSON body become the command's input; an audio body
+is spooled to a temporary file within the size limit (never held whole in memory); a live WAV
+body feeds a LiveSource as it arrives. Every error is {"error": code, "message": ...}; anything
+unexpected is logged and answered 500 without internals.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import tempfile
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from audio_library import ClipNotFoundError, DecodeError, Library, LibraryError, decode_file
-from broadcaster.core.controller import Controller
-from broadcaster.errors import AudioInputError, BroadcasterError
-from broadcaster.protocol.codecs import codec_by_name
+import broadcaster.core.operations  # noqa: F401 - registers the commands
+from broadcaster.access.principal import Principal
+from broadcaster.core.commands import REGISTRY, Spec, call
+from broadcaster.core.services import Services
+from broadcaster.errors import BroadcasterError, InvalidInput
+from broadcaster.sources.live import LiveSource, WavStreamParser
 
-CONTROLLER = web.AppKey("controller", Controller)
-LIBRARY = web.AppKey("library", Library)
+log = logging.getLogger(__name__)
+SERVICES = web.AppKey("services", Services)
+MAX_UPLOAD_KEY = web.AppKey("max_upload", int)
+PRINCIPAL = "principal"  # request key set by the access middleware
 MAX_UPLOAD = 64 * 1024 * 1024
+MAX_JSON = 1024 * 1024
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Every BroadcasterError becomes {"error": code, "message": ...} with its HTTP status."""
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error becomes {"error": code, "message": ...} with its HTTP status; never a trace."""
     try:
         return await handler(request)
     except BroadcasterError as exc:
         return web.json_response(exc.to_dict(), status=exc.status)
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app._client_max_size  # noqa: SLF001 - aiohttp keeps the limit only here
-        return web.json_response(
-            {"error": "too_large", "message": f"the upload is larger than the limit of "
-                                              f"{limit / 2**20:g} MiB"}, status=413)
+        return _too_large(request.app)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return web.json_response({"error": exc.reason.lower().replace(" ", "_"),
+                                      "message": f"{exc.reason}: {request.method} {request.path}"},
+                                     status=exc.status, headers={
+                                         k: v for k, v in exc.headers.items() if k == "Allow"})
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return web.json_response({"error": "internal", "message": "the controller failed on this "
+                                  "request; it is logged, and the controller keeps serving"},
+                                 status=500)
 
 
-async def speakers(request: web.Request) -> web.Response:
-    """GET /api/speakers: every speaker with health, and the counts."""
-    return web.json_response(request.app[CONTROLLER].speakers())
+def _too_large(app: web.Application) -> web.Response:
+    limit = app[MAX_UPLOAD_KEY]
+    return web.json_response({"error": "too_large", "message": f"the upload is larger than the "
+                              f"limit of {limit / 2**20:g} MiB"}, status=413)
 
 
-async def zones(request: web.Request) -> web.Response:
-    """GET /api/zones: the zone tree."""
-    return web.json_response(request.app[CONTROLLER].site.to_tree())
+def principal_of(request: web.Request) -> Principal:
+    """Who is asking (set by the access middleware; the system itself until accounts exist)."""
+    p = request.get(PRINCIPAL)
+    if p is None:
+        site = request.app[SERVICES].controller.site
+        return Principal.system(site.root.id, origin=request.remote or "")
+    return p
 
 
-async def events(request: web.Request) -> web.Response:
-    """GET /api/events: recent events, newest last."""
-    return web.json_response({"events": list(request.app[CONTROLLER].events)})
+def _raw_input(request: web.Request, spec: Spec, body: dict[str, Any]) -> dict[str, Any]:
+    raw: dict[str, Any] = dict(body)
+    for k in set(request.query):
+        vals = request.query.getall(k)
+        raw[k] = vals if len(vals) > 1 or k in _list_fields(spec) else vals[0]
+    raw.update(request.match_info)
+    return raw
 
 
-async def list_broadcasts(request: web.Request) -> web.Response:
-    """GET /api/broadcasts: all broadcasts this run, newest first."""
-    ctl = request.app[CONTROLLER]
-    items = sorted(ctl.broadcasts.values(), key=lambda b: b.created_at, reverse=True)
-    return web.json_response({"broadcasts": [b.to_dict() for b in items]})
+def _list_fields(spec: Spec) -> set[str]:
+    import dataclasses
+    if spec.input is None:
+        return set()
+    return {f.name for f in dataclasses.fields(spec.input) if "list" in str(f.type)}
 
 
-async def get_broadcast(request: web.Request) -> web.Response:
-    """GET /api/broadcasts/{id}."""
-    return web.json_response(request.app[CONTROLLER].broadcast(request.match_info["id"]).to_dict())
-
-
-async def stop_broadcast(request: web.Request) -> web.Response:
-    """POST /api/broadcasts/{id}/stop."""
-    b = await request.app[CONTROLLER].stop(request.match_info["id"])
-    return web.json_response(b.to_dict())
-
-
-async def create_broadcast(request: web.Request) -> web.Response:
-    """POST /api/broadcasts?to=T&to=T&codec=pcmu&name=F with the audio file as the body,
-    or ?clip=ID to play a clip from the audio library."""
-    received = time.time()
-    ctl = request.app[CONTROLLER]
-    targets = request.query.getall("to", [])
-    if not targets:
-        raise BroadcasterError("say where to play: at least one 'to' target", code="no_target")
-    codec = codec_by_name(request.query.get("codec", "pcmu"))
-    ctl.site.resolve_many(targets)  # unknown targets fail before the upload is decoded
-    clip = request.query.get("clip")
-    if clip:
-        try:
-            pcm = await asyncio.to_thread(request.app[LIBRARY].pcm, clip, codec.rate)
-            title = (await asyncio.to_thread(request.app[LIBRARY].get, clip)).title
-        except LibraryError as exc:
-            raise BroadcasterError(str(exc), code=exc.code,
-                                   status=404 if isinstance(exc, ClipNotFoundError) else 422)
-        b = await ctl.play(pcm, targets, codec=codec.name, source=f"clip {clip} {title}",
-                           priority=request.query.get("priority", "announcement"),
-                           owner=request.query.get("owner", "api"), requested_at=received)
-        return web.json_response(b.to_dict(), status=201)
-    name = Path(request.query.get("name", "upload")).name
-    data = await request.read()
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body or request.content_type != "application/json":
+        return {}
+    data = await request.content.read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
+        raise InvalidInput("the JSON body is larger than 1 MiB", code="too_large", status=413)
     if not data:
-        raise AudioInputError(f"{name}: the upload is empty")
-    with tempfile.NamedTemporaryFile(suffix="-" + name[-40:]) as tmp:
-        tmp.write(data)
-        tmp.flush()
+        return {}
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("the body is not valid JSON", code="bad_json") from None
+    if not isinstance(obj, dict):
+        raise InvalidInput("the JSON body must be an object", code="bad_json")
+    return obj
+
+
+async def _spool(request: web.Request, limit: int) -> Path | None:
+    """Write an audio body to a temporary file, refusing it past `limit` bytes."""
+    if not request.can_read_body and not request.query.get("name"):
+        return None
+    tmp = tempfile.NamedTemporaryFile(prefix="bc-upload-", delete=False)
+    size = 0
+    try:
+        while chunk := await request.content.read(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            tmp.write(chunk)
+        tmp.close()
+    except BaseException:
+        tmp.close()
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    return Path(tmp.name)  # an empty file is the decoder's to refuse, naming the upload
+
+
+async def _feed_live(request: web.Request, source: LiveSource, parser: WavStreamParser) -> None:
+    """Feed the live source from the request body as it arrives; end it when the body ends."""
+    try:
+        while chunk := await request.content.readany():
+            pcm = parser.feed(chunk)
+            if pcm:
+                source.push(pcm)
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        source.end()
+
+
+async def _live_source(request: web.Request) -> tuple[LiveSource, WavStreamParser]:
+    """Read the stream's WAV header; the source is fed at the header's rate."""
+    parser = WavStreamParser()
+    pcm = b""
+    while parser.rate is None or not parser.started:
+        chunk = await request.content.readany()
+        if not chunk:
+            raise InvalidInput("the live stream ended before its WAV header", code="bad_live_stream")
+        pcm = parser.feed(chunk)
+    source = LiveSource(in_rate=parser.rate, label=f"live from {request.remote or 'client'}")
+    source.push(pcm)
+    return source, parser
+
+
+def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An aiohttp handler that calls one command."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        principal = principal_of(request)
+        upload: Any = None
+        body: dict[str, Any] = {}
+        feeder = None
+        if spec.body == "audio" and request.content_type != "application/json":
+            if request.query.get("live") in ("1", "true", "yes"):
+                source, parser = await _live_source(request)
+                upload = source
+                feeder = (source, parser)
+            else:
+                upload = await _spool(request, request.app[MAX_UPLOAD_KEY])
+        else:
+            body = await _json_body(request)
         try:
-            pcm = await asyncio.to_thread(decode_file, tmp.name, codec.rate)
-        except DecodeError as exc:
-            raise AudioInputError(f"{name}: {exc}".replace(tmp.name, name)) from None
-    b = await ctl.play(pcm, targets, codec=codec.name, source=name,
-                       priority=request.query.get("priority", "announcement"),
-                       owner=request.query.get("owner", "api"), requested_at=received)
-    return web.json_response(b.to_dict(), status=201)
+            if feeder is not None:
+                source, parser = feeder
+                result = await call(spec.name, principal, services,
+                                    _raw_input(request, spec, body), upload)
+                await _feed_live(request, source, parser)
+                bid = result["id"]
+                while services.controller.broadcast(bid).state in ("starting", "playing"):
+                    await asyncio.sleep(0.05)
+                result = services.controller.broadcast(bid).to_dict()
+            else:
+                result = await call(spec.name, principal, services,
+                                    _raw_input(request, spec, body), upload)
+        finally:
+            if isinstance(upload, Path):
+                upload.unlink(missing_ok=True)
+        return web.json_response(result, status=spec.status,
+                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+    handler.__doc__ = spec.summary
+    return handler
 
 
-def make_app(controller: Controller, max_upload: int = MAX_UPLOAD) -> web.Application:
-    """The aiohttp application for a controller."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=max_upload)
-    app[CONTROLLER] = controller
-    app[LIBRARY] = Library(controller.config.data_dir)
-    app.router.add_get("/api/speakers", speakers)
-    app.router.add_get("/api/zones", zones)
-    app.router.add_get("/api/events", events)
-    app.router.add_get("/api/broadcasts", list_broadcasts)
-    app.router.add_post("/api/broadcasts", create_broadcast)
-    app.router.add_get("/api/broadcasts/{id}", get_broadcast)
-    app.router.add_post("/api/broadcasts/{id}/stop", stop_broadcast)
+def make_app(services: Services, max_upload: int = MAX_UPLOAD,
+             middlewares: list[Any] | None = None) -> web.Application:
+    """The aiohttp application over a set of services."""
+    app = web.Application(middlewares=[errors_middleware, *(middlewares or [])],
+                          client_max_size=MAX_JSON)
+    app[SERVICES] = services
+    app[MAX_UPLOAD_KEY] = max_upload
+    for spec in REGISTRY.values():
+        app.router.add_route(spec.method, spec.path, make_handler(spec))
     return app

@@ -1,4 +1,4 @@
-"""`broadcaster serve`: the controller and its HTTP API in one asyncio process."""
+"""`broadcaster serve`: the controller, its services and its HTTP API in one asyncio process."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from broadcaster.core.controller import Controller, ControllerConfig
+from broadcaster.core.services import Services
 from broadcaster.site import Site
 from broadcaster.web.api import make_app
 
@@ -18,8 +19,9 @@ async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
     """Run until SIGINT/SIGTERM."""
     ctl = Controller(site, ControllerConfig(data, interface=interface, playout_delay=playout_delay,
                                             site_tag=site_tag, mdns=mdns))
+    services = Services.for_controller(ctl)
     await ctl.start()
-    runner = web.AppRunner(make_app(ctl), access_log=None)
+    runner = web.AppRunner(make_app(services), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     print(f"broadcaster controller for {site.name} on http://{host}:{port}/ "
@@ -33,4 +35,5 @@ async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
     finally:
         await runner.cleanup()
         await ctl.close()
+        services.close()
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from broadcaster.core.controller import Controller, ControllerConfig
+from broadcaster.core.services import Services
 from broadcaster.endpoint.simulator import playout_records, recorded_pcm  # noqa: F401
 from broadcaster.site import Site
 from broadcaster.web.api import make_app
@@ -104,8 +105,9 @@ class SimProcess:
 async def controller(site: Site, data: Path, tag: str, max_upload: int | None = None, **config):
     """A started Controller and an HTTP test client on its API (real server on port 0)."""
     ctl = Controller(site, ControllerConfig(data, site_tag=tag, **config))
+    services = Services.for_controller(ctl)
     await ctl.start()
-    app = make_app(ctl, max_upload) if max_upload else make_app(ctl)
+    app = make_app(services, max_upload) if max_upload else make_app(services)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
@@ -113,6 +115,7 @@ async def controller(site: Site, data: Path, tag: str, max_upload: int | None = 
     finally:
         await client.close()
         await ctl.close()
+        services.close()
 
 
 async def wait_online(ctl: Controller, count: int, timeout: float = 30.0) -> float:

@@ -10,30 +10,18 @@ import subprocess
 import time
 import warnings
 
-from broadcaster.protocol.codecs import L16_16K, PCMU, frames
+from broadcaster.core.player import pace
+from broadcaster.protocol.codecs import L16_16K, PCMU
 from broadcaster.protocol.sdp import stream_sdp
 from broadcaster.protocol.srtp import new_key
-from broadcaster.protocol.stream import Destination, Stream
-
-from .conftest import need
+from broadcaster.protocol.stream import Destination, RtpSender
+from broadcaster.sources.base import PcmSource
+from tests.support.net import free_even_port
+from tests.support.tools import need
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
-
-
-def free_even_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port % 2 == 0:
-            return port
-
-
-async def _frames(items):
-    for f in items:
-        yield f
 
 
 async def receive_with_ffmpeg(tmp_path, codec, pcm, key):
@@ -49,9 +37,14 @@ async def receive_with_ffmpeg(tmp_path, codec, pcm, key):
     await asyncio.sleep(1.5)  # let ffmpeg open its sockets
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    stream = Stream(codec, key, time.time() + 0.1, lambda d, a: sock.sendto(d, a),
-                    [Destination(("127.0.0.1", port), ("127.0.0.1", port + 1))])
-    await stream.run(_frames(frames(pcm, codec)))
+    sender = RtpSender(codec, lambda d, a: sock.sendto(d, a), key,
+                       [Destination(("127.0.0.1", port), ("127.0.0.1", port + 1))])
+    source = PcmSource(pcm, codec.rate)
+    await source.prepare(codec.rate)
+    base = time.time() + 0.1
+    sender.start(base, time.time())
+    frames, _ = await pace([(sender, None)], source, base, 0.1, time.time)
+    sender.end(frames, time.time())
     await asyncio.sleep(1.0)
     proc.terminate()  # ffmpeg finishes the file on SIGTERM
     _, err = proc.communicate(timeout=20)

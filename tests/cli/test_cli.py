@@ -11,7 +11,7 @@ import pytest
 
 from broadcaster.cli.main import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -22,7 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_zones_check_passes_the_site_and_fails_a_broken_file_with_lines():
     ok = run("zones", "check", "zones.yaml")
     assert ok.returncode == 0 and '"horn": 98' in ok.stdout
-    bad = run("zones", "check", "tests/zones_fixtures/broken.yaml")
+    bad = run("zones", "check", "tests/site/zones_fixtures/broken.yaml")
     assert bad.returncode != 0
     assert "broken.yaml:10: site.seat.speakers[0].kind" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -47,9 +47,9 @@ async def test_speakers_and_play_wait_against_a_running_controller(tmp_path, dat
     import asyncio
 
     import broadcaster.site as zones
-    from tests.small_site import small_site
+    from tests.support.sites import small_site
     from tests.support.harness import SimProcess, controller, wait_online
-    from tests.test_streaming import sweep, wav_file
+    from tests.support.audio import sweep, wav_file
 
     path = small_site(tmp_path / "z.yaml", villages=1, horns=2, columns=1)
     site = zones.load(path)

@@ -9,12 +9,11 @@ import sys
 import warnings
 
 import broadcaster.site as zones
+from tests.core.test_faults import wait_for
+from tests.support.audio import sweep
 from tests.support.harness import ROOT, controller, wait_done, wait_online
-
-from .small_site import small_site
-from .test_faults import free_port, wait_for
-from .test_interop import free_even_port
-from .test_streaming import sweep
+from tests.support.net import free_even_port, free_port
+from tests.support.sites import small_site
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -12,7 +12,7 @@ import pytest
 import broadcaster.site as zones
 from broadcaster.errors import UnknownTarget, ZonesError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "zones_fixtures"
 
 

@@ -1,7 +1,7 @@
 """Security of the speaker link (issue 4): an attacker on the LAN cannot make a horn play, stop or
 change volume, every attempt is counted and reported, and a real broadcast plays intact meanwhile.
 
-The attacker is tests/attacker.py in its own process; it knows addresses, ports and whatever a
+The attacker is tests/support/attacker.py in its own process; it knows addresses, ports and whatever a
 network tap captured, never a key. The tap for audio is an extra destination the controller sends
 the real bytes to (or, for multicast, a socket that joins the group like any host on the LAN); the
 tap for control requests records what the controller signed and put on the wire.
@@ -26,12 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-import clock
-import link
 import pytest
-import zones
 
+import broadcaster.drivers.bcspeaker.link as link
 import broadcaster.protocol.auth as auth
+import broadcaster.protocol.clock as clock
+import broadcaster.site as zones
 from broadcaster.cli.main import main as cli_main
 from broadcaster.errors import AuthError
 from broadcaster.protocol.rtp import RtpPacket
@@ -47,7 +47,7 @@ from tests.support.harness import (
     wait_online,
 )
 
-ATTACKER = Path(__file__).with_name("attacker.py")
+ATTACKER = Path(__file__).resolve().parents[1] / "support" / "attacker.py"
 A, B = "horn-01-01-1", "horn-01-01-2"  # A is attacked; B shares the broadcasts and must stay quiet
 
 
@@ -95,11 +95,12 @@ async def open_tap(sock: socket.socket | None = None) -> tuple[asyncio.DatagramT
 async def tap_broadcast(ctl, bid: str, rtp_tap: int, rtcp_tap: int) -> bytes:
     """Once the broadcast streams, add the tap as one more destination; returns its SRTP key."""
     for _ in range(200):
-        run = ctl.running.get(bid)
-        if run and run.stream and ctl.broadcast(bid).state == "playing":
-            run.stream.destinations.append(Destination(("127.0.0.1", rtp_tap),
-                                                       ("127.0.0.1", rtcp_tap)))
-            return run.stream.key
+        player = ctl.players.get(bid)
+        if player and ctl.broadcast(bid).state == "playing":
+            sender = player.parts[0].delivery.sender
+            sender.destinations.append(Destination(("127.0.0.1", rtp_tap),
+                                                   ("127.0.0.1", rtcp_tap)))
+            return sender.key
         await asyncio.sleep(0.01)
     raise TimeoutError(f"broadcast {bid} never started streaming")
 
@@ -111,7 +112,7 @@ async def speaker_status(ctl, sid: str) -> dict:
 
 
 async def run_attacker(plan: list[dict]) -> dict:
-    """Run tests/attacker.py as a separate process with this plan; returns its report."""
+    """Run tests/support/attacker.py as a separate process with this plan; returns its report."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(ATTACKER), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -195,7 +196,7 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
 
             # 1. A first broadcast, tapped; the operator sets the volume and stops it midway.
             src1 = source_pcm(2.0, seed=1)
-            b1 = await ctl.play(src1, [A, B], source="capture")
+            b1 = await ctl.play(src1, [A, B])
             broadcast_keys.append(await tap_broadcast(ctl, b1.id, rtp_port, rtcp_port))
             await asyncio.sleep(0.6)
             await ctl.link.call(A, host, ctl_port, "POST", "/volume", {"volume": vol0})
@@ -206,7 +207,7 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
 
             # 2. The broadcast the attacker tries to disrupt.
             src2 = source_pcm(3.0, seed=2)
-            b2 = await ctl.play(src2, [A, B], source="real")
+            b2 = await ctl.play(src2, [A, B])
             broadcast_keys.append(await tap_broadcast(ctl, b2.id, rtp_port, rtcp_port))
             await asyncio.sleep(0.5)
             live_rtp, live_rtcp = rtp_tap.take(), rtcp_tap.take()
@@ -394,7 +395,7 @@ async def test_multicast_group_stream_is_authenticated(zones_multicast, data, re
         async with controller(site, data, tag) as (ctl, _client):
             await wait_online(ctl, len(horns))
             src = source_pcm(2.0, seed=3)
-            b = await ctl.play(src, [area], source="area notice")
+            b = await ctl.play(src, [area])
             for _ in range(200):
                 if ctl.broadcast(b.id).state == "playing":
                     break

@@ -7,15 +7,13 @@ virtual sound cards actually played.
 from __future__ import annotations
 
 import asyncio
-import math
-import struct
 import subprocess
 import warnings
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from tests.support.audio import assert_recording_matches, sweep, wav_file
 from tests.support.harness import (
     SimProcess,
     controller,
@@ -33,23 +31,6 @@ with warnings.catch_warnings():
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def sweep(rate: int, seconds: float) -> bytes:
-    """A rising tone with a little noise-like detail, so misalignment or corruption shows."""
-    n = int(rate * seconds)
-    return struct.pack(f"<{n}h", *(int(9000 * math.sin(2 * math.pi * (200 + 400 * i / n) * i / rate)
-                                       + 3000 * math.sin(i * 1.3)) for i in range(n)))
-
-
-def wav_file(path: Path, rate: int, pcm: bytes) -> Path:
-    import wave
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return path
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, zones_unicast):
     base = tmp_path_factory.mktemp("world")
@@ -64,14 +45,15 @@ def world(tmp_path_factory, zones_unicast):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ctl_client(world, site_unicast):
+    # a generous playout delay: the tests check content, not latency, on a possibly busy machine
     async with controller(site_unicast, world["data"], world["tag"],
-                          max_upload=2 * 1024 * 1024) as (ctl, client):
+                          max_upload=2 * 1024 * 1024, playout_delay=0.3) as (ctl, client):
         await wait_online(ctl, 113, timeout=60)
         yield ctl, client
 
 
 async def play(ctl, pcm, targets, codec="pcmu"):
-    b = await ctl.play(pcm, targets, codec=codec, source="test")
+    b = await ctl.play(pcm, targets, codec=codec)
     return await wait_done(ctl, b.id)
 
 
@@ -94,8 +76,12 @@ async def test_a_target_reaches_exactly_its_speakers(ctl_client, world, site_uni
     expected = site_unicast.resolve(target)
     played = playout_records(world["record"], b["id"])
     assert set(played) == set(expected)
-    assert b["state"] == "done" and b["summary"]["played"] == len(expected)
-    assert all(r["packets"] == 10 and r["lost"] == 0 for r in played.values())
+    # on a busy machine a frame may come late: the record then says "partial", honestly
+    assert b["state"] == "done" and b["summary"]["heard"] == len(expected)
+    assert all(r["packets"] + r["lost"] == 10 and r["packets"] > 0 for r in played.values())
+    by = {r["speaker"]: r for r in b["speakers"]}
+    assert all(by[s]["state"] == ("played" if r["lost"] == 0 else "partial")
+               for s, r in played.items())
     if target == "subdistrict":
         assert len(expected) == 113
     if target == "v-03-02":
@@ -108,10 +94,11 @@ async def test_recorded_audio_equals_the_source(ctl_client, world, codec, rate):
     src = sweep(rate, 1.0)
     b = await play(ctl, src, ["v-02-01"], codec=codec)
     expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2) if codec == "pcmu" else src
+    recs = playout_records(world["record"], b["id"])
     for sid in ("horn-02-01-1", "horn-02-01-2"):
         pcm, got_rate = recorded_pcm(world["record"], sid, b["id"])
         assert got_rate == rate
-        assert pcm == expect
+        assert_recording_matches(pcm, expect, rate, recs[sid]["lost"])
 
 
 async def test_play_a_file_through_the_api_decodes_with_ffmpeg(ctl_client, world, tmp_path):
@@ -125,16 +112,17 @@ async def test_play_a_file_through_the_api_decodes_with_ffmpeg(ctl_client, world
     assert resp.status == 201, await resp.text()
     b = await wait_done(ctl, (await resp.json())["id"])
     pcm, _ = recorded_pcm(world["record"], "horn-04-01-1", b["id"])
-    assert pcm == audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
+    lost = playout_records(world["record"], b["id"])["horn-04-01-1"]["lost"]
+    assert_recording_matches(pcm, audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2), 8000, lost)
     got = await (await client.get(f"/api/broadcasts/{b['id']}")).json()
-    assert got["state"] == "done" and got["source"] == "notice.flac"
+    assert got["state"] == "done" and got["source"]["name"] == "notice.flac"
     assert {s["speaker"] for s in got["speakers"] if s["played"]} == set(ctl.site.resolve("v-04-01"))
 
 
 async def test_disjoint_broadcasts_play_at_the_same_time(ctl_client, world):
     ctl, _ = ctl_client
-    a = await ctl.play(sweep(8000, 1.0), ["area-06"], source="a")
-    b = await ctl.play(sweep(8000, 1.0), ["area-07"], source="b")
+    a = await ctl.play(sweep(8000, 1.0), ["area-06"])
+    b = await ctl.play(sweep(8000, 1.0), ["area-07"])
     ra, rb = await wait_done(ctl, a.id), await wait_done(ctl, b.id)
     pa = playout_records(world["record"], a.id)
     pb = playout_records(world["record"], b.id)
@@ -146,7 +134,7 @@ async def test_disjoint_broadcasts_play_at_the_same_time(ctl_client, world):
 
 async def test_stop_cuts_a_broadcast_on_every_speaker(ctl_client, world):
     ctl, client = ctl_client
-    b = await ctl.play(sweep(8000, 5.0), ["area-08"], source="long")
+    b = await ctl.play(sweep(8000, 5.0), ["area-08"])
     while ctl.broadcast(b.id).state == "starting":
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.5)

@@ -1,0 +1,296 @@
+"""Every operation of the command surface, each registered once with its typed input.
+
+Permission checks live here and nowhere else: targets must lie inside the caller's scope, and
+listings show only what is in it. Front ends (web, CLI over HTTP, demo, console) only translate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from audio_library import LibraryError, chime_names
+from broadcaster.access import policy
+from broadcaster.core.commands import Call, command
+from broadcaster.errors import AudioInputError, InvalidInput, NotFound
+from broadcaster.protocol.codecs import codec_by_name
+from broadcaster.sources.base import PcmSource
+from broadcaster.sources.live import LiveSource
+from broadcaster.sources.recorded import (
+    ChimeSource,
+    ClipSource,
+    FileSource,
+    TtsSource,
+    library_error,
+)
+from broadcaster.sources.sequence import SequenceSource
+
+# --- speakers, zones, events -----------------------------------------------------------------
+
+@command("health", "GET", "/api/health", public=True)
+async def health(c: Call) -> dict:
+    """Is the controller up: speakers online, broadcasts running, storage state."""
+    ctl = c.services.controller
+    return {"ok": True, "site": ctl.site.id, "speakers": ctl.registry.counts(),
+            "broadcasts_running": len(ctl.players), "storage": c.services.storage_health()}
+
+
+@command("speakers/list", "GET", "/api/speakers")
+async def speakers_list(c: Call) -> dict:
+    """Every speaker in the caller's scope with its health, and the counts."""
+    ctl = c.services.controller
+    mine = policy.scope_speakers(ctl.site, c.principal.scope)
+    rows = [s for s in ctl.speakers()["speakers"]
+            if s["id"] in mine or (not s["assigned"] and c.principal.scope == ctl.site.root.id)]
+    assigned = [s for s in rows if s["assigned"]]
+    return {"counts": {"online": sum(s["online"] for s in assigned), "total": len(assigned),
+                       "unassigned": len(rows) - len(assigned)}, "speakers": rows}
+
+
+@command("zones/tree", "GET", "/api/zones")
+async def zones_tree(c: Call) -> dict:
+    """The zone tree (the whole site: names are not secret; scope limits what can be played)."""
+    tree: dict = c.services.controller.site.to_tree()
+    tree["scope"] = c.principal.scope
+    return tree
+
+
+@dataclass
+class EventsIn:
+    """Filter for the event list."""
+
+    limit: int = 200
+    since: int | None = None
+    kind: list[str] = field(default_factory=list)
+
+
+@command("events/list", "GET", "/api/events", EventsIn)
+async def events_list(c: Call, q: EventsIn) -> dict:
+    """Recent events touching the caller's scope, oldest first."""
+    ctl = c.services.controller
+    mine = policy.scope_speakers(ctl.site, c.principal.scope)
+    out = []
+    for ev in ctl.events.recent:
+        if q.since is not None and ev.seq <= q.since:
+            continue
+        if q.kind and ev.kind not in q.kind:
+            continue
+        sp = ev.speakers
+        if sp and not mine.intersection(sp):
+            continue
+        if not sp and c.principal.scope != ctl.site.root.id:
+            continue
+        out.append(ev.to_dict())
+    return {"events": out[-max(1, min(q.limit, 1000)):]}
+
+
+# --- broadcasts ------------------------------------------------------------------------------
+
+@dataclass
+class PlayIn:
+    """What to play, where, how."""
+
+    to: list[str] = field(default_factory=list)
+    codec: str = "pcmu"
+    priority: str = "announcement"
+    clip: str | None = None
+    tts: str | None = None
+    chime: str | None = None  # a chime played before the audio
+    repeat: int = 1
+    name: str | None = None  # the uploaded file's name
+    live: bool = False  # the body is a live WAV stream, played as it arrives
+
+
+@command("broadcasts/play", "POST", "/api/broadcasts", PlayIn, body="audio", status=201)
+async def broadcasts_play(c: Call, q: PlayIn) -> dict:
+    """Start a broadcast of an uploaded file, a library clip, TTS text or live audio."""
+    svc = c.services
+    ctl = svc.controller
+    if not q.to:
+        raise InvalidInput("say where to play: at least one 'to' target", code="no_target")
+    codec_by_name(q.codec)
+    policy.check_targets(ctl.site, c.principal, q.to)  # unknown or out of scope: before decoding
+    rank = policy.check_priority(ctl.site, c.principal, q.priority)
+    given = [x for x in (q.clip, q.tts, c.upload is not None and not q.live, q.live) if x]
+    if not given:
+        raise AudioInputError("nothing to play: the upload is empty; send an audio file as the "
+                              "body, or give clip, tts or live", code="empty")
+    if len(given) != 1:
+        raise InvalidInput("give only one of: an audio file as the body, clip, tts, or live",
+                           code="ambiguous_audio")
+    source: Any
+    if q.clip:
+        source = ClipSource(svc.library, q.clip)
+    elif q.tts:
+        source = TtsSource(svc.library, q.tts)
+    elif q.live:
+        if not isinstance(c.upload, LiveSource):
+            raise InvalidInput("live audio needs a streamed WAV body", code="no_audio")
+        source = c.upload
+    else:
+        source = FileSource(c.upload, q.name or "upload", svc.max_upload_seconds)
+    if q.chime or q.repeat != 1:
+        if q.live:
+            raise InvalidInput("chime and repeat do not apply to live audio", code="bad_field")
+        parts = ([ChimeSource(svc.library, q.chime)] if q.chime else []) + [source]
+        source = SequenceSource(parts, repeat=q.repeat)
+    if not q.live:
+        # decode before accepting: a bad file is the caller's 4xx, not a failed broadcast
+        await source.prepare(codec_by_name(q.codec).rate)
+        source = _Prepared(source)
+    b = await ctl.play(source, q.to, codec=q.codec, priority=q.priority, owner=c.principal.name,
+                       owner_scope=c.principal.scope, rank=rank)
+    return b.to_dict()
+
+
+class _Prepared(PcmSource):
+    """A source already rendered at the broadcast's rate (prepare is then instant)."""
+
+    def __init__(self, inner: PcmSource) -> None:
+        super().__init__(inner._pcm, inner.rate, inner.label)  # noqa: SLF001
+        self.inner = inner
+        self.kind = inner.kind
+
+    def describe(self) -> dict[str, Any]:
+        """The inner source's description."""
+        return self.inner.describe()
+
+
+def _visible(c: Call, b: dict) -> bool:
+    site = c.services.controller.site
+    return policy.visible(site, c.principal.scope, [s["speaker"] for s in b["speakers"]])
+
+
+@dataclass
+class ListIn:
+    """Paging for the broadcast list."""
+
+    limit: int = 100
+
+
+@command("broadcasts/list", "GET", "/api/broadcasts", ListIn)
+async def broadcasts_list(c: Call, q: ListIn) -> dict:
+    """Broadcasts touching the caller's scope, newest first."""
+    items = [b.to_dict() for b in reversed(c.services.controller.broadcasts.values())]
+    items = [b for b in items if _visible(c, b)]
+    return {"broadcasts": items[:max(1, min(q.limit, 1000))]}
+
+
+@dataclass
+class IdIn:
+    """One object by id."""
+
+    id: str
+
+
+@command("broadcasts/get", "GET", "/api/broadcasts/{id}", IdIn)
+async def broadcasts_get(c: Call, q: IdIn) -> dict:
+    """One broadcast with its per-speaker outcome."""
+    b = c.services.controller.broadcast(q.id).to_dict()
+    if not _visible(c, b):
+        raise NotFound(f"no broadcast with id {q.id!r}")
+    return b
+
+
+@command("broadcasts/stop", "POST", "/api/broadcasts/{id}/stop", IdIn)
+async def broadcasts_stop(c: Call, q: IdIn) -> dict:
+    """Stop a broadcast: the caller's own, or (admins) one started inside their scope."""
+    ctl = c.services.controller
+    b = ctl.broadcast(q.id)
+    if not _visible(c, b.to_dict()):
+        raise NotFound(f"no broadcast with id {q.id!r}")
+    policy.check_stop(ctl.site, c.principal, b.owner, b.owner_scope)
+    return (await ctl.stop(q.id)).to_dict()
+
+
+# --- the audio library ---------------------------------------------------------------------
+
+async def _lib(c: Call, fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args, **kw)
+    except LibraryError as exc:
+        raise library_error(exc) from None
+
+
+@dataclass
+class LibListIn:
+    """Search the library."""
+
+    q: str | None = None
+    tag: str | None = None
+
+
+@command("library/list", "GET", "/api/library", LibListIn)
+async def library_list(c: Call, q: LibListIn) -> dict:
+    """Clips in the audio library, optionally searched by text or tag."""
+    clips = await _lib(c, c.services.library.search, q.q, tag=q.tag)
+    return {"clips": [clip.to_dict() for clip in clips], "chimes": list(chime_names())}
+
+
+@command("library/get", "GET", "/api/library/{id}", IdIn)
+async def library_get(c: Call, q: IdIn) -> dict:
+    """One clip."""
+    return (await _lib(c, c.services.library.get, q.id)).to_dict()
+
+
+@dataclass
+class LibAddIn:
+    """An uploaded file to catalogue."""
+
+    name: str = "upload"
+    title: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@command("library/add", "POST", "/api/library", LibAddIn, body="audio", status=201)
+async def library_add(c: Call, q: LibAddIn) -> dict:
+    """Add an uploaded audio file to the library (normalized, catalogued)."""
+    if c.upload is None:
+        raise AudioInputError("send the audio file as the request body", code="empty")
+    clip = await _lib(c, c.services.library.add, c.upload, title=q.title or q.name,
+                      tags=q.tags, added_by=c.principal.name, original_name=q.name)
+    return clip.to_dict()
+
+
+@dataclass
+class TtsIn:
+    """Text to speak."""
+
+    text: str
+    title: str | None = None
+
+
+@command("library/tts", "POST", "/api/library/tts", TtsIn, status=201)
+async def library_tts(c: Call, q: TtsIn) -> dict:
+    """Read text aloud (Mandarin) into a clip; play it, or preview it with library/audio."""
+    TtsSource(c.services.library, q.text)  # validates length and emptiness
+    clip = await _lib(c, c.services.library.tts, q.text, title=q.title, tags=["tts"])
+    return clip.to_dict()
+
+
+@dataclass
+class RetitleIn:
+    """A clip's new title and tags."""
+
+    id: str
+    title: str | None = None
+    tags: list[str] | None = None
+
+
+@command("library/update", "POST", "/api/library/{id}", RetitleIn)
+async def library_update(c: Call, q: RetitleIn) -> dict:
+    """Rename or re-tag a clip."""
+    lib = c.services.library
+    if q.title is not None:
+        await _lib(c, lib.rename, q.id, q.title)
+    if q.tags is not None:
+        await _lib(c, lib.retag, q.id, q.tags)
+    return (await _lib(c, lib.get, q.id)).to_dict()
+
+
+@command("library/remove", "DELETE", "/api/library/{id}", IdIn)
+async def library_remove(c: Call, q: IdIn) -> dict:
+    """Remove a clip from the library (subdistrict scope only)."""
+    policy.check_library_admin(c.services.controller.site, c.principal)
+    return (await _lib(c, c.services.library.remove, q.id)).to_dict()

@@ -1,0 +1,192 @@
+"""Plays one broadcast: prepares its source and its drivers, paces its frames, stops, collects.
+
+The core's part of every broadcast, whatever the speakers: drivers only set up, send and report.
+Pacing runs on the monotonic clock; the play instants sent to speakers are on the controller's
+play clock. The loop never waits on the source, so a stalled live source is stoppable at once
+and never accumulates delay. Every state change goes through `_set_state`, which notifies once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broadcaster.core.broadcast import Broadcast, outcome
+from broadcaster.drivers.base import Capability, Delivery, Driver, FrameSender, Plan
+from broadcaster.errors import BroadcasterError
+from broadcaster.protocol.codecs import FRAME_MS, codec_by_name
+from broadcaster.sources.base import END, AudioSource
+from broadcaster.sources.resample import Resampler
+
+log = logging.getLogger(__name__)
+STEP = FRAME_MS / 1000
+END_REPEATS = 3  # the end report goes out three times, 20 ms apart: RTCP has no retransmission
+REPORT_GRACE = 3.0  # seconds after the last instant a speaker has to report what it played
+
+
+@dataclass
+class Part:
+    """One driver's share of a broadcast."""
+
+    driver: Driver
+    speakers: list[str]
+    delivery: Delivery | None = None
+    adapt: Resampler | None = None
+
+
+@dataclass
+class Player:
+    """Runs one broadcast to completion; `stop` ends it from outside at any moment."""
+
+    broadcast: Broadcast
+    source: AudioSource
+    parts: list[Part]
+    lead: float
+    volumes: dict[str, int]
+    clock: Callable[[], float]  # the controller's play clock
+    changed: Callable[[Broadcast, str], None]  # called on every state change (history, events)
+    stopped: bool = False
+    stop_reason: str = ""
+    _stopping: list[asyncio.Task] = field(default_factory=list)
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        b = self.broadcast
+        b.state = state
+        if error:
+            b.error = error
+        self.changed(b, state)
+
+    async def run(self) -> None:
+        """The whole life of the broadcast; never raises."""
+        b = self.broadcast
+        try:
+            await self._run()
+        except BroadcasterError as exc:
+            self._set_state("failed", exc.message)
+        except Exception as exc:  # a broadcast's failure is recorded, never raised into the loop
+            log.exception("broadcast %s failed", b.id)
+            self._set_state("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            b.source = self.source.describe()  # a live source's counts are final only now
+            self.source.close()
+            b.ended_at = self.clock()
+            for r in b.results.values():
+                if r.state in ("pending", "playing"):
+                    r.state, r.error = "interrupted", r.error or "the broadcast ended early"
+            self.changed(b, "ended")
+
+    async def _run(self) -> None:
+        b = self.broadcast
+        codec = codec_by_name(b.codec)
+        await self.source.prepare(codec.rate)  # before the start instant is fixed
+        plan = Plan(b.id, b.codec, b.rank, self.volumes, self.lead)
+        if self.stopped:
+            self._set_state("stopped")
+            return
+        await asyncio.gather(*(self._prepare(part, plan) for part in self.parts))
+        accepted = [p for p in self.parts if p.delivery and p.delivery.accepted]
+        if self.stopped:  # a stop that came during set-up: cut whoever accepted
+            await self._stop_parts()
+            self._set_state("stopped")
+            return
+        if not accepted:
+            self._set_state("failed", "no speaker accepted the broadcast")
+            return
+        base_time = self.clock() + self.lead
+        b.started_at, b.lead = base_time, self.lead
+        for p in accepted:
+            assert p.delivery is not None and p.delivery.sender is not None
+            p.delivery.sender.start(base_time, self.clock())
+            if p.delivery.sender.rate != codec.rate:
+                p.adapt = Resampler(codec.rate, p.delivery.sender.rate)
+        self._set_state("playing")
+        frames = await self._pace(accepted, base_time)
+        for _ in range(END_REPEATS):
+            for p in accepted:
+                p.delivery.sender.end(frames, self.clock())  # type: ignore[union-attr]
+            await asyncio.sleep(0.02)
+        if not self.stopped:
+            await asyncio.sleep(max(0.0, base_time + frames * STEP - self.clock()) + 0.15)
+        await self._collect(accepted, frames)
+        final = "stopped" if self.stopped else "done"
+        held = [r for r in b.results.values() if r.route is not None]
+        if held and all(r.state == "cut" for r in held):
+            final = "cut"
+        self._set_state(final)
+
+    async def _prepare(self, part: Part, plan: Plan) -> None:
+        b = self.broadcast
+        part.delivery = await part.driver.prepare(plan, part.speakers)
+        for sid, route in part.delivery.accepted.items():
+            b.results[sid].state, b.results[sid].route = "playing", route
+        for sid, (state, why) in part.delivery.refused.items():
+            b.results[sid].state, b.results[sid].error = state, why
+        self.changed(b, "prepared")
+
+    async def _pace(self, parts: list[Part], base_time: float) -> int:
+        """Hand frame n to every sender `lead` before its instant; returns frames elapsed."""
+        outs = [(p.delivery.sender, p.adapt) for p in parts]  # type: ignore[union-attr]
+        frames, sent = await pace(outs, self.source, base_time, self.lead, self.clock,
+                                  lambda: self.stopped)
+        self.broadcast.frames = sent
+        return frames
+
+    async def _collect(self, parts: list[Part], frames: int) -> None:
+        b = self.broadcast
+        deadline = time.monotonic() + max(0.0, b.started_at + frames * STEP - self.clock()) \
+            + REPORT_GRACE  # type: ignore[operator]
+
+        async def one(p: Part, sid: str) -> None:
+            res = b.results[sid]
+            if Capability.REPORT not in p.driver.capabilities:
+                res.state, res.frames_sent = "sent", b.frames
+                return
+            try:
+                rep = await p.driver.report(p.delivery, sid, deadline)  # type: ignore[arg-type]
+            except BroadcasterError as exc:
+                res.error, rep = exc.message, None
+            outcome(res, rep, b.frames, self.stopped)
+
+        await asyncio.gather(*(one(p, sid) for p in parts for sid in p.delivery.accepted
+                               if b.results[sid].state == "playing"))
+
+    def stop(self, reason: str = "stopped") -> None:
+        """End the broadcast now: the pacing loop ends within a frame; speakers are told at once."""
+        if self.stopped:
+            return
+        self.stopped, self.stop_reason = True, reason
+        if any(p.delivery for p in self.parts):
+            self._stopping.append(asyncio.ensure_future(self._stop_parts()))
+
+    async def _stop_parts(self) -> None:
+        await asyncio.gather(*(p.driver.stop(p.delivery, list(p.delivery.accepted),
+                                             self.stop_reason)
+                               for p in self.parts if p.delivery and p.delivery.accepted))
+
+
+async def pace(outs: list[tuple[FrameSender, Resampler | None]], source: AudioSource,
+               base_time: float, lead: float, clock: Callable[[], float],
+               stopped: Callable[[], bool] = lambda: False) -> tuple[int, int]:
+    """Frame n goes to every sender at `base_time + n * 20 ms - lead` (paced on the monotonic
+    clock); a gap from the source skips n without waiting for it. Returns (frames, sent)."""
+    t0 = time.monotonic() + (base_time - lead - clock())
+    n = sent = 0
+    while not stopped():
+        wait = t0 + n * STEP - time.monotonic()
+        if wait > 0.0005:
+            await asyncio.sleep(wait)
+        if stopped():
+            break
+        pcm = source.take()
+        if pcm is END:
+            break
+        if isinstance(pcm, bytes):
+            now = clock()
+            for sender, adapt in outs:
+                sender.frame(n, adapt.convert(pcm) if adapt else pcm, now)
+            sent += 1
+        n += 1
+    return n, sent

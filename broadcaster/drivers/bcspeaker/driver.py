@@ -1,0 +1,301 @@
+"""The driver for our own endpoint (`broadcaster speaker`): see docs/protocol.md.
+
+Speakers are found by mDNS (`_bcspeaker._tcp`) or a static address, watched by signed status
+polls spread evenly over the poll period, kept on the controller's clock by the clock service,
+and sent SRTP with a fresh key per broadcast, unicast or per-zone multicast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import broadcaster.protocol.clock as clk
+from broadcaster.drivers.base import Capability, Delivery, DriverHost, Plan, Report
+from broadcaster.drivers.bcspeaker.link import SpeakerLink
+from broadcaster.errors import SpeakerError
+from broadcaster.net.mdns import Advert, Browser, open_zeroconf
+from broadcaster.net.udp import UdpPort, open_udp
+from broadcaster.protocol.auth import wrap_key
+from broadcaster.protocol.codecs import codec_by_name
+from broadcaster.protocol.srtp import new_key
+from broadcaster.protocol.stream import Destination, RtpSender
+from broadcaster.site import Site
+
+log = logging.getLogger(__name__)
+POLL_INTERVAL = 2.0
+REPORT_POLL = 0.15
+
+
+@dataclass
+class Address:
+    """Where one speaker's control API and RTP port are."""
+
+    host: str
+    port: int
+    rtp_port: int | None = None
+    source: str = "static"
+
+
+@dataclass
+class BcOptions:
+    """Settings of the driver; every address defaults to loopback."""
+
+    interface: str = "127.0.0.1"
+    clock_port: int = 0
+    site_tag: str = ""
+    mdns: bool = True
+    poll_interval: float = POLL_INTERVAL
+
+
+@dataclass
+class _Run:
+    """The driver's state for one broadcast."""
+
+    broadcast: str
+    sender: RtpSender
+    routes: dict[str, tuple[str, int] | None] = field(default_factory=dict)
+
+
+class BcSpeakerDriver:
+    """Our own speakers: in step, authenticated, multicast-capable, reporting."""
+
+    name = "bcspeaker"
+    capabilities = frozenset({Capability.IN_STEP, Capability.AUTHENTICATED, Capability.MULTICAST,
+                              Capability.VOLUME, Capability.REPORT, Capability.HEALTH,
+                              Capability.DISCOVERY})
+
+    def __init__(self, site: Site, keys: dict[str, bytes], options: BcOptions) -> None:
+        self.site = site
+        self.keys = keys
+        self.opt = options
+        self.link = SpeakerLink(keys)
+        self.addresses: dict[str, Address] = {}
+        self.speakers: list[str] = []
+        self._host: DriverHost | None = None
+        self._clock: UdpPort | None = None
+        self._azc: Any = None
+        self._browser: Browser | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, host: DriverHost, speakers: list[str]) -> None:
+        """Open the clock service, browse mDNS, and start the health polls."""
+        self._host = host
+        self.speakers = sorted(speakers)
+        for sid in self.speakers:
+            addr = self.site.speakers[sid].address
+            if addr:
+                self.addresses[sid] = Address(addr[0], addr[1], source="static")
+                host.speaker_located(sid, addr[0], addr[1], "static")
+        self._clock = await open_udp(self.opt.interface, self.opt.clock_port, self._on_clock)
+        if self.opt.mdns:
+            self._azc = open_zeroconf([self.opt.interface])
+            self._browser = Browser(self._azc, self.opt.site_tag or self.site.id, self._on_advert)
+            await self._browser.start()
+        self._spawn(self._health_loop())
+
+    async def close(self) -> None:
+        """Stop polling and browsing; close sockets."""
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._browser:
+            await self._browser.close()
+        if self._azc:
+            await self._azc.async_close()
+        if self._clock:
+            self._clock.close()
+        await self.link.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def clock_address(self) -> str:
+        """host:port of the clock service speakers sync to."""
+        assert self._clock is not None
+        return f"{self.opt.interface}:{self._clock.port}"
+
+    # --- discovery and health ----------------------------------------------------------------
+
+    def _on_advert(self, advert: Advert) -> None:
+        assert self._host is not None
+        sid = advert.speaker_id
+        if sid not in self.site.speakers:
+            self._host.publish("unassigned", speaker=sid, speaker_kind=advert.kind,
+                               address=f"{advert.host}:{advert.port}")
+            return
+        if self.site.speakers[sid].driver != self.name:
+            return
+        known = self.addresses.get(sid)
+        if known is None or known.source == "mdns":
+            self.addresses[sid] = Address(advert.host, advert.port, advert.rtp_port, "mdns")
+            self._host.speaker_located(sid, advert.host, advert.port, "mdns")
+        elif known.rtp_port is None:
+            known.rtp_port = advert.rtp_port
+        self._spawn(self.poll(sid))
+
+    async def _health_loop(self) -> None:
+        """Poll every speaker once per period, spread evenly: never a burst of requests."""
+        while True:
+            ids = [s for s in self.speakers if s in self.addresses]
+            if not ids:
+                await asyncio.sleep(self.opt.poll_interval)
+                continue
+            gap = self.opt.poll_interval / len(ids)
+            for sid in ids:
+                self._spawn(self.poll(sid))
+                await asyncio.sleep(gap)
+
+    async def poll(self, sid: str) -> None:
+        """One status request; any fault, even a malformed answer, is this speaker's alone."""
+        assert self._host is not None
+        addr = self.addresses.get(sid)
+        if addr is None:
+            return
+        try:
+            status = await self.link.call(sid, addr.host, addr.port, "GET",
+                                          f"/status?clock={self.clock_address}", timeout=1.5)
+            if not isinstance(status, dict):
+                raise SpeakerError(f"speaker {sid}: status answer is not a JSON object",
+                                   code="speaker_malformed")
+            rtp = status.get("rtp_port")
+            if isinstance(rtp, int) and 0 < rtp < 65535:
+                addr.rtp_port = rtp
+            self._host.speaker_seen(sid, status)
+        except SpeakerError as exc:
+            self._host.speaker_failed(sid, exc.message)
+        except Exception as exc:  # a malformed answer must not end monitoring of anyone
+            log.warning("status of %s: unexpected %s", sid, exc, exc_info=True)
+            self._host.speaker_failed(sid, f"malformed status answer ({type(exc).__name__})")
+
+    def _on_clock(self, data: bytes, addr: tuple) -> None:
+        t2 = time.time()
+        try:
+            sid = clk.request_speaker(data)
+            key = self.keys.get(sid)
+            if key is None:
+                return
+            t1 = clk.decode_request(data, key)
+        except clk.ClockMessageError:
+            return
+        assert self._clock is not None
+        self._clock.sendto(clk.encode_response(key, t1, t2, time.time()), addr)
+
+    # --- broadcasts --------------------------------------------------------------------------
+
+    def routes(self, speakers: list[str]) -> dict[str, tuple[str, int] | None]:
+        """Multicast group per speaker where a zone's group covers all its online speakers.
+
+        Linear in the site's size: each multicast zone is judged once, then each speaker walks
+        its own path (root first, so the widest group that fits wins).
+        """
+        assert self._host is not None
+        wanted = set(speakers)
+        fits: dict[str, bool] = {}
+        for zid, zone in self.site.zones.items():
+            if zone.multicast is not None:
+                fits[zid] = all(s in wanted or not self._host.is_online(s)
+                                or self.site.speakers[s].driver != self.name
+                                for s in self.site.speakers_under(zid))
+        out: dict[str, tuple[str, int] | None] = {}
+        for sid in speakers:
+            out[sid] = next((self.site.zones[z].multicast for z in self.site.path(sid)
+                             if fits.get(z)), None)
+        return out
+
+    async def prepare(self, plan: Plan, speakers: list[str]) -> Delivery:
+        """Send every speaker its signed /play with the sealed key; collect who accepted."""
+        assert self._host is not None
+        codec = codec_by_name(plan.codec)
+        sender = RtpSender(codec, self._host.send, key=new_key())
+        run = _Run(plan.broadcast, sender, self.routes(speakers))
+        delivery = Delivery(self.name, sender, state=run)
+        oks = await asyncio.gather(*(self._setup(plan, run, sid, delivery) for sid in speakers))
+        groups: set[tuple[str, int]] = set()
+        for sid, ok in zip(speakers, oks):
+            if not ok:
+                continue
+            group, addr = run.routes[sid], self.addresses[sid]
+            if group is None:
+                assert addr.rtp_port is not None
+                sender.destinations.append(Destination((addr.host, addr.rtp_port),
+                                                       (addr.host, addr.rtp_port + 1)))
+            elif group not in groups:
+                groups.add(group)
+                sender.destinations.append(Destination(group, group))
+        return delivery
+
+    async def _setup(self, plan: Plan, run: _Run, sid: str, delivery: Delivery) -> bool:
+        addr = self.addresses.get(sid)
+        if addr is None or addr.rtp_port is None:
+            delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
+            return False
+        group = run.routes[sid]
+        s = run.sender
+        assert s.key is not None
+        body = {"broadcast": plan.broadcast, "codec": s.codec.name, "ssrc": s.ssrc,
+                "base_ts": s.base_ts, "base_time": None, "priority": plan.priority,
+                "key": wrap_key(self.keys[sid], s.key, f"{sid}/{plan.broadcast}"),
+                "volume": plan.volumes.get(sid),
+                "multicast": f"{group[0]}:{group[1]}" if group else None}
+        try:
+            await self.link.call(sid, addr.host, addr.port, "POST", "/play", body)
+        except SpeakerError as exc:
+            state = "refused" if exc.code in ("busy", "outranked") else "unreachable"
+            delivery.refused[sid] = (state, exc.message)
+            return False
+        delivery.accepted[sid] = f"multicast {group[0]}:{group[1]}" if group else "unicast"
+        return True
+
+    async def stop(self, delivery: Delivery, speakers: list[str], reason: str) -> None:
+        """Signed /stop to each speaker."""
+        await asyncio.gather(*(self._stop_one(delivery, sid) for sid in speakers))
+
+    async def _stop_one(self, delivery: Delivery, sid: str) -> None:
+        addr = self.addresses.get(sid)
+        if addr is None:
+            return
+        bid = delivery.state.broadcast
+        try:
+            await self.link.call(sid, addr.host, addr.port, "POST", "/stop", {"broadcast": bid})
+        except SpeakerError as exc:
+            log.info("stop %s on %s: %s", bid, sid, exc.message)
+
+    async def set_volume(self, speaker: str, volume: int) -> None:
+        """Signed /volume."""
+        addr = self.addresses[speaker]
+        await self.link.call(speaker, addr.host, addr.port, "POST", "/volume", {"volume": volume})
+
+    async def report(self, delivery: Delivery, speaker: str, deadline: float) -> Report | None:
+        """Ask the speaker for its playout record until it has one or the deadline passes."""
+        addr = self.addresses.get(speaker)
+        if addr is None:
+            return None
+        bid = delivery.state.broadcast
+        while True:
+            try:
+                rep = await self.link.call(speaker, addr.host, addr.port, "GET",
+                                           f"/playout/{bid}")
+            except SpeakerError as exc:
+                if exc.code != "unknown_broadcast" or time.monotonic() > deadline:
+                    raise
+                rep = {"state": "unknown"}
+            if rep.get("state") == "done":
+                return Report(ended=str(rep.get("ended")), samples=int(rep.get("samples") or 0),
+                              packets=int(rep.get("packets") or 0), lost=int(rep.get("lost") or 0),
+                              late=int(rep.get("late") or 0),
+                              first_sample_at=rep.get("first_sample_at"),
+                              sample_rate=int(rep.get("sample_rate") or 8000),
+                              extra={k: rep.get(k) for k in ("volume", "clock_offset", "codec")})
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(REPORT_POLL)
