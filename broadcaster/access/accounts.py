@@ -193,6 +193,12 @@ class Accounts:
                     what={"user": name, "token": token_id, "kind": kind, "expires_at": expires_at})
         return Issued(token_id, secret, csrf)
 
+    def token_id_of(self, secret: str) -> str | None:
+        """The id of the token or session with this secret (for logging out), or None."""
+        row = self.store.run(lambda db: db.conn.execute(
+            "SELECT id FROM tokens WHERE hash = ?", (_sha(secret),)).fetchone())
+        return row[0] if row else None
+
     def list_tokens(self, name: str | None = None) -> list[dict]:
         """Tokens and sessions (id, user, kind, times, state), never a secret or its hash."""
         sql = "SELECT id, user, kind, created_at, expires_at, revoked_at FROM tokens"

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from broadcaster.cli.client import Client, ClientError
+from broadcaster.core.broadcast import ACTIVE
 from broadcaster.endpoint.simulator import playout_records
 from broadcaster.protocol.auth import KeyStore
 from broadcaster.site import load
@@ -58,7 +59,7 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
                                             ("chime", "four-tone"), ("priority", "announcement")])
         print(f"playing the fire-ban notice (four-tone chime + Mandarin text-to-speech) to the "
               f"whole subdistrict: broadcast {b['id']}", flush=True)
-        while b["state"] in ("starting", "playing"):
+        while b["state"] in ACTIVE:
             time.sleep(0.5)
             b = client.get(f"/api/broadcasts/{b['id']}")
         recs = playout_records(record, b["id"])

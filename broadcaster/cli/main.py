@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import broadcaster.site as zones_mod
 from broadcaster.cli.client import DEFAULT_URL, Client, ClientError
+from broadcaster.core.broadcast import ACTIVE
 from broadcaster.errors import BroadcasterError, ZonesError
 
 DEFAULT_DATA = Path.home() / ".local" / "share" / "broadcaster"
@@ -164,7 +165,7 @@ def cmd_play(args: argparse.Namespace) -> int:
         data, params = path.read_bytes(), params + [("name", path.name)]
     b = api(args, "POST", "/api/broadcasts", params, data=data)
     if args.wait:
-        while b["state"] in ("starting", "playing"):
+        while b["state"] in ACTIVE:
             time.sleep(0.3)
             b = api(args, "GET", f"/api/broadcasts/{b['id']}")
     if args.json:

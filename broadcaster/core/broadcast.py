@@ -14,7 +14,7 @@ from typing import Any
 from broadcaster.drivers.base import Report
 
 PRIORITY_CLASSES = ("background", "announcement", "live", "emergency")
-ACTIVE = ("starting", "playing")
+ACTIVE = ("queued", "starting", "playing")
 FINAL = ("done", "stopped", "cut", "failed", "interrupted")
 # per-speaker states; "sent" is for speakers that cannot report (plain RTP): sent, not confirmed
 SPEAKER_STATES = ("pending", "playing", "played", "partial", "silent", "cut", "stopped", "offline",
@@ -65,7 +65,7 @@ def outcome(res: SpeakerResult, report: Report | None, frames_sent: int, stopped
         return
     res.packets, res.lost, res.samples = report.packets, report.lost, report.samples
     res.first_sample_at = report.first_sample_at
-    if report.ended == "preempted":
+    if report.ended == "preempted" or (res.cut_by and report.packets < frames_sent):
         res.state = "cut"
         res.cut_by = res.cut_by or report.extra.get("preempted_by")
     elif report.ended == "stopped" or (stopped and report.packets < frames_sent):

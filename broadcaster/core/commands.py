@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broadcaster.access.principal import Principal
-from broadcaster.errors import InvalidInput
+from broadcaster.errors import InvalidInput, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,13 @@ def _bad(name: str, tp: Any, value: Any) -> Any:
 
 
 async def call(name: str, principal: Principal, services: Any, raw: dict[str, Any] | None = None,
-               upload: Any = None) -> Any:
+               upload: Any = None, extra: dict[str, Any] | None = None) -> Any:
     """Run a registered command for a principal with raw (JSON or query) input."""
     spec = REGISTRY.get(name)
     if spec is None:
         raise InvalidInput(f"unknown command {name!r}", code="unknown_command")
+    if not spec.public and principal.kind == "anonymous":
+        raise Unauthorized("log in first", code="unauthorized")
     arg = parse_input(spec.input, raw or {}) if spec.input else None
-    ctx = Call(principal, services, upload)
+    ctx = Call(principal, services, upload, extra or {})
     return await (spec.func(ctx, arg) if spec.input else spec.func(ctx))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broadcaster.core.arbitration import Hold, Holdings
 from broadcaster.core.broadcast import (
     ACTIVE,
     PRIORITY_CLASSES,
@@ -32,7 +33,7 @@ from broadcaster.core.player import Part, Player
 from broadcaster.core.registry import Registry
 from broadcaster.drivers.base import Driver
 from broadcaster.drivers.bcspeaker.driver import POLL_INTERVAL, BcOptions, BcSpeakerDriver
-from broadcaster.errors import BroadcasterError, NoSpeakers, NotFound
+from broadcaster.errors import BroadcasterError, Busy, NoSpeakers, NotFound
 from broadcaster.net.udp import multicast_sender
 from broadcaster.protocol.auth import KeyStore
 from broadcaster.protocol.clock import PlayClock
@@ -72,6 +73,8 @@ class Controller:
         self._logdir.mkdir(parents=True, exist_ok=True)
         self.events.subscribe(self._journal_event)
         self.registry = Registry()
+        self.holdings = Holdings()
+        self._released = asyncio.Event()  # set whenever speakers are let go (queued requests)
         self.broadcasts: OrderedDict[str, Broadcast] = OrderedDict()
         self.players: dict[str, Player] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -106,6 +109,7 @@ class Controller:
 
     async def start(self) -> None:
         """Open the media sockets and start every driver."""
+        self._loop = asyncio.get_running_loop()
         iface = self.config.interface
         self._usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -180,6 +184,12 @@ class Controller:
         except BlockingIOError:
             log.debug("send buffer full, dropped a packet to %s", addr)
 
+    def storage_fault(self, message: str) -> None:
+        """The history cannot write (or can again): an alarm, from the writer thread."""
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.events.publish, "storage_fault", message=message)
+
     def _journal_event(self, ev: Event) -> None:
         self._journal("events.jsonl", ev.to_dict())
 
@@ -207,20 +217,32 @@ class Controller:
 
     async def play(self, source: AudioSource | bytes, targets: list[str], *, codec: str = "pcmu",
                    priority: str = "announcement", owner: str = "system", owner_scope: str = "",
-                   rank: int = 0, requested_at: float | None = None,
-                   lead: float | None = None) -> Broadcast:
-        """Start a broadcast of a source (or raw PCM at the codec's rate) to the targets."""
+                   rank: int | None = None, requested_at: float | None = None,
+                   lead: float | None = None, queue: bool = False, at: float | None = None,
+                   volume: int | None = None) -> Broadcast:
+        """Start a broadcast of a source (or raw PCM at the codec's rate) to the targets.
+
+        It takes every speaker whose holder it outranks (the holder is cut there); a speaker
+        held by an equal or higher broadcast refuses it with Busy — unless `queue`, when it
+        waits until those speakers are free. `at` (play clock) fixes the first sample's instant
+        when set-up is done by then (scheduled announcements); `volume` overrides the zones'.
+        """
         cod = codec_by_name(codec)
         if isinstance(source, bytes):
             source = PcmSource(source, cod.rate, "pcm")
         if priority not in PRIORITY_CLASSES:
             raise BroadcasterError(f"unknown priority {priority!r}; use one of "
                                    f"{', '.join(PRIORITY_CLASSES)}", code="bad_priority")
+        if rank is None:
+            rank = PRIORITY_CLASSES.index(priority) * 10 + 3  # the system: subdistrict tier
         wanted = sorted(self.site.resolve_many(targets))
         online = [sid for sid in wanted if self.is_online(sid)]
         if not online:
             raise NoSpeakers(f"none of the {len(wanted)} speaker(s) in {', '.join(targets)} "
                              "is online")
+        decision = self.holdings.decide(online, rank)
+        if decision.blocked and not queue:
+            raise self._busy(decision.blocked)
         b = Broadcast(new_broadcast_id(), list(targets), source.describe(), cod.name.lower(),
                       priority, owner, owner_scope, rank,
                       requested_at=requested_at or time.time())
@@ -228,28 +250,72 @@ class Controller:
             res = b.results[sid] = SpeakerResult(sid, self.site.speakers[sid].driver)
             if sid not in online:
                 res.state, res.error = "offline", "offline when the broadcast started"
-        parts = [Part(drv, [s for s in online if self.site.speakers[s].driver == name])
-                 for name, drv in self.drivers.items()]
-        volumes = {s: (100 if priority == "emergency" else self.site.speakers[s].volume)
+        volumes = {s: (100 if priority == "emergency" else
+                       self.site.speakers[s].volume if volume is None else volume)
                    for s in online}
-        player = Player(b, source, [p for p in parts if p.speakers],
-                        self.config.playout_delay if lead is None else lead, volumes,
-                        self.clock.now, self._changed)
+        player = Player(b, source, [], self.config.playout_delay if lead is None else lead,
+                        volumes, self.clock.now, self._changed, at=at)
         self.broadcasts[b.id] = b
         self.players[b.id] = player
         self._trim()
+        if decision.blocked:
+            b.state = "queued"
+            self._changed(b, "queued")
+            self._spawn(self._when_free(player, online))
+        else:
+            self._start(player, online)
+        return b
+
+    def _busy(self, blocked: dict[str, Hold]) -> Busy:
+        sid, hold = sorted(blocked.items())[0]
+        holder = self.broadcasts.get(hold.broadcast)
+        who = f" by {holder.owner}" if holder else ""
+        return Busy(f"speaker {sid} is held by broadcast {hold.broadcast} ({hold.priority}{who}), "
+                    f"which this request does not outrank; {len(blocked)} speaker(s) are held. "
+                    "Ask to queue, or wait until it ends", code="busy",
+                    detail={"held": {s: h.broadcast for s, h in sorted(blocked.items())}})
+
+    def _start(self, player: Player, speakers: list[str]) -> None:
+        """Claim the speakers (cutting lower holders there) and run the broadcast."""
+        b = player.broadcast
+        cuts = self.holdings.claim(speakers, Hold(b.id, b.rank, b.priority, b.owner))
+        for bid, sids in cuts.items():
+            lower = self.players.get(bid)
+            if lower is not None:
+                lower.cut(sids, by=b.id)
+        player.parts = [Part(drv, [s for s in speakers if self.site.speakers[s].driver == name])
+                        for name, drv in self.drivers.items()]
+        player.parts = [p for p in player.parts if p.speakers]
         self._changed(b, "starting")
         self._spawn(player.run())
-        return b
+
+    async def _when_free(self, player: Player, speakers: list[str]) -> None:
+        """A queued broadcast starts once nothing equal or higher holds its speakers."""
+        b = player.broadcast
+        while not player.stopped:
+            if not self.holdings.decide(speakers, b.rank).blocked:
+                b.state = "starting"
+                self._start(player, speakers)
+                return
+            self._released.clear()
+            await self._released.wait()
+        b.state, b.ended_at = "stopped", self.clock.now()
+        self._changed(b, "ended")
 
     def _changed(self, b: Broadcast, what: str) -> None:
         """Every change of a broadcast passes here once: events, journal, the live feed."""
         if what == "ended":
             self.players.pop(b.id, None)
+            for bid, sids in self.holdings.release(b.id).items():
+                back = self.players.get(bid)
+                if back is not None:
+                    self._spawn(back.resume(sids))
+            self._released.set()
             self.events.publish("broadcast_ended", broadcast=b.id, state=b.state,
                                 speakers_list=sorted(b.results))
             self._journal("broadcasts.jsonl", b.to_dict())
-        elif what in ("starting", "playing", "stopped", "failed", "done", "cut"):
+        elif what in ("queued", "starting", "prepared", "playing", "stopped", "failed", "done",
+                      "cut", "cut_speakers", "resumed"):
             self.events.publish("broadcast", broadcast=b.id, state=b.state,
                                 speakers_list=sorted(b.results))
 

@@ -13,7 +13,7 @@ from typing import Any
 from audio_library import LibraryError, chime_names
 from broadcaster.access import policy
 from broadcaster.core.commands import Call, command
-from broadcaster.errors import AudioInputError, InvalidInput, NotFound
+from broadcaster.errors import AudioInputError, BroadcasterError, InvalidInput, NotFound
 from broadcaster.protocol.codecs import codec_by_name
 from broadcaster.sources.base import PcmSource
 from broadcaster.sources.live import LiveSource
@@ -100,11 +100,30 @@ class PlayIn:
     repeat: int = 1
     name: str | None = None  # the uploaded file's name
     live: bool = False  # the body is a live WAV stream, played as it arrives
+    queue: bool = False  # wait for speakers held by an equal or higher broadcast, not refuse
 
 
 @command("broadcasts/play", "POST", "/api/broadcasts", PlayIn, body="audio", status=201)
 async def broadcasts_play(c: Call, q: PlayIn) -> dict:
     """Start a broadcast of an uploaded file, a library clip, TTS text or live audio."""
+    try:
+        return await _play(c, q)
+    except BroadcasterError as exc:
+        await c.services.audit_now("broadcast_refused", c.principal, targets=q.to,
+                                   what=_what(q), outcome={"error": exc.code,
+                                                           "message": exc.message})
+        raise
+
+
+def _what(q: PlayIn) -> dict[str, Any]:
+    if q.clip:
+        return {"kind": "clip", "clip": q.clip}
+    if q.tts:
+        return {"kind": "tts", "text": q.tts}
+    return {"kind": "live"} if q.live else {"kind": "file", "name": q.name}
+
+
+async def _play(c: Call, q: PlayIn) -> dict:
     svc = c.services
     ctl = svc.controller
     if not q.to:
@@ -139,8 +158,10 @@ async def broadcasts_play(c: Call, q: PlayIn) -> dict:
         # decode before accepting: a bad file is the caller's 4xx, not a failed broadcast
         await source.prepare(codec_by_name(q.codec).rate)
         source = _Prepared(source)
+    await svc.audit_now("broadcast_requested", c.principal, targets=q.to,
+                        what=source.describe())
     b = await ctl.play(source, q.to, codec=q.codec, priority=q.priority, owner=c.principal.name,
-                       owner_scope=c.principal.scope, rank=rank)
+                       owner_scope=c.principal.scope, rank=rank, queue=q.queue)
     return b.to_dict()
 
 
@@ -157,6 +178,17 @@ class _Prepared(PcmSource):
         return self.inner.describe()
 
 
+async def _find(c: Call, bid: str) -> dict:
+    b = c.services.controller.broadcasts.get(bid)
+    if b is not None:
+        return b.to_dict()
+    hist = c.services.history
+    found = await asyncio.to_thread(hist.broadcast, bid) if hist is not None else None
+    if found is None:
+        raise NotFound(f"no broadcast with id {bid!r}")
+    return dict(found)
+
+
 def _visible(c: Call, b: dict) -> bool:
     site = c.services.controller.site
     return policy.visible(site, c.principal.scope, [s["speaker"] for s in b["speakers"]])
@@ -171,10 +203,19 @@ class ListIn:
 
 @command("broadcasts/list", "GET", "/api/broadcasts", ListIn)
 async def broadcasts_list(c: Call, q: ListIn) -> dict:
-    """Broadcasts touching the caller's scope, newest first."""
-    items = [b.to_dict() for b in reversed(c.services.controller.broadcasts.values())]
-    items = [b for b in items if _visible(c, b)]
-    return {"broadcasts": items[:max(1, min(q.limit, 1000))]}
+    """Broadcasts touching the caller's scope, newest first (this run's and the history's)."""
+    ctl = c.services.controller
+    limit = max(1, min(q.limit, 1000))
+    live = {b.id: b.to_dict() for b in reversed(ctl.broadcasts.values())}
+    items = list(live.values())
+    hist = c.services.history
+    if hist is not None:
+        mine = set(policy.scope_speakers(ctl.site, c.principal.scope))
+        old = await asyncio.to_thread(hist.broadcasts, limit, speaker_ids=mine)
+        items += [b for b in old if b["id"] not in live]
+    items = sorted((b for b in items if _visible(c, b)), key=lambda b: b["created_at"],
+                   reverse=True)
+    return {"broadcasts": items[:limit]}
 
 
 @dataclass
@@ -186,8 +227,8 @@ class IdIn:
 
 @command("broadcasts/get", "GET", "/api/broadcasts/{id}", IdIn)
 async def broadcasts_get(c: Call, q: IdIn) -> dict:
-    """One broadcast with its per-speaker outcome."""
-    b = c.services.controller.broadcast(q.id).to_dict()
+    """One broadcast with its per-speaker outcome (from the history once it is old)."""
+    b = await _find(c, q.id)
     if not _visible(c, b):
         raise NotFound(f"no broadcast with id {q.id!r}")
     return b

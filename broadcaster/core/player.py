@@ -50,6 +50,7 @@ class Player:
     changed: Callable[[Broadcast, str], None]  # called on every state change (history, events)
     stopped: bool = False
     stop_reason: str = ""
+    at: float | None = None  # play-clock instant of the first sample (scheduled), if fixed
     _stopping: list[asyncio.Task] = field(default_factory=list)
 
     def _set_state(self, state: str, error: str | None = None) -> None:
@@ -90,12 +91,17 @@ class Player:
         accepted = [p for p in self.parts if p.delivery and p.delivery.accepted]
         if self.stopped:  # a stop that came during set-up: cut whoever accepted
             await self._stop_parts()
+            for p in accepted:
+                for sid in p.delivery.accepted:  # type: ignore[union-attr]
+                    b.results[sid].state, b.results[sid].frames_sent = "stopped", 0
+                    b.results[sid].error = "stopped during set-up, before any audio was sent"
             self._set_state("stopped")
             return
         if not accepted:
             self._set_state("failed", "no speaker accepted the broadcast")
             return
-        base_time = self.clock() + self.lead
+        # a fixed instant is kept when set-up finished in time; otherwise start as soon as we can
+        base_time = max(self.at or 0.0, self.clock() + self.lead)
         b.started_at, b.lead = base_time, self.lead
         for p in accepted:
             assert p.delivery is not None and p.delivery.sender is not None
@@ -111,7 +117,7 @@ class Player:
         if not self.stopped:
             await asyncio.sleep(max(0.0, base_time + frames * STEP - self.clock()) + 0.15)
         await self._collect(accepted, frames)
-        final = "stopped" if self.stopped else "done"
+        final = "stopped" if self.stopped and self.stop_reason != "cut" else "done"
         held = [r for r in b.results.values() if r.route is not None]
         if held and all(r.state == "cut" for r in held):
             final = "cut"
@@ -152,6 +158,45 @@ class Player:
 
         await asyncio.gather(*(one(p, sid) for p in parts for sid in p.delivery.accepted
                                if b.results[sid].state == "playing"))
+
+    def cut(self, speakers: list[str], by: str) -> None:
+        """A higher broadcast took these speakers: stop sending to them (a multicast group only
+        when none of its speakers is left); the record says who cut them."""
+        b = self.broadcast
+        for sid in speakers:
+            if sid in b.results:
+                b.results[sid].cut_by = by
+        for p in self.parts:
+            d = p.delivery
+            if d is None or d.sender is None:
+                continue
+            gone = {sid for sid in speakers if sid in d.destinations}
+            if not gone:
+                continue
+            keep = {id(dest) for sid, dest in d.destinations.items()
+                    if sid not in gone and b.results[sid].cut_by is None}
+            for sid in gone:
+                dest = d.destinations.pop(sid)
+                if id(dest) not in keep and dest in d.sender.destinations:  # type: ignore[attr-defined]
+                    d.sender.destinations.remove(dest)  # type: ignore[attr-defined]
+        held = [r for r in b.results.values() if r.route is not None]
+        if b.priority != "background" and held and all(r.cut_by for r in held):
+            self.stopped, self.stop_reason = True, "cut"  # nobody left to hear it
+        self.changed(b, "cut_speakers")
+
+    async def resume(self, speakers: list[str]) -> None:
+        """Speakers a higher broadcast released come back to this (background) broadcast."""
+        b = self.broadcast
+        if self.stopped or b.state != "playing":
+            return
+        plan = Plan(b.id, b.codec, b.rank, self.volumes, self.lead)
+        for p in self.parts:
+            mine = [s for s in speakers if s in p.speakers]
+            if not mine or p.delivery is None or Capability.RESUME not in p.driver.capabilities:
+                continue
+            for sid in await p.driver.rejoin(p.delivery, plan, mine):
+                b.results[sid].state, b.results[sid].cut_by = "playing", None
+        self.changed(b, "resumed")
 
     def stop(self, reason: str = "stopped") -> None:
         """End the broadcast now: the pacing loop ends within a frame; speakers are told at once."""

@@ -26,6 +26,7 @@ class Capability(str, enum.Enum):
     REPORT = "report"  # report() says what a speaker played, sample by sample
     HEALTH = "health"  # online/offline comes from the speaker's answers, not configuration
     DISCOVERY = "discovery"  # speakers are found on the network (mDNS)
+    RESUME = "resume"  # rejoin(): a speaker cut from a stream can take it up again mid-way
 
 
 class FrameSender(Protocol):
@@ -68,6 +69,9 @@ class Delivery:
     accepted: dict[str, str] = field(default_factory=dict)  # speaker -> route ("unicast", …)
     refused: dict[str, tuple[str, str]] = field(default_factory=dict)  # speaker -> (state, why)
     state: Any = None  # the driver's own per-broadcast state
+    # speaker -> the sender destination its audio goes to (shared by a multicast group): the core
+    # removes a destination when every speaker using it was cut, and adds it back on resume
+    destinations: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,6 +134,10 @@ class Driver(Protocol):
 
     async def set_volume(self, speaker: str, volume: int) -> None:
         """Set a speaker's volume (VOLUME only)."""
+
+    async def rejoin(self, delivery: Delivery, plan: Plan, speakers: list[str]) -> list[str]:
+        """Set these speakers up again on a stream already running (RESUME only); returns those
+        that accepted."""
 
     async def report(self, delivery: Delivery, speaker: str, deadline: float) -> Report | None:
         """What a speaker played, waiting until it has finished or `deadline` (REPORT only)."""

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 10_000
 BATCH_BROADCASTS = 100
 BATCH_EVENTS = 2_000
-LIVE_STATES = ("starting", "playing")
+LIVE_STATES = ("queued", "starting", "playing")
 LIVE_SPEAKER_STATES = ("pending", "playing")
 INTERRUPTED_ERROR = "the controller stopped during this broadcast; its end is not known"
 # errors a retry cannot cure: the item itself is bad (the rest of the batch is written without it)

@@ -18,12 +18,15 @@ from typing import Any
 
 from aiohttp import web
 
+import broadcaster.core.account_commands  # noqa: F401 - registers the account commands
 import broadcaster.core.operations  # noqa: F401 - registers the commands
 from broadcaster.access.principal import Principal
+from broadcaster.core.broadcast import ACTIVE
 from broadcaster.core.commands import REGISTRY, Spec, call
 from broadcaster.core.services import Services
 from broadcaster.errors import BroadcasterError, InvalidInput
 from broadcaster.sources.live import LiveSource, WavStreamParser
+from broadcaster.web.access import COOKIE, clear_session, make_middleware, set_session
 
 log = logging.getLogger(__name__)
 SERVICES = web.AppKey("services", Services)
@@ -65,12 +68,15 @@ def _too_large(app: web.Application) -> web.Response:
 
 
 def principal_of(request: web.Request) -> Principal:
-    """Who is asking (set by the access middleware; the system itself until accounts exist)."""
+    """Who is asking: set by the access middleware; anonymous on public routes; the system
+    itself on a controller run without accounts (tests of other parts)."""
     p = request.get(PRINCIPAL)
-    if p is None:
-        site = request.app[SERVICES].controller.site
-        return Principal.system(site.root.id, origin=request.remote or "")
-    return p
+    if p is not None:
+        return p
+    services = request.app[SERVICES]
+    if services.accounts is None:
+        return Principal.system(services.controller.site.root.id, origin=request.remote or "")
+    return Principal("(anonymous)", "", "operator", request.remote or "", "anonymous")
 
 
 def _raw_input(request: web.Request, spec: Spec, body: dict[str, Any]) -> dict[str, Any]:
@@ -177,25 +183,42 @@ def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResp
                                     _raw_input(request, spec, body), upload)
                 await _feed_live(request, source, parser)
                 bid = result["id"]
-                while services.controller.broadcast(bid).state in ("starting", "playing"):
+                while services.controller.broadcast(bid).state in ACTIVE:
                     await asyncio.sleep(0.05)
                 result = services.controller.broadcast(bid).to_dict()
             else:
+                extra = {"token_id": await _session_id(request)} if spec.name == "auth/logout" \
+                    else {}
                 result = await call(spec.name, principal, services,
-                                    _raw_input(request, spec, body), upload)
+                                    _raw_input(request, spec, body), upload, extra)
         finally:
             if isinstance(upload, Path):
                 upload.unlink(missing_ok=True)
-        return web.json_response(result, status=spec.status,
+        session = result.pop("session", None) if spec.name == "auth/login" else None
+        resp = web.json_response(result, status=spec.status,
                                  dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        if session:
+            set_session(resp, session, request.secure)
+        if spec.name == "auth/logout":
+            clear_session(resp)
+        return resp
     handler.__doc__ = spec.summary
     return handler
 
 
+async def _session_id(request: web.Request) -> str | None:
+    accounts = request.app[SERVICES].accounts
+    secret = request.cookies.get(COOKIE) or request.headers.get("Authorization", "")[7:]
+    if accounts is None or not secret:
+        return None
+    return await asyncio.to_thread(accounts.token_id_of, secret.strip())
+
+
 def make_app(services: Services, max_upload: int = MAX_UPLOAD,
-             middlewares: list[Any] | None = None) -> web.Application:
+             allowed_origins: frozenset[str] = frozenset()) -> web.Application:
     """The aiohttp application over a set of services."""
-    app = web.Application(middlewares=[errors_middleware, *(middlewares or [])],
+    app = web.Application(middlewares=[errors_middleware,
+                                       make_middleware(services, allowed_origins)],
                           client_max_size=MAX_JSON)
     app[SERVICES] = services
     app[MAX_UPLOAD_KEY] = max_upload

@@ -20,6 +20,7 @@ async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
     ctl = Controller(site, ControllerConfig(data, interface=interface, playout_delay=playout_delay,
                                             site_tag=site_tag, mdns=mdns))
     services = Services.for_controller(ctl)
+    services.start()
     await ctl.start()
     runner = web.AppRunner(make_app(services), access_log=None)
     await runner.setup()

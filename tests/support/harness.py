@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from broadcaster.core.broadcast import ACTIVE
 from broadcaster.core.controller import Controller, ControllerConfig
 from broadcaster.core.services import Services
 from broadcaster.endpoint.simulator import playout_records, recorded_pcm  # noqa: F401
@@ -102,10 +103,16 @@ class SimProcess:
 
 
 @asynccontextmanager
-async def controller(site: Site, data: Path, tag: str, max_upload: int | None = None, **config):
-    """A started Controller and an HTTP test client on its API (real server on port 0)."""
+async def controller(site: Site, data: Path, tag: str, max_upload: int | None = None,
+                     accounts: bool = False, **config):
+    """A started Controller and an HTTP test client on its API (real server on port 0).
+
+    accounts=False runs it open (every request acts as the system), for tests of other parts;
+    accounts=True enforces logins, tokens and scopes as `broadcaster serve` does.
+    """
     ctl = Controller(site, ControllerConfig(data, site_tag=tag, **config))
-    services = Services.for_controller(ctl)
+    services = Services.for_controller(ctl, accounts=accounts)
+    services.start()
     await ctl.start()
     app = make_app(services, max_upload) if max_upload else make_app(services)
     client = TestClient(TestServer(app, host="127.0.0.1"))
@@ -131,7 +138,7 @@ async def wait_online(ctl: Controller, count: int, timeout: float = 30.0) -> flo
 async def wait_done(ctl: Controller, bid: str, timeout: float = 60.0) -> dict:
     """Wait until a broadcast has ended; returns its JSON form."""
     t0 = time.monotonic()
-    while ctl.broadcast(bid).state in ("starting", "playing"):
+    while ctl.broadcast(bid).state in ACTIVE:
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"broadcast {bid} still {ctl.broadcast(bid).state}")
         await asyncio.sleep(0.05)
