@@ -18,8 +18,10 @@ from .model import (
     _ID_RE,
     _LABEL_RE,
     _RESERVED_MULTICAST,
+    DEFAULT_DRIVER,
     DEFAULT_TIMEZONE,
     DEFAULT_VOLUME,
+    DRIVERS,
     SPEAKER_KINDS,
     Group,
     Problem,
@@ -35,7 +37,7 @@ _KEYS = {
     "seat": ("id", "name", "multicast", "speakers"),
     "area": ("id", "name", "multicast", "villages"),
     "village": ("id", "name", "multicast", "speakers"),
-    "speaker": ("id", "name", "kind", "address", "volume"),
+    "speaker": ("id", "name", "kind", "address", "volume", "driver"),
     "group": ("id", "name", "zones", "speakers"),
 }
 
@@ -90,6 +92,13 @@ def _split_hostport(text: str) -> tuple[str, str] | None:
     return (host, port) if sep and host and port else None
 
 
+def _is_multicast_literal(host: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(host).is_multicast
+    except ValueError:
+        return False
+
+
 def _host_error(host: str) -> str | None:
     """Why a host is not a usable speaker address, or None."""
     if ":" in host:  # only bracketed IPv6 gets here with a colon
@@ -125,7 +134,9 @@ class _Checker:
         self.refs: list[tuple[str, str, str, yaml.Node, str]] = []  # group, list, id, node, key
         self.multicasts: dict[tuple[str, int], tuple[str, int]] = {}
         self.timezone = DEFAULT_TIMEZONE
-        self.addresses: dict[tuple[str, int], tuple[str, int]] = {}
+        # address -> (speaker, line, driver): who claimed it first
+        self.addresses: dict[tuple[str, int], tuple[str, int, str]] = {}
+        self.rtp_groups: list[tuple[tuple[str, int], yaml.Node, str]] = []  # address, node, key
         self.constructor = yaml.constructor.SafeConstructor()
 
     def add(self, where: yaml.Node | int | None, key: str, message: str) -> None:
@@ -156,6 +167,7 @@ class _Checker:
             for i, node in enumerate(self.seq(top["groups"], "groups")):
                 self.group(node, f"groups[{i}]")
         self.check_refs()
+        self.check_rtp_groups()
         if self.problems:
             self.problems.sort(key=lambda p: (p.line or 0))
             raise ZonesError(self.problems)
@@ -363,15 +375,21 @@ class _Checker:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.add(m["kind"], f"{key}.kind",
                      f"bad kind {kind!r}{hint}; a speaker is one of {', '.join(SPEAKER_KINDS)}")
+        driver = self.driver(m.get("driver"), f"{key}.driver")
         address = None
         if "address" in m:
-            address = self.hostport(m["address"], f"{key}.address", multicast=False)
+            akey = f"{key}.address"
+            if driver == "rtp":
+                address = self.rtp_address(m["address"], akey)
+            else:
+                address = self.hostport(m["address"], akey, multicast=False)
             if address is not None and speaker_id is not None:
-                prior = self.addresses.setdefault(address, (speaker_id, _line(m["address"])))
-                if prior[0] != speaker_id:
-                    self.add(m["address"], f"{key}.address",
-                             f"{format_hostport(address)} is already the address of speaker "
-                             f"{prior[0]!r} at line {prior[1]}")
+                self.claim_address(address, speaker_id, driver, m["address"], akey)
+        elif driver == "rtp":
+            self.add(node, f"{key}.address",
+                     "missing required key 'address': an rtp speaker cannot be discovered; give "
+                     "HOST:PORT where its RTP goes (a unicast address or a multicast group, "
+                     "even port, e.g. '239.10.5.1:50000')")
         volume = DEFAULT_VOLUME
         if "volume" in m and not (isinstance(m["volume"], yaml.ScalarNode)
                                   and m["volume"].tag.endswith(":null")):
@@ -381,8 +399,62 @@ class _Checker:
                                                 place):
             return None
         self.speakers[speaker_id] = Speaker(speaker_id, name or speaker_id, kind or "",
-                                            place, address, volume)
+                                            place, address, volume, driver)
         return speaker_id
+
+    def driver(self, node: yaml.Node | None, key: str) -> str:
+        """The speaker's driver name; the default when absent or wrong (the fault is reported)."""
+        if node is None:
+            return DEFAULT_DRIVER
+        name = self.text(node, key, required=True)
+        if name is None:
+            return DEFAULT_DRIVER
+        if name not in DRIVERS:
+            close = difflib.get_close_matches(name, DRIVERS, 1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.add(node, key, f"unknown driver {name!r}{hint}; a speaker's driver is one of "
+                                f"{', '.join(DRIVERS)}")
+            return DEFAULT_DRIVER
+        return name
+
+    def rtp_address(self, node: yaml.Node, key: str) -> tuple[str, int] | None:
+        """Where an rtp speaker's RTP goes: a multicast group or a unicast host, on an even port."""
+        value = self.text(node, key, required=True)
+        if value is None:
+            return None
+        parts = _split_hostport(value.strip())
+        if parts is not None and _is_multicast_literal(parts[0]):
+            return self.hostport(node, key, multicast=True)
+        address = self.hostport(node, key, multicast=False)
+        if address is not None and address[1] % 2:
+            self.add(node, key, f"{value!r}: port {address[1]} is odd; RTP uses an even port and "
+                                "RTCP the next one")
+            return None
+        return address
+
+    def claim_address(self, address: tuple[str, int], speaker_id: str, driver: str,
+                      node: yaml.Node, key: str) -> None:
+        """One address, one speaker — except rtp speakers paged together on a multicast group."""
+        prior = self.addresses.setdefault(address, (speaker_id, _line(node), driver))
+        group = _is_multicast_literal(address[0])  # only rtp speakers may have a group address
+        if group:
+            self.rtp_groups.append((address, node, key))
+        if prior[0] == speaker_id or group:
+            return
+        why = ""
+        if driver == prior[2] == "rtp":
+            why = "; only a multicast group may be shared (a unicast address is one device)"
+        self.add(node, key, f"{format_hostport(address)} is already the address of speaker "
+                            f"{prior[0]!r} at line {prior[1]}{why}")
+
+    def check_rtp_groups(self) -> None:
+        """An rtp group must not be a zone's group: two streams on one group and port get mixed."""
+        for address, node, key in self.rtp_groups:
+            zone = self.multicasts.get(address)
+            if zone is not None:
+                self.add(node, key, f"{format_hostport(address)} is the multicast group of zone "
+                                    f"{zone[0]!r} at line {zone[1]}; two streams on one group and "
+                                    "port get mixed — give the rtp speakers a group of their own")
 
     def group(self, node: yaml.Node, key: str) -> None:
         m = self.mapping(node, key, "group", ("id",))
@@ -391,17 +463,17 @@ class _Checker:
         group_id = self.ident(m.get("id"), f"{key}.id")
         name = self.text(m.get("name"), f"{key}.name")
         members: dict[str, list[str]] = {"zones": [], "speakers": []}
-        for field in members:
+        for field, listed in members.items():
             if field not in m:
                 continue
             for i, item in enumerate(self.seq(m[field], f"{key}.{field}")):
                 ref = self.text(item, f"{key}.{field}[{i}]", required=True)
                 if ref is None:
                     continue
-                if ref in members[field]:
+                if ref in listed:
                     self.add(item, f"{key}.{field}[{i}]", f"{ref!r} is listed twice")
                     continue
-                members[field].append(ref)
+                listed.append(ref)
                 self.refs.append((group_id or key, field, ref, item, f"{key}.{field}[{i}]"))
         if not members["zones"] and not members["speakers"]:
             self.add(node, key, f"group {group_id or key!r} lists no zones and no speakers")

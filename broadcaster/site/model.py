@@ -242,7 +242,7 @@ class Site:
     def _speaker_json(self, speaker_id: str) -> dict:
         s = self.speakers[speaker_id]
         return {"id": s.id, "name": s.name, "kind": s.kind, "place": s.place,
-                "address": format_hostport(s.address), "volume": s.volume}
+                "address": format_hostport(s.address), "volume": s.volume, "driver": s.driver}
 
     def render_text(self, speakers: bool = True) -> str:
         """An indented tree with counts per zone (and each speaker unless speakers=False)."""
@@ -278,9 +278,10 @@ class Site:
             for sid in zone.speakers:
                 s = self.speakers[sid]
                 addr = f", {format_hostport(s.address)}" if s.address else ""
-                lines.append(f"{pad}  - {s.id} {s.name} ({s.kind}, volume {s.volume}{addr})")
-        for child in zone.children:
-            self._render_zone(child, depth + 1, speakers, lines)
+                drv = f", driver {s.driver}" if s.driver != DEFAULT_DRIVER else ""
+                lines.append(f"{pad}  - {s.id} {s.name} ({s.kind}, volume {s.volume}{addr}{drv})")
+        for child_id in zone.children:
+            self._render_zone(child_id, depth + 1, speakers, lines)
 
 
 def _plural(n: int, word: str) -> str:
