@@ -64,19 +64,7 @@ LIBRARY_API: dict[str, frozenset[str]] = {
 
 # Known breaches, each with the fix that removes it. An entry that no longer matches an import
 # fails test_known_breaches_are_still_real, so this list can only shrink.
-KNOWN_BREACHES: dict[tuple[str, str], str] = {
-    (
-        "broadcaster.endpoint.command",
-        "broadcaster.cli.main",
-    ): "endpoint -> cli (and so a cli <-> endpoint cycle): `speaker --simulate` borrows "
-    "cli.main.load_site; move load_site into broadcaster.site, or the `speaker` command "
-    "into broadcaster/cli/",
-    (
-        "broadcaster.core.controller",
-        "broadcaster.drivers.bcspeaker.driver",
-    ): "the controller builds BcOptions and exposes BcSpeakerDriver itself; driver options "
-    "should come through drivers.registry",
-}
+KNOWN_BREACHES: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

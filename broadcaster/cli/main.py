@@ -106,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_speaker(args: argparse.Namespace) -> int:
     """Run one speaker endpoint, or simulate every speaker of a zones file, or pair one."""
-    import broadcaster.endpoint.command as speaker_cmd
+    import broadcaster.cli.speaker as speaker_cmd
     return speaker_cmd.run(args, data_dir(args))
 
 

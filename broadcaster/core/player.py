@@ -148,7 +148,8 @@ class Player:
         async def one(p: Part, sid: str) -> None:
             res = b.results[sid]
             if Capability.REPORT not in p.driver.capabilities:
-                res.state, res.frames_sent = "sent", b.frames
+                # what was sent, not what was heard; a speaker a higher broadcast took is cut
+                res.state, res.frames_sent = ("cut" if res.cut_by else "sent"), b.frames
                 return
             try:
                 rep = await p.driver.report(p.delivery, sid, deadline)  # type: ignore[arg-type]

@@ -29,6 +29,17 @@ class Capability(str, enum.Enum):
     RESUME = "resume"  # rejoin(): a speaker cut from a stream can take it up again mid-way
 
 
+@dataclass
+class DriverOptions:
+    """Settings every driver may use; every address defaults to loopback."""
+
+    interface: str = "127.0.0.1"  # where speakers are reached: media, mDNS, the clock service
+    clock_port: int = 0
+    site_tag: str = ""  # the mDNS site tag (default: the site id)
+    mdns: bool = True
+    poll_interval: float = 2.0  # seconds between health polls of one speaker
+
+
 class FrameSender(Protocol):
     """Sends one broadcast's frames to a driver's speakers; the core paces it.
 
@@ -37,7 +48,9 @@ class FrameSender(Protocol):
     source that stalled) are skipped: the index still advances, so delay never builds up.
     """
 
-    rate: int  # PCM sample rate the sender wants (mono s16le)
+    @property
+    def rate(self) -> int:
+        """PCM sample rate the sender wants (mono s16le)."""
 
     def start(self, base_time: float, now: float) -> None:
         """Fix frame 0's play instant (controller clock); announce it to the speakers."""

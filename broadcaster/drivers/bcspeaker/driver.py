@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import broadcaster.protocol.clock as clk
-from broadcaster.drivers.base import Capability, Delivery, DriverHost, Plan, Report
+from broadcaster.drivers.base import Capability, Delivery, DriverHost, DriverOptions, Plan, Report
 from broadcaster.drivers.bcspeaker.link import SpeakerLink
 from broadcaster.errors import SpeakerError
 from broadcaster.net.mdns import Advert, Browser, open_zeroconf
@@ -41,17 +41,6 @@ class Address:
 
 
 @dataclass
-class BcOptions:
-    """Settings of the driver; every address defaults to loopback."""
-
-    interface: str = "127.0.0.1"
-    clock_port: int = 0
-    site_tag: str = ""
-    mdns: bool = True
-    poll_interval: float = POLL_INTERVAL
-
-
-@dataclass
 class _Run:
     """The driver's state for one broadcast."""
 
@@ -66,9 +55,9 @@ class BcSpeakerDriver:
     name = "bcspeaker"
     capabilities = frozenset({Capability.IN_STEP, Capability.AUTHENTICATED, Capability.MULTICAST,
                               Capability.VOLUME, Capability.REPORT, Capability.HEALTH,
-                              Capability.DISCOVERY})
+                              Capability.DISCOVERY, Capability.RESUME})
 
-    def __init__(self, site: Site, keys: dict[str, bytes], options: BcOptions) -> None:
+    def __init__(self, site: Site, keys: dict[str, bytes], options: DriverOptions) -> None:
         self.site = site
         self.keys = keys
         self.opt = options
@@ -220,21 +209,40 @@ class BcSpeakerDriver:
         run = _Run(plan.broadcast, sender, self.routes(speakers))
         delivery = Delivery(self.name, sender, state=run)
         oks = await asyncio.gather(*(self._setup(plan, run, sid, delivery) for sid in speakers))
-        groups: set[tuple[str, int]] = set()
-        for sid, ok in zip(speakers, oks):
-            if not ok:
-                continue
+        self._route(delivery, [sid for sid, ok in zip(speakers, oks) if ok])
+        return delivery
+
+    def _route(self, delivery: Delivery, speakers: list[str]) -> None:
+        """Add the destinations of speakers that accepted (one per multicast group)."""
+        run = delivery.state
+        sender = run.sender
+        for sid in speakers:
             group, addr = run.routes[sid], self.addresses[sid]
             if group is None:
                 assert addr.rtp_port is not None
-                sender.destinations.append(Destination((addr.host, addr.rtp_port),
-                                                       (addr.host, addr.rtp_port + 1)))
-            elif group not in groups:
-                groups.add(group)
-                sender.destinations.append(Destination(group, group))
-        return delivery
+                dest = Destination((addr.host, addr.rtp_port), (addr.host, addr.rtp_port + 1))
+            else:
+                dest = next((d for d in sender.destinations if d.rtp == group),
+                            Destination(group, group))
+            if dest not in sender.destinations:
+                sender.destinations.append(dest)
+            delivery.destinations[sid] = dest
 
-    async def _setup(self, plan: Plan, run: _Run, sid: str, delivery: Delivery) -> bool:
+    async def rejoin(self, delivery: Delivery, plan: Plan, speakers: list[str]) -> list[str]:
+        """/play again with the running stream's key and clock mapping: the speakers take it up
+        at the frame now due (a background broadcast resuming after an announcement)."""
+        run = delivery.state
+        for sid in speakers:
+            run.routes[sid] = None  # unicast: the group may be held by the higher broadcast
+            delivery.accepted.pop(sid, None)
+        oks = await asyncio.gather(*(self._setup(plan, run, sid, delivery, resume=True)
+                                     for sid in speakers))
+        back = [sid for sid, ok in zip(speakers, oks) if ok]
+        self._route(delivery, back)
+        return back
+
+    async def _setup(self, plan: Plan, run: _Run, sid: str, delivery: Delivery,
+                     resume: bool = False) -> bool:
         addr = self.addresses.get(sid)
         if addr is None or addr.rtp_port is None:
             delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
@@ -243,7 +251,8 @@ class BcSpeakerDriver:
         s = run.sender
         assert s.key is not None
         body = {"broadcast": plan.broadcast, "codec": s.codec.name, "ssrc": s.ssrc,
-                "base_ts": s.base_ts, "base_time": None, "priority": plan.priority,
+                "base_ts": s.base_ts, "base_time": s.base_time if resume else None,
+                "priority": plan.priority,
                 "key": wrap_key(self.keys[sid], s.key, f"{sid}/{plan.broadcast}"),
                 "volume": plan.volumes.get(sid),
                 "multicast": f"{group[0]}:{group[1]}" if group else None}
@@ -295,7 +304,8 @@ class BcSpeakerDriver:
                               late=int(rep.get("late") or 0),
                               first_sample_at=rep.get("first_sample_at"),
                               sample_rate=int(rep.get("sample_rate") or 8000),
-                              extra={k: rep.get(k) for k in ("volume", "clock_offset", "codec")})
+                              extra={k: rep.get(k) for k in ("volume", "clock_offset", "codec",
+                                                             "preempted_by")})
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(REPORT_POLL)
