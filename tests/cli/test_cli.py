@@ -47,9 +47,9 @@ async def test_speakers_and_play_wait_against_a_running_controller(tmp_path, dat
     import asyncio
 
     import broadcaster.site as zones
-    from tests.support.sites import small_site
-    from tests.support.harness import SimProcess, controller, wait_online
     from tests.support.audio import sweep, wav_file
+    from tests.support.harness import SimProcess, controller, wait_online
+    from tests.support.sites import small_site
 
     path = small_site(tmp_path / "z.yaml", villages=1, horns=2, columns=1)
     site = zones.load(path)
