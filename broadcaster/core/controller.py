@@ -51,6 +51,7 @@ class ControllerConfig:
     data_dir: Path
     interface: str = "127.0.0.1"
     playout_delay: float = 0.1
+    live_lead: float = 0.07  # a live source's lead: the voice's delay (docs/paging.md)
     clock_port: int = 0
     site_tag: str | None = None
     mdns: bool = True
@@ -250,7 +251,9 @@ class Controller:
         volumes = {s: (100 if priority == "emergency" else
                        self.site.speakers[s].volume if volume is None else volume)
                    for s in online}
-        player = Player(b, source, [], self.config.playout_delay if lead is None else lead,
+        if lead is None:
+            lead = self.config.live_lead if source.live else self.config.playout_delay
+        player = Player(b, source, [], lead,
                         volumes, self.clock.now, self._changed, at=at)
         self.broadcasts[b.id] = b
         self.players[b.id] = player
