@@ -13,6 +13,7 @@ from typing import Any
 from audio_library import LibraryError, chime_names
 from broadcaster.access import policy
 from broadcaster.core.commands import Call, command
+from broadcaster.core.events import Event
 from broadcaster.errors import AudioInputError, BroadcasterError, InvalidInput, NotFound
 from broadcaster.protocol.codecs import codec_by_name
 from broadcaster.sources.base import PcmSource
@@ -76,13 +77,16 @@ async def events_list(c: Call, q: EventsIn) -> dict:
             continue
         if q.kind and ev.kind not in q.kind:
             continue
-        sp = ev.speakers
-        if sp and not mine.intersection(sp):
-            continue
-        if not sp and c.principal.scope != ctl.site.root.id:
-            continue
-        out.append(ev.to_dict())
+        if event_visible(ev, mine, c.principal.scope == ctl.site.root.id):
+            out.append(ev.to_dict())
     return {"events": out[-max(1, min(q.limit, 1000)):]}
+
+
+def event_visible(ev: Event, mine: frozenset[str], whole_site: bool) -> bool:
+    """True when an event shows in a scope's listings and live feed: it concerns one of the
+    scope's speakers (`mine`), or it concerns no speaker and the scope is the whole site."""
+    sp = ev.speakers
+    return bool(mine.intersection(sp)) if sp else whole_site
 
 
 # --- broadcasts ------------------------------------------------------------------------------
