@@ -1,23 +1,43 @@
-"""Live audio fed in real time (a microphone through a socket, stdin, a WebSocket).
+"""Live audio fed in real time (a microphone through a WebSocket, stdin, a streamed WAV body).
 
-The feeder pushes PCM as it arrives; the core takes one 20 ms frame per 20 ms. When the feeder
-stalls the core gets gaps (silence at the speakers) and moves on; when it catches up with a
-burst, or its clock runs fast, frames beyond a small backlog are dropped — so the delay from the
-microphone to the horns never grows. The source is stoppable at any moment, whatever the feeder
-does, because the core never waits on it.
+The feeder pushes PCM as it arrives; the core takes one 20 ms frame per 20 ms and never waits.
+Between the two sits a small jitter buffer whose depth this module keeps steady, so that the
+delay from the microphone to the horns neither grows nor shrinks over a long page:
+
+- Each take notes how many frames were queued. Over a window (1 s) the smallest such depth,
+  less the frame being taken, is the *slack*: how early the feed has been at worst. The target
+  is a slack of one frame (20 ms against network and scheduling jitter).
+- Slack above the target (a client clock running fast, or a burst after a stall) is removed by
+  dropping quiet frames; slack below it (a slow client clock) is restored by inserting 20 ms of
+  silence. Both happen only between two quiet frames — inside a pause, never mid-word — so the
+  audible cost is a pause 20 ms shorter or longer, about once every 20 s at 0.1 % of drift.
+- A frame that has not come by its turn is a gap (the speakers play silence and count it
+  lost); the late frame then plays one frame later, and the extra slack goes at the next pause.
+- A hard cap on the queue drops the oldest frames at once (after a long stall's burst).
+
+A page also levels the voice (`Leveller`), plays an optional prefix (the chime) first, discards
+what the client sends before the voice channel opens (it is told when: `on_open`), records
+every frame it hands out, and ends itself when the client has gone quiet — no audio for
+`idle_frames` (the network was cut) or none at all within `start_frames` of opening.
 """
 
 from __future__ import annotations
 
+import audioop
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from broadcaster.errors import AudioInputError
 from broadcaster.sources.base import END, AudioSource, Frame, frame_bytes
+from broadcaster.sources.leveller import Leveller, dbfs
 from broadcaster.sources.resample import Resampler
 
 MAX_BACKLOG_FRAMES = 4  # 80 ms: more than this queued means we are behind; drop the oldest
+TARGET_SLACK = 1  # frames of margin the depth control keeps (20 ms)
+WINDOW = 50  # takes over which the slack is judged (1 s)
+QUIET_DBFS = -50.0  # without a leveller, a frame below this is a pause
 
 
 class LiveSource(AudioSource):
@@ -27,23 +47,52 @@ class LiveSource(AudioSource):
     live = True
 
     def __init__(self, in_rate: int = 16000, label: str = "live",
-                 max_backlog: int = MAX_BACKLOG_FRAMES) -> None:
+                 max_backlog: int = MAX_BACKLOG_FRAMES, *, target: int = TARGET_SLACK,
+                 window: int = WINDOW, leveller: Leveller | None = None,
+                 prefix: AudioSource | None = None, gate: bool = False,
+                 on_open: Callable[[], None] | None = None,
+                 recorder: Callable[[bytes], None] | None = None,
+                 idle_frames: int | None = None, start_frames: int | None = None) -> None:
         self.in_rate = in_rate
         self.label = label
         self.max_backlog = max_backlog
-        self._frames: deque[bytes] = deque()
+        self.target = target
+        self.window = window
+        self.leveller = leveller
+        self.prefix = prefix
+        self.gate = gate  # discard what comes before the voice channel opens
+        self.on_open = on_open
+        self.recorder = recorder
+        self.idle_frames = idle_frames
+        self.start_frames = start_frames
+        self._frames: deque[tuple[bytes, bool]] = deque()  # (pcm, quiet)
         self._pending = bytearray()
         self._resampler: Resampler | None = None
         self.ended = False
+        self.open = False  # the voice channel is open: the prefix is done, takes are running
+        self.started = False  # the first voice frame has arrived
+        self.end_reason = ""  # "", "end" (the feeder said so), "idle", "no_audio"
         self.received = 0  # frames pushed
-        self.dropped = 0  # frames dropped because the feed ran ahead
-        self.gaps = 0  # frames taken while nothing had arrived
+        self.dropped = 0  # frames dropped because the queue passed its cap
+        self.dropped_quiet = 0  # quiet frames dropped to take slack away (clock fast)
+        self.inserted = 0  # silent frames inserted to add slack (clock slow)
+        self.gaps = 0  # frames taken while nothing had arrived (after the voice started)
+        self.discarded = 0  # bytes pushed before the voice channel opened (gate)
         self._early = bytearray()  # what arrived before the output rate was fixed
         self._prepared = False
+        self._last_quiet = True
+        self._idle = 0
+        self._waited = 0
+        self._win_min: int | None = None
+        self._win_n = 0
+        self._drop_due = 0
+        self._insert_due = 0
 
     async def prepare(self, rate: int) -> None:
-        """Fix the output rate; a feed at another rate is resampled."""
+        """Fix the output rate; a feed at another rate is resampled; the prefix is rendered."""
         self.rate = rate
+        if self.prefix is not None:
+            await self.prefix.prepare(rate)
         if self.in_rate != rate:
             self._resampler = Resampler(self.in_rate, rate)
         self._prepared = True
@@ -54,45 +103,124 @@ class LiveSource(AudioSource):
         """Add PCM (mono s16le at in_rate) as it arrives."""
         if self.ended or not pcm:
             return
+        if self.gate and not self.open:
+            self.discarded += len(pcm)  # the client was told to wait for the channel to open
+            return
         if not self._prepared:
             self._early.extend(pcm[:self.in_rate * 2 * 10])  # at most 10 s before the start
             return
+        step = frame_bytes(self.rate)
         if self._resampler is not None:
             self._resampler.feed(pcm)
-            step = frame_bytes(self.rate)
             while (chunk := self._resampler.read(step)) is not None:
                 self._append(chunk)
             return
         self._pending.extend(pcm)
-        step = frame_bytes(self.rate)
         while len(self._pending) >= step:
             self._append(bytes(self._pending[:step]))
             del self._pending[:step]
 
     def _append(self, frame: bytes) -> None:
-        self._frames.append(frame)
+        if self.leveller is not None:
+            frame, quiet = self.leveller.process(frame)
+        else:
+            quiet = dbfs(audioop.rms(frame, 2)) < QUIET_DBFS
+        self._frames.append((frame, quiet))
         self.received += 1
+        self.started = True
         while len(self._frames) > self.max_backlog:
             self._frames.popleft()
             self.dropped += 1
 
-    def end(self) -> None:
+    def end(self, reason: str = "end") -> None:
         """The feed is over: what is queued still plays, then END."""
-        self.ended = True
+        if not self.ended:
+            self.ended, self.end_reason = True, self.end_reason or reason
 
     def take(self) -> Frame:
-        """The oldest queued frame, a gap (None) if nothing is queued, or END once ended."""
-        if self._frames:
-            return self._frames.popleft()
+        """The next frame, silence (inserted, or before the voice), a gap (None), or END."""
+        if self.prefix is not None:
+            got = self.prefix.take()
+            if isinstance(got, bytes):
+                return self._out(got)
+            self.prefix = None
+        if not self.open:
+            self.open = True
+            if self.on_open is not None:
+                self.on_open()
+        if not self._frames:
+            return self._empty()
+        self._idle = 0
+        self._observe(len(self._frames))
+        if self._last_quiet and self._frames[0][1]:  # inside a pause: the depth may change here
+            if self._insert_due > 0:
+                self._insert_due -= 1
+                self.inserted += 1
+                self._restart_window()
+                return self._out(bytes(frame_bytes(self.rate)))
+            if self._drop_due > 0 and len(self._frames) > 1:
+                self._frames.popleft()
+                self._drop_due -= 1
+                self.dropped_quiet += 1
+                self._restart_window()
+        pcm, self._last_quiet = self._frames.popleft()
+        return self._out(pcm)
+
+    def _empty(self) -> Frame:
         if self.ended:
             return END
+        if not self.started:  # the channel is open and the talker has not begun: silence
+            self._waited += 1
+            if self.start_frames is not None and self._waited >= self.start_frames:
+                self.end("no_audio")
+                return END
+            return self._out(bytes(frame_bytes(self.rate)))
         self.gaps += 1
+        self._idle += 1
+        self._last_quiet = True
+        if self.idle_frames is not None and self._idle >= self.idle_frames:
+            self.end("idle")  # the client vanished without a word (network cut, killed)
+            return END
+        if self.recorder is not None:
+            self.recorder(bytes(frame_bytes(self.rate)))
         return None
 
+    def _observe(self, depth: int) -> None:
+        """Judge the slack over a window; schedule drops or insertions for the next pauses."""
+        self._win_min = depth if self._win_min is None else min(self._win_min, depth)
+        self._win_n += 1
+        if self._win_n < self.window:
+            return
+        slack = self._win_min - 1
+        self._drop_due = max(0, slack - self.target)
+        self._insert_due = max(0, self.target - slack)
+        self._restart_window()
+
+    def _restart_window(self) -> None:
+        self._win_min, self._win_n = None, 0
+
+    def _out(self, pcm: bytes) -> bytes:
+        if self.recorder is not None:
+            self.recorder(pcm)
+        return pcm
+
+    @property
+    def depth(self) -> int:
+        """Frames queued now."""
+        return len(self._frames)
+
     def describe(self) -> dict[str, Any]:
-        """Live, with what was received, dropped and missing."""
-        return {"kind": "live", "label": self.label, "frames_received": self.received,
-                "frames_dropped": self.dropped, "gaps": self.gaps}
+        """Live, with what was received, dropped, inserted and missing."""
+        out: dict[str, Any] = {
+            "kind": "live", "label": self.label, "frames_received": self.received,
+            "frames_dropped": self.dropped, "gaps": self.gaps,
+            "quiet_dropped": self.dropped_quiet, "silence_inserted": self.inserted}
+        if self.end_reason:
+            out["ended_by"] = self.end_reason
+        if self.leveller is not None:
+            out["gain_db"] = round(self.leveller.gain_db, 1)
+            out["limited_frames"] = self.leveller.limited
+        return out
 
 
 class WavStreamParser:

@@ -224,7 +224,8 @@ def make_app(services: Services, max_upload: int = MAX_UPLOAD,
     app[MAX_UPLOAD_KEY] = max_upload
     for spec in REGISTRY.values():
         app.router.add_route(spec.method, spec.path, make_handler(spec))
-    from broadcaster.web import feed, openapi  # they build on this module
+    from broadcaster.web import feed, openapi, paging  # they build on this module
     feed.add_routes(app)
     openapi.add_routes(app, feed.OPENAPI)
+    paging.add_routes(app)
     return app
