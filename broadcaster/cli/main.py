@@ -291,8 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     lib.add_argument("rest", nargs=argparse.REMAINDER)
     lib.set_defaults(func=cmd_library)
 
-    from broadcaster.cli import users
+    from broadcaster.cli import page, users
     users.register(sub, data_dir, load_site)
+    page.register(sub)
 
     d = sub.add_parser("demo", help="controller + all simulated speakers + a sample announcement")
     d.add_argument("--zones", default=DEFAULT_ZONES)
