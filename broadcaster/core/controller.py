@@ -14,7 +14,6 @@ import ipaddress
 import json
 import logging
 import socket
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from broadcaster.core.events import Event, EventBus
 from broadcaster.core.player import Part, Player
 from broadcaster.core.registry import Registry
 from broadcaster.drivers.base import Driver, DriverOptions
-from broadcaster.errors import BroadcasterError, Busy, NoSpeakers, NotFound
+from broadcaster.errors import BroadcasterError, Busy, NoSpeakers, NotFound, Overloaded
 from broadcaster.net.udp import multicast_sender
 from broadcaster.protocol.auth import KeyStore
 from broadcaster.protocol.clock import PlayClock
@@ -56,6 +55,10 @@ class ControllerConfig:
     site_tag: str | None = None
     mdns: bool = True
     poll_interval: float = 2.0
+    # admission: more than this is refused (503), never overcommitted; DOMAIN.md: one process
+    # sends ~200k packets/s at most, i.e. ~4000 unicast streams of 50 packets/s
+    max_broadcasts: int = 64
+    max_streams: int = 2000
 
 
 class Controller:
@@ -68,7 +71,7 @@ class Controller:
         self.clock = PlayClock()
         self.keys = KeyStore(config.data_dir / "speaker-keys.json").ensure(
             [s for s, sp in site.speakers.items() if sp.driver == "bcspeaker"])
-        self.events = EventBus()
+        self.events = EventBus(clock=self.clock.now)
         self._logdir = config.data_dir / "log"
         self._logdir.mkdir(parents=True, exist_ok=True)
         self.events.subscribe(self._journal_event)
@@ -152,7 +155,7 @@ class Controller:
 
     def speaker_seen(self, speaker: str, status: dict[str, Any]) -> None:
         """A speaker answered."""
-        came_online, grew = self.registry.seen(speaker, status, time.time())
+        came_online, grew = self.registry.seen(speaker, status, self.now())
         if came_online:
             self.events.publish("online", speaker=speaker)
         if grew:
@@ -160,7 +163,7 @@ class Controller:
 
     def speaker_failed(self, speaker: str, error: str) -> None:
         """A speaker did not answer."""
-        if self.registry.failed(speaker, error, time.time()):
+        if self.registry.failed(speaker, error, self.now()):
             self.events.publish("offline", speaker=speaker, reason=error)
 
     def speaker_located(self, speaker: str, host: str, port: int, source: str) -> None:
@@ -238,12 +241,13 @@ class Controller:
         if not online:
             raise NoSpeakers(f"none of the {len(wanted)} speaker(s) in {', '.join(targets)} "
                              "is online")
+        self._admit(len(online))
         decision = self.holdings.decide(online, rank)
         if decision.blocked and not queue:
             raise self._busy(decision.blocked)
         b = Broadcast(new_broadcast_id(), list(targets), source.describe(), cod.name.lower(),
                       priority, owner, owner_scope, rank,
-                      requested_at=requested_at or time.time())
+                      created_at=self.now(), requested_at=requested_at or self.now())
         for sid in wanted:
             res = b.results[sid] = SpeakerResult(sid, self.site.speakers[sid].driver)
             if sid not in online:
@@ -265,6 +269,19 @@ class Controller:
         else:
             self._start(player, online)
         return b
+
+    def _admit(self, streams: int) -> None:
+        """Refuse what the controller cannot carry in full, rather than play it badly."""
+        running = list(self.players.values())
+        if len(running) >= self.config.max_broadcasts:
+            raise Overloaded(f"{len(running)} broadcasts are running, the most this controller "
+                             f"carries at once ({self.config.max_broadcasts}); try again when "
+                             "one ends", code="overloaded", detail={"running": len(running)})
+        load = sum(len(p.broadcast.results) for p in running)
+        if load + streams > self.config.max_streams:
+            raise Overloaded(f"{load} speaker streams are running; {streams} more would pass the "
+                             f"limit of {self.config.max_streams} this controller sends in step",
+                             code="overloaded", detail={"streams": load})
 
     def _busy(self, blocked: dict[str, Hold]) -> Busy:
         sid, hold = sorted(blocked.items())[0]

@@ -75,6 +75,7 @@ class BcSpeakerDriver:
     async def start(self, host: DriverHost, speakers: list[str]) -> None:
         """Open the clock service, browse mDNS, and start the health polls."""
         self._host = host
+        self.link.clock = host.now  # requests are stamped on the play clock the speakers follow
         self.speakers = sorted(speakers)
         for sid in self.speakers:
             addr = self.site.speakers[sid].address
@@ -167,7 +168,8 @@ class BcSpeakerDriver:
             self._host.speaker_failed(sid, f"malformed status answer ({type(exc).__name__})")
 
     def _on_clock(self, data: bytes, addr: tuple) -> None:
-        t2 = time.time()
+        assert self._host is not None
+        t2 = self._host.now()  # the play clock: a wall-clock step never reaches the speakers
         try:
             sid = clk.request_speaker(data)
             key = self.keys.get(sid)
@@ -177,7 +179,7 @@ class BcSpeakerDriver:
         except clk.ClockMessageError:
             return
         assert self._clock is not None
-        self._clock.sendto(clk.encode_response(key, t1, t2, time.time()), addr)
+        self._clock.sendto(clk.encode_response(key, t1, t2, self._host.now()), addr)
 
     # --- broadcasts --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -17,8 +18,10 @@ from broadcaster.protocol.auth import parse_authorization, response_mac, sign_re
 class SpeakerLink:
     """Sends HMAC-signed control requests to our endpoints over one shared HTTP session."""
 
-    def __init__(self, keys: dict[str, bytes], timeout: float = 2.0) -> None:
+    def __init__(self, keys: dict[str, bytes], timeout: float = 2.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.keys = keys
+        self.clock = clock
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -37,7 +40,7 @@ class SpeakerLink:
             raise SpeakerError(f"speaker {speaker_id}: no pairing key in the key store",
                                code="speaker_unpaired")
         raw = json.dumps(body).encode() if body is not None else b""
-        auth = sign_request(speaker_id, key, method, path, raw, time.time())
+        auth = sign_request(speaker_id, key, method, path, raw, self.clock())
         nonce = parse_authorization(auth)["nonce"]
         http = await self._http()
         try:
