@@ -9,6 +9,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import warnings
 
 with warnings.catch_warnings():
@@ -16,6 +17,7 @@ with warnings.catch_warnings():
     import audioop
 
 log = logging.getLogger(__name__)
+DRAIN_LIMIT = 5.0  # seconds a player may take to drain and exit before it is killed
 
 
 def output_command(spec: str) -> str:
@@ -39,6 +41,7 @@ class PipeOutput:
         cmd = command.format(rate=rate, speaker=shlex.quote(speaker), broadcast=safe)
         self.volume = volume
         self.dropped = 0
+        self.reaped = threading.Event()  # set once the player process has exited and been reaped
         self._proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL)
         assert self._proc.stdin is not None
@@ -62,14 +65,25 @@ class PipeOutput:
             self.dropped += 1
 
     def close(self) -> None:
-        """Let the player drain and exit."""
+        """End the player's input; it drains and is reaped off the event loop (never waited on).
+
+        Waiting here blocked the speaker's loop for as long as the player took to drain (up to
+        the output latency, seconds for a slow player), so an emergency's /play waited behind it.
+        """
         try:
             self._proc.stdin.close()  # type: ignore[union-attr]
         except OSError:
             pass
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
         if self.dropped:
             log.warning("output dropped %d frames (player too slow)", self.dropped)
+        threading.Thread(target=self._reap, name=f"reap-{self._proc.pid}", daemon=True).start()
+
+    def _reap(self) -> None:
+        try:
+            self._proc.wait(timeout=DRAIN_LIMIT)
+        except subprocess.TimeoutExpired:
+            log.warning("output player %d did not exit in %.0f s: killed", self._proc.pid,
+                        DRAIN_LIMIT)
+            self._proc.kill()
+            self._proc.wait()
+        self.reaped.set()

@@ -24,7 +24,8 @@ class SoundCard:
         if self._dir is not None:
             self._dir.mkdir(parents=True, exist_ok=True)
             safe = "".join(c for c in broadcast if c.isalnum() or c in "-_") or "broadcast"
-            self._wav = wave.open(str(self._dir / f"{safe}.wav"), "wb")
+            # open for the whole broadcast, closed in close()
+            self._wav = wave.open(str(self._dir / f"{safe}.wav"), "wb")  # noqa: SIM115
             self._wav.setnchannels(1)
             self._wav.setsampwidth(2)
             self._wav.setframerate(rate)

@@ -8,10 +8,11 @@ speaker; anything else is dropped and counted, never played.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +40,14 @@ log = logging.getLogger(__name__)
 # needs many samples to find one with little jitter in both directions (see docs/protocol.md §3).
 CLOCK_FAST, CLOCK_SLOW, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
 REPORTS_KEPT = 2000  # kept until long after the controller collects them
-# The stream's last SRTCP reports (BYE) can land just after a stop or preemption ended the
-# broadcast here; for this long they are checked against the old key and counted as
-# late_previous_broadcast, not as an attack (a replay of them is still caught by SRTP).
-PREVIOUS_GRACE = 2.0
+# A broadcast that ended here (preempted, stopped, finished) or was refused may still be sent for
+# a while: the controller keeps a preempted stream going until it learns, a village group carries
+# it to every horn that joined, and its final reports come last. Its key is kept, looked up by
+# SSRC, so its packets verify and count as late_previous_broadcast, never as an attack (a replay
+# of them is still caught by SRTP's window). Kept until this long after its last packet, and only
+# the most recent few.
+PREVIOUS_GRACE = 60.0
+PREVIOUS_KEPT = 32
 
 
 class LocalClock:
@@ -80,6 +85,21 @@ class SpeakerSpec:
     output_latency: float = 0.0  # seconds the output takes from write to sound
 
 
+class Outranked(BroadcasterError):
+    """A play request below the priority of the stream that holds this speaker."""
+
+    code = "outranked"
+    status = 409
+
+
+@dataclass
+class _Known:
+    """The key of a broadcast that is not (or no longer) playing here, kept to recognise it."""
+
+    srtp: Receiver
+    until: float  # monotonic instant after which its packets count as unauthenticated again
+
+
 @dataclass
 class Active:
     """The broadcast a speaker is playing now."""
@@ -115,7 +135,8 @@ class Speaker:
         self._clock_port: UdpPort | None = None
         self._clock_task: asyncio.Task | None = None
         self.control_port = 0
-        self._previous: tuple[Receiver, float] | None = None  # last broadcast's key, ended at
+        self._known: OrderedDict[int, _Known] = OrderedDict()  # by SSRC, oldest use first
+        self.mono = time.monotonic  # the clock of timeouts: a wall-clock step must not move them
 
     @property
     def rtp_port(self) -> int:
@@ -142,7 +163,6 @@ class Speaker:
     async def close(self) -> None:
         """Stop everything; a broadcast in progress is finalized as stopped."""
         if self.active:
-            self.active.playout.stopped = True
             self._finish("shutdown")
         if self._clock_task:
             self._clock_task.cancel()
@@ -197,34 +217,66 @@ class Speaker:
 
     async def _play(self, request: web.Request) -> web.Response:
         req = json.loads(await request.read())
+        if not isinstance(req, dict):
+            raise TypeError("play request must be a JSON object")
         bid = str(req["broadcast"])
         codec = codec_by_name(req["codec"])
-        key = unwrap_key(self.spec.key, req["key"], f"{self.spec.speaker_id}/{bid}")
-        if self.active:
-            self.active.playout.stopped = True
-            self._finish("preempted")
+        ssrc, base_ts = _int(req, "ssrc"), _int(req, "base_ts")
+        priority = _int(req, "priority", 0)
+        volume = None if req.get("volume") is None else _int(req, "volume")
+        if volume is not None and not 0 <= volume <= 100:
+            raise ValueError(f"volume {volume} is outside 0-100")
         base_time = req.get("base_time")
-        playout = Playout(bid, codec, int(req["ssrc"]), int(req["base_ts"]),
-                          float(base_time) if base_time is not None else None)
-        if req.get("volume") is not None:
-            self.volume = int(req["volume"])
+        if base_time is not None and not isinstance(base_time, (int, float)):
+            raise ValueError("base_time must be a number or null")
+        group = _group(req.get("multicast"))
+        key = unwrap_key(self.spec.key, req["key"], f"{self.spec.speaker_id}/{bid}")
+        srtp = Receiver(key)
+        self._refuse_if_outranked(bid, ssrc, srtp, priority)
+        mcast = None
+        if group is not None:
+            try:
+                mcast = await open_multicast_receiver(group[0], group[1], self.spec.multicast_iface,
+                                                      self._on_rtp_or_rtcp, self.spec.impair)
+            except OSError as exc:
+                raise BroadcasterError(f"cannot join multicast {group[0]}:{group[1]}: {exc}",
+                                       code="bad_multicast") from None
+            try:  # another request may have taken the speaker while the group was joined
+                self._refuse_if_outranked(bid, ssrc, srtp, priority)
+            except Outranked:
+                mcast.close()
+                raise
+        if self.active:
+            self._finish("preempted", by=bid)
+        playout = Playout(bid, codec, ssrc, base_ts,
+                          float(base_time) if base_time is not None else None,
+                          armed_at=self.clock.now(), join_late=base_time is not None)
+        if volume is not None:
+            self.volume = volume
         out = None
         if self.spec.output:
             out = PipeOutput(self.spec.output, codec.rate, self.volume, self.spec.speaker_id, bid)
         card = SoundCard(self.spec.speaker_id, bid, codec.rate, self.spec.record_dir, out)
-        self.active = Active(playout, Receiver(key), card, int(req.get("priority", 0)))
-        if req.get("multicast"):
-            group, port = req["multicast"].rsplit(":", 1)
-            self.active.mcast = await open_multicast_receiver(
-                group, int(port), self.spec.multicast_iface, self._on_rtp_or_rtcp, self.spec.impair)
+        self._known.pop(ssrc, None)
+        self.active = Active(playout, srtp, card, priority, mcast)
         self.counters["broadcasts"] += 1
         return web.json_response({"ok": True, "rtp_port": self.rtp_port})
+
+    def _refuse_if_outranked(self, bid: str, ssrc: int, srtp: Receiver, priority: int) -> None:
+        """409 if the active stream has a higher priority; its stream is then known, not feared."""
+        a = self.active
+        if a is None or priority >= a.priority:
+            return
+        self.counters["play_outranked"] += 1
+        self._remember(ssrc, srtp)  # a group it was sent to may reach us: not an attack
+        raise Outranked(f"broadcast {a.playout.broadcast} holds this speaker at priority "
+                        f"{a.priority}; broadcast {bid} has priority {priority}",
+                        detail={"holder": a.playout.broadcast, "priority": a.priority})
 
     async def _stop(self, request: web.Request) -> web.Response:
         req = json.loads(await request.read())
         a = self.active
         if a and a.playout.broadcast == str(req["broadcast"]):
-            a.playout.stopped = True
             self._finish("stopped")
             return web.json_response({"ok": True, "stopped": True})
         return web.json_response({"ok": True, "stopped": False})
@@ -240,10 +292,10 @@ class Speaker:
 
     async def _playout(self, request: web.Request) -> web.Response:
         bid = request.match_info["broadcast"]
+        if self.active and self.active.playout.broadcast == bid:  # taken up again after a cut
+            return web.json_response({"state": "playing"})
         if bid in self.reports:
             return web.json_response({"state": "done", **self.reports[bid]})
-        if self.active and self.active.playout.broadcast == bid:
-            return web.json_response({"state": "playing"})
         return web.json_response({"state": "unknown", "error": "unknown_broadcast",
                                   "message": f"no playout record for broadcast {bid}"}, status=404)
 
@@ -258,22 +310,31 @@ class Speaker:
     def _unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
         """The plain packet if it verifies under the current broadcast key; else count the drop."""
         a = self.active
+        ssrc = _ssrc(data, rtcp)
+        known = self._known.get(ssrc) if ssrc is not None else None
         reason = "auth"
-        if a is not None:
+        if a is not None and (known is None or ssrc == a.playout.ssrc):
             try:
                 return a.srtp.rtcp(data) if rtcp else a.srtp.rtp(data)
             except SrtpDrop as drop:
                 reason = drop.reason
-        prev = self._previous
-        if reason == "auth" and prev and self.clock.now() - prev[1] < PREVIOUS_GRACE:
+        if reason == "auth" and known is not None and self.mono() < known.until:
             try:
-                prev[0].rtcp(data) if rtcp else prev[0].rtp(data)
-                self.counters["late_previous_broadcast"] += 1  # ours, just late: not played
+                known.srtp.rtcp(data) if rtcp else known.srtp.rtp(data)
+                self.counters["late_previous_broadcast"] += 1  # ours, not playing: not played
+                self._remember(ssrc, known.srtp)  # type: ignore[arg-type]
                 return None
             except SrtpDrop as drop:
                 reason = drop.reason
         self.counters["dropped_replay" if reason == "replay" else "dropped_unauthenticated"] += 1
         return None
+
+    def _remember(self, ssrc: int, srtp: Receiver) -> None:
+        """Keep a stream's key for PREVIOUS_GRACE after its last packet; only the newest few."""
+        self._known.pop(ssrc, None)
+        self._known[ssrc] = _Known(srtp, self.mono() + PREVIOUS_GRACE)
+        while len(self._known) > PREVIOUS_KEPT:
+            self._known.popitem(last=False)
 
     def _on_rtp(self, data: bytes, addr: tuple) -> None:
         self.counters["rtp_received"] += 1
@@ -316,12 +377,14 @@ class Speaker:
             self._finish("stopped" if a.playout.stopped else
                          "end" if a.playout.end_index is not None else "idle")
 
-    def _finish(self, how: str) -> None:
+    def _finish(self, how: str, by: str | None = None) -> None:
+        """End the active broadcast here: release its socket, keep its key and its record."""
         a = self.active
         if a is None:
             return
         self.active = None
-        self._previous = (a.srtp, self.clock.now())
+        a.playout.stopped = True
+        self._remember(a.playout.ssrc, a.srtp)
         if a.mcast:
             a.mcast.close()
         st = a.playout.stats
@@ -333,7 +396,10 @@ class Speaker:
             "duplicates": st.duplicates, "foreign": st.foreign, "ended": how,
             "codec": a.playout.codec.name, "volume": self.volume,
             "clock_offset": self.estimator.offset, "clock_rtt": self.estimator.rtt,
+            "priority": a.priority, "first_frame": a.playout.first_index,
         }
+        if by is not None:
+            report["preempted_by"] = by
         a.card.close(report)
         self.reports[a.playout.broadcast] = report
         while len(self.reports) > REPORTS_KEPT:
@@ -386,3 +452,31 @@ class Ticker:
                     sp.tick()
                 except Exception:  # one speaker's fault must not silence the others
                     log.exception("speaker %s tick failed", sp.spec.speaker_id)
+
+
+def _int(req: dict, name: str, default: int | None = None) -> int:
+    """An integer field of a request; ValueError (a 400) naming the field otherwise."""
+    v = req.get(name, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _group(value: object) -> tuple[str, int] | None:
+    """The `multicast` field, "GROUP:PORT", checked: a bad one is refused before anything moves."""
+    if value is None or value == "":
+        return None
+    group, _, port = str(value).rpartition(":")
+    try:
+        ok = ipaddress.ip_address(group).is_multicast and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"multicast {value!r} is not GROUP:PORT with a multicast group")
+    return group, int(port)
+
+
+def _ssrc(data: bytes, rtcp: bool) -> int | None:
+    """The SSRC in a packet's clear header (RTP bytes 8-11; RTCP sender, bytes 4-7)."""
+    at = 4 if rtcp else 8
+    return int.from_bytes(data[at:at + 4], "big") if len(data) >= at + 4 else None

@@ -14,6 +14,10 @@ from broadcaster.protocol.rtp import RtpPacket, SenderReport
 
 MAX_AHEAD_FRAMES = 3000  # a packet more than 60 s ahead of the play head is not ours
 IDLE_END = 2.0  # seconds without any packet after the last one before the playout gives up
+# seconds an armed playout waits for its first sender report: a controller that died, or whose
+# stop was lost, during set-up must not leave the speaker "playing" for ever (set-up of a whole
+# site takes ~0.2 s; a speaker that does not answer /play holds it at most the 2 s link timeout)
+ARM_TIMEOUT = 5.0
 UNDERRUN = 0.06  # a frame consumed this long after its instant was never heard: the card moved on
 
 
@@ -52,6 +56,11 @@ class Playout:
     stopped: bool = False
     next_index: int = 0
     last_arrival: float | None = None
+    armed_at: float | None = None  # local time of the play request (for ARM_TIMEOUT)
+    # a stream taken up mid-way (its play request carried base_time): frames whose instant had
+    # passed before the first tick are skipped, not played as silence nor counted lost
+    join_late: bool = False
+    first_index: int = 0  # the first frame this speaker played
     _buffer: dict[int, tuple[bytes, float]] = field(default_factory=dict)
 
     @property
@@ -107,6 +116,12 @@ class Playout:
         out: list[Frame] = []
         if self.base_time is None:
             return out
+        if self.join_late and self.stats.first_local is None:
+            at = self.instant(self.next_index, offset)
+            behind = (local_now - UNDERRUN - at) / self.frame_seconds
+            if behind > 0:
+                self.next_index += int(behind) + 1  # the first frame still ahead of us
+            self.first_index = self.next_index
         while not self.finished(local_now):
             at = self.instant(self.next_index, offset)
             if at > local_now:
@@ -131,12 +146,14 @@ class Playout:
         return out
 
     def finished(self, local_now: float) -> bool:
-        """True when the stream has ended, been stopped, or gone silent past the idle limit."""
+        """True when the stream has ended, been stopped, never started, or gone silent too long."""
         if self.stopped:
             return True
+        if self.base_time is None:
+            return self.armed_at is not None and local_now - self.armed_at > ARM_TIMEOUT
         if self.end_index is not None and self.next_index >= self.end_index:
             return True
-        if self.end_index is None and not self._buffer and self.next_index > 0:
-            idle_since = self.last_arrival if self.last_arrival is not None else (self.stats.first_local or 0.0)
+        if self.end_index is None and not self._buffer and self.stats.first_local is not None:
+            idle_since = max(self.last_arrival or 0.0, self.stats.first_local)
             return local_now - idle_since > IDLE_END
         return False
