@@ -202,7 +202,9 @@ class Scheduler:
         if state == "played" and any(v not in ("played", "sent") for v in speakers.values()):
             state = "partial"
         cut_by = sorted({r.cut_by for r in b.results.values() if r.cut_by})
+        short = [f"{k} {v}" for k, v in sorted(speakers.items()) if v not in ("played", "sent")]
         why = (f"cut by broadcast {', '.join(cut_by)}" if cut_by else b.error
+               or (f"not played in full: {', '.join(short)}" if short else None)
                or (f"late by {lateness:.1f} s (missed while the controller was down)"
                    if late else None))
         await self._finish(sid, at, state, why, bid, speakers)
