@@ -12,30 +12,62 @@ from dataclasses import dataclass
 Handler = Callable[[bytes, tuple], None]
 
 
+DIRECTIONS = ("both", "in", "out")
+
+
 @dataclass(frozen=True)
 class Impairment:
-    """Network faults injected under an endpoint's sockets: fixed delay, uniform jitter, loss."""
+    """Network faults injected under an endpoint's sockets: fixed delay, uniform jitter, loss.
+
+    `direction` says which traffic suffers: "in" (datagrams the socket receives), "out" (what
+    it sends) or "both" (the default), so one endpoint can model an asymmetric path, e.g. a
+    300 ms downlink with a clean uplink (`Impairment.parse("delay=300ms,dir=in")` at the
+    speaker).
+    """
 
     delay: float = 0.0
     jitter: float = 0.0
     loss: float = 0.0
     seed: int = 0
+    direction: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"impairment dir={self.direction}: use dir=in, dir=out or dir=both")
+        if self.delay < 0 or self.jitter < 0 or not 0 <= self.loss <= 1:
+            raise ValueError(f"impairment {self}: delay and jitter >= 0, loss within 0-100%")
+
+    def affects(self, direction: str) -> bool:
+        """Whether datagrams going this way ("in" or "out") are impaired."""
+        return self.direction in ("both", direction)
 
     @classmethod
-    def parse(cls, text: str, seed: int = 0) -> "Impairment":
-        """Parse 'delay=50ms,jitter=5ms,loss=1%'."""
+    def parse(cls, text: str, seed: int = 0) -> Impairment:
+        """Parse 'delay=50ms,jitter=5ms,loss=1%,dir=in' (dir: in, out or both; default both)."""
         vals = {"delay": 0.0, "jitter": 0.0, "loss": 0.0}
+        direction = "both"
         for part in filter(None, (p.strip() for p in text.split(","))):
-            name, _, raw = part.partition("=")
+            name, _, raw = (x.strip() for x in part.partition("="))
+            if name == "dir":
+                if raw not in DIRECTIONS:
+                    raise ValueError(f"impairment {part!r}: use dir=in, dir=out or dir=both")
+                direction = raw
+                continue
             if name not in vals:
-                raise ValueError(f"impairment {part!r}: use delay=, jitter= or loss=")
+                raise ValueError(f"impairment {part!r}: use delay=, jitter=, loss= or dir=")
+            scale, number = 1.0, raw
             if raw.endswith("ms"):
-                vals[name] = float(raw[:-2]) / 1000
+                scale, number = 0.001, raw[:-2]
             elif raw.endswith("%"):
-                vals[name] = float(raw[:-1]) / 100
-            else:
-                vals[name] = float(raw)
-        return cls(vals["delay"], vals["jitter"], vals["loss"], seed)
+                scale, number = 0.01, raw[:-1]
+            elif raw.endswith("s"):
+                number = raw[:-1]
+            try:
+                vals[name] = float(number) * scale
+            except ValueError:
+                raise ValueError(f"impairment {part!r}: {raw!r} is not a number "
+                                 "(e.g. 50ms, 0.05, 1%)") from None
+        return cls(vals["delay"], vals["jitter"], vals["loss"], seed, direction)
 
 
 class _Proto(asyncio.DatagramProtocol):
@@ -47,7 +79,7 @@ class _Proto(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         imp = self.impair
-        if imp is None:
+        if imp is None or not imp.affects("in"):
             self.handler(data, addr)
             return
         if imp.loss and self.rng.random() < imp.loss:
@@ -74,7 +106,7 @@ class UdpPort:
     def sendto(self, data: bytes, addr: tuple) -> None:
         """Send one datagram (after the shim's delay, if one is set)."""
         imp = self._proto.impair
-        if imp is None:
+        if imp is None or not imp.affects("out"):
             self.transport.sendto(data, addr)
             return
         if imp.loss and self._proto.rng.random() < imp.loss:
