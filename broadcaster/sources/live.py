@@ -81,6 +81,7 @@ class LiveSource(AudioSource):
         self._early = bytearray()  # what arrived before the output rate was fixed
         self._prepared = False
         self._last_quiet = True
+        self._primed = False  # the first voice frames wait until the margin is there
         self._idle = 0
         self._waited = 0
         self._win_min: int | None = None
@@ -148,6 +149,10 @@ class LiveSource(AudioSource):
             self.open = True
             if self.on_open is not None:
                 self.on_open()
+        if not self._primed:
+            if len(self._frames) <= self.target and not self.ended:
+                return self._empty()  # the voice has begun: fill the margin before it plays
+            self._primed = True
         if not self._frames:
             return self._empty()
         self._idle = 0
@@ -169,7 +174,7 @@ class LiveSource(AudioSource):
     def _empty(self) -> Frame:
         if self.ended:
             return END
-        if not self.started:  # the channel is open and the talker has not begun: silence
+        if not self._primed:  # the channel is open and the voice has not begun: silence
             self._waited += 1
             if self.start_frames is not None and self._waited >= self.start_frames:
                 self.end("no_audio")

@@ -1,0 +1,63 @@
+"""Test signals for paging: speech-like talk spurts with pauses, and how to find them again."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+
+def talk(rate: int, seconds: float, seed: int = 7, level: int = 6000,
+         spurt: tuple[float, float] = (1.2, 2.2), pause: tuple[float, float] = (0.3, 0.6)
+         ) -> tuple[bytes, list[tuple[int, int]]]:
+    """Noise-like 'speech' in spurts separated by near-silent pauses (room noise at -70 dBFS);
+    returns the PCM and the (start, end) sample of each spurt."""
+    rng = random.Random(seed)
+    n = int(rate * seconds)
+    out = []
+    spurts = []
+    i = 0
+    while i < n:
+        length = int(rate * rng.uniform(*spurt))
+        spurts.append((i, min(n, i + length)))
+        phase = rng.uniform(0, 6.28)
+        for j in range(min(length, n - i)):
+            env = math.sin(math.pi * j / length) ** 0.3  # words swell and fade
+            out.append(int(level * env * (rng.gauss(0, 0.5) + 0.5 * math.sin(phase + j * 0.2))))
+        i += length
+        gap = min(int(rate * rng.uniform(*pause)), n - i)
+        out.extend(rng.randint(-10, 10) for _ in range(gap))
+        i += gap
+    pcm = struct.pack(f"<{n}h", *(max(-32768, min(32767, v)) for v in out[:n]))
+    return pcm, spurts
+
+
+def samples(pcm: bytes) -> list[int]:
+    """s16le bytes as ints."""
+    return list(struct.unpack(f"<{len(pcm) // 2}h", pcm))
+
+
+def find(recording: bytes, piece: bytes, lo: int = 0, hi: int | None = None) -> int:
+    """The sample offset in `recording` (searched between lo and hi) where `piece` fits best."""
+    hi = len(recording) // 2 if hi is None else min(hi, len(recording) // 2)
+    lo = max(0, lo)
+    window = recording[lo * 2:hi * 2 + len(piece)]
+    if len(window) < len(piece):
+        return -1
+    offset, _ = audioop.findfit(window, piece)
+    return lo + offset
+
+
+def correlation(a: bytes, b: bytes) -> float:
+    """Normalized correlation of two equal-length s16 signals (gain does not matter)."""
+    x, y = samples(a), samples(b)
+    n = min(len(x), len(y))
+    sxy = sum(x[i] * y[i] for i in range(n))
+    sxx = sum(v * v for v in x[:n])
+    syy = sum(v * v for v in y[:n])
+    return sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
