@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, data: Path) -> int:
         only = [i.strip() for i in args.only.split(",")] if args.only else None
         specs = build_specs(site, load_keys(data, site), only=only, tag=args.site_tag or site.id,
                             record_dir=record, impair=args.impair, clock_skew=args.clock_skew,
-                            seed=args.seed)
+                            seed=args.seed, clock_steps=args.clock_step)
         asyncio.run(run_simulation(specs, mdns=not args.no_mdns,
                                    ready_file=Path(args.ready_file) if args.ready_file else None))
         return 0

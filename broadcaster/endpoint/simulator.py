@@ -15,6 +15,7 @@ import signal
 import wave
 from pathlib import Path
 
+from broadcaster.endpoint.clocks import WallStep, parse_clock_steps
 from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
 from broadcaster.net.mdns import Advert, open_zeroconf, register, unregister
 from broadcaster.net.udp import Impairment
@@ -51,8 +52,13 @@ def parse_impairments(spec: str | None, ids: list[str], seed: int) -> dict[str, 
 
 def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, tag: str,
                 record_dir: Path | None, impair: str | None = None,
-                clock_skew: float = 0.0, seed: int = 1) -> list[SpeakerSpec]:
-    """One spec per simulated speaker: address, keys, faults and clock offsets."""
+                clock_skew: float = 0.0, seed: int = 1,
+                clock_steps: str | None = None) -> list[SpeakerSpec]:
+    """One spec per simulated speaker: address, keys, faults, clock offsets and clock steps.
+
+    `clock_steps` ('ID=AT:STEP;…', seconds) steps a speaker's wall-clock source by STEP, AT
+    seconds after start: a test of the speaker's indifference to its wall clock.
+    """
     ids = sorted(site.speakers)
     if only:
         unknown = [i for i in only if i not in site.speakers]
@@ -60,6 +66,13 @@ def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, t
             raise SystemExit(f"--only names unknown speaker(s): {', '.join(unknown)}")
         ids = [i for i in ids if i in set(only)]
     faults = parse_impairments(impair, ids, seed)
+    try:
+        steps = parse_clock_steps(clock_steps)
+    except ValueError as exc:
+        raise SystemExit(f"--clock-step: {exc}") from None
+    unknown = sorted(set(steps) - set(ids))
+    if unknown:
+        raise SystemExit(f"--clock-step names unknown speaker(s): {', '.join(unknown)}")
     rng = random.Random(seed)
     specs = []
     for index, sid in enumerate(sorted(site.speakers)):
@@ -73,7 +86,8 @@ def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, t
             speaker_id=sid, kind=sp.kind, key=keys[sid], site=tag, host=host,
             control_port=port, volume=sp.volume, record_dir=record_dir,
             clock_offset=rng.uniform(-clock_skew, clock_skew) if clock_skew else 0.0,
-            impair=faults.get(sid)))
+            impair=faults.get(sid), simulated=True,
+            **({"wall": WallStep(*steps[sid])} if sid in steps else {})))
     return specs
 
 

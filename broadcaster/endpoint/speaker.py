@@ -8,37 +8,30 @@ speaker; anything else is dropped and counted, never played.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-import broadcaster.protocol.clock as clk
+from broadcaster.endpoint.clocks import ClockSync, LocalClock
 from broadcaster.endpoint.outputs import PipeOutput
+from broadcaster.endpoint.requests import PlayRequest, broadcast_of, volume_of
 from broadcaster.endpoint.soundcard import SoundCard
 from broadcaster.errors import AuthError, BroadcasterError
-from broadcaster.net.udp import (
-    Impairment,
-    UdpPort,
-    open_multicast_receiver,
-    open_udp,
-    open_udp_pair,
-)
+from broadcaster.net.udp import Impairment, UdpPort, open_multicast_receiver, open_udp_pair
 from broadcaster.protocol.auth import ReplayGuard, response_mac, unwrap_key
-from broadcaster.protocol.codecs import codec_by_name
+from broadcaster.protocol.clock import OffsetEstimator
 from broadcaster.protocol.playout import Playout
 from broadcaster.protocol.rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
 from broadcaster.protocol.srtp import Receiver, SrtpDrop
 
 log = logging.getLogger(__name__)
-# Fast exchanges until the first estimate is good, then four a second: the minimum-round-trip filter
-# needs many samples to find one with little jitter in both directions (see docs/protocol.md §3).
-CLOCK_FAST, CLOCK_SLOW, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
+WALL_WATCH = 1.0  # seconds between looks at the wall clock (a step is counted, never followed)
 REPORTS_KEPT = 2000  # kept until long after the controller collects them
 # A broadcast that ended here (preempted, stopped, finished) or was refused may still be sent for
 # a while: the controller keeps a preempted stream going until it learns, a village group carries
@@ -48,21 +41,6 @@ REPORTS_KEPT = 2000  # kept until long after the controller collects them
 # the most recent few.
 PREVIOUS_GRACE = 60.0
 PREVIOUS_KEPT = 32
-
-
-class LocalClock:
-    """The speaker's own wall clock; a simulated speaker may run it ahead or behind true time."""
-
-    def __init__(self, offset: float = 0.0) -> None:
-        self.offset = offset
-
-    def now(self) -> float:
-        """Local time in Unix seconds."""
-        return time.time() + self.offset
-
-    def to_true(self, local: float) -> float:
-        """True Unix time of a local instant (what a measuring microphone would log)."""
-        return local - self.offset
 
 
 @dataclass
@@ -83,6 +61,8 @@ class SpeakerSpec:
     impair: Impairment | None = None
     output: str | None = None  # shell command of a player (outputs.output_command)
     output_latency: float = 0.0  # seconds the output takes from write to sound
+    wall: Callable[[], float] = time.time  # the wall-clock source (tests step it)
+    simulated: bool = False  # a simulator's speaker also reports first_sample_true
 
 
 class Outranked(BroadcasterError):
@@ -122,21 +102,25 @@ class Speaker:
     reports: dict[str, dict] = field(default_factory=dict)
     active: Active | None = None
     volume: int = 80
-    controller_clock: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
-        self.clock = LocalClock(self.spec.clock_offset)
-        self.volume = self.spec.volume
+        s = self.spec
+        self.clock = LocalClock(s.clock_offset, s.wall)
+        self.sync = ClockSync(s.speaker_id, s.key, s.host, self.clock, self.counters, s.impair)
+        self.volume = s.volume
         self.guard = ReplayGuard()
-        self.estimator = clk.OffsetEstimator()
         self._runner: web.AppRunner | None = None
         self._rtp: UdpPort | None = None
         self._rtcp: UdpPort | None = None
-        self._clock_port: UdpPort | None = None
-        self._clock_task: asyncio.Task | None = None
         self.control_port = 0
         self._known: OrderedDict[int, _Known] = OrderedDict()  # by SSRC, oldest use first
         self.mono = time.monotonic  # the clock of timeouts: a wall-clock step must not move them
+        self._wall_watch = 0.0
+
+    @property
+    def estimator(self) -> OffsetEstimator:
+        """The current estimate of controller - local time."""
+        return self.sync.estimator
 
     @property
     def rtp_port(self) -> int:
@@ -164,9 +148,8 @@ class Speaker:
         """Stop everything; a broadcast in progress is finalized as stopped."""
         if self.active:
             self._finish("shutdown")
-        if self._clock_task:
-            self._clock_task.cancel()
-        for port in (self._rtp, self._rtcp, self._clock_port):
+        self.sync.close()
+        for port in (self._rtp, self._rtcp):
             if port:
                 port.close()
         if self._runner:
@@ -178,10 +161,17 @@ class Speaker:
     async def _auth_middleware(self, request: web.Request, handler) -> web.StreamResponse:
         body = await request.read()
         try:
+            # freshness is judged on the controller's clock as best known (local before the
+            # first sync): neither machine's wall clock, nor a step of it, matters
             nonce = self.guard.check(self.spec.key, request.method, request.path_qs, body,
                                      request.headers.get("Authorization", ""),
-                                     self.clock.now(), self.spec.speaker_id)
+                                     self.sync.controller_now(), self.spec.speaker_id)
         except AuthError as exc:
+            if exc.code == "auth_stale" and not self.sync.fresh() and "clock" in request.query:
+                # authentic (its MAC verified) but off our clock, and our estimate has gone
+                # quiet: the controller restarted on another clock. Sync to the clock service it
+                # names (its answers are MAC'd too); a replay cannot move a working sync.
+                self._set_controller_clock(request.query["clock"])
             self.counters[f"control_refused_{exc.code}"] += 1
             self.counters["control_refused"] += 1
             log.info("%s refused control request %s %s: %s", self.spec.speaker_id,
@@ -196,7 +186,8 @@ class Speaker:
             resp = web.json_response(exc.to_dict(), status=exc.status)
         except (ValueError, KeyError, TypeError) as exc:
             resp = web.json_response({"error": "bad_request", "message": str(exc)}, status=400)
-        resp.headers["X-BC-MAC"] = response_mac(self.spec.key, nonce, resp.status, resp.body)
+        resp.headers["X-BC-MAC"] = response_mac(self.spec.key, nonce, resp.status,
+                                                resp.body)  # type: ignore[arg-type]
         return resp
 
     def status(self) -> dict:
@@ -216,21 +207,10 @@ class Speaker:
         return web.json_response(self.status())
 
     async def _play(self, request: web.Request) -> web.Response:
-        req = json.loads(await request.read())
-        if not isinstance(req, dict):
-            raise TypeError("play request must be a JSON object")
-        bid = str(req["broadcast"])
-        codec = codec_by_name(req["codec"])
-        ssrc, base_ts = _int(req, "ssrc"), _int(req, "base_ts")
-        priority = _int(req, "priority", 0)
-        volume = None if req.get("volume") is None else _int(req, "volume")
-        if volume is not None and not 0 <= volume <= 100:
-            raise ValueError(f"volume {volume} is outside 0-100")
-        base_time = req.get("base_time")
-        if base_time is not None and not isinstance(base_time, (int, float)):
-            raise ValueError("base_time must be a number or null")
-        group = _group(req.get("multicast"))
-        key = unwrap_key(self.spec.key, req["key"], f"{self.spec.speaker_id}/{bid}")
+        req = PlayRequest.parse(json.loads(await request.read()))
+        bid, codec, ssrc, priority = req.broadcast, req.codec, req.ssrc, req.priority
+        group = req.multicast
+        key = unwrap_key(self.spec.key, req.key, f"{self.spec.speaker_id}/{bid}")
         srtp = Receiver(key)
         self._refuse_if_outranked(bid, ssrc, srtp, priority)
         mcast = None
@@ -248,11 +228,10 @@ class Speaker:
                 raise
         if self.active:
             self._finish("preempted", by=bid)
-        playout = Playout(bid, codec, ssrc, base_ts,
-                          float(base_time) if base_time is not None else None,
-                          armed_at=self.clock.now(), join_late=base_time is not None)
-        if volume is not None:
-            self.volume = volume
+        playout = Playout(bid, codec, ssrc, req.base_ts, req.base_time,
+                          armed_at=self.clock.now(), join_late=req.base_time is not None)
+        if req.volume is not None:
+            self.volume = req.volume
         out = None
         if self.spec.output:
             out = PipeOutput(self.spec.output, codec.rate, self.volume, self.spec.speaker_id, bid)
@@ -274,17 +253,15 @@ class Speaker:
                         detail={"holder": a.playout.broadcast, "priority": a.priority})
 
     async def _stop(self, request: web.Request) -> web.Response:
-        req = json.loads(await request.read())
+        bid = broadcast_of(json.loads(await request.read()))
         a = self.active
-        if a and a.playout.broadcast == str(req["broadcast"]):
+        if a and bid is not None and a.playout.broadcast == bid:
             self._finish("stopped")
             return web.json_response({"ok": True, "stopped": True})
         return web.json_response({"ok": True, "stopped": False})
 
     async def _volume(self, request: web.Request) -> web.Response:
-        vol = int(json.loads(await request.read())["volume"])
-        if not 0 <= vol <= 100:
-            raise ValueError(f"volume {vol} is outside 0-100")
+        vol = volume_of(json.loads(await request.read()))
         self.volume = vol
         if self.active and self.active.card.output:
             self.active.card.output.volume = vol
@@ -366,6 +343,9 @@ class Speaker:
 
     def tick(self) -> None:
         """Let the sound card consume every frame whose instant has come."""
+        if self.mono() >= self._wall_watch:
+            self._wall_watch = self.mono() + WALL_WATCH
+            self.sync.watch_wall()
         a = self.active
         if a is None:
             return
@@ -390,7 +370,9 @@ class Speaker:
         st = a.playout.stats
         report = {
             "broadcast": a.playout.broadcast, "speaker": self.spec.speaker_id,
-            "first_sample_at": self.clock.to_true(st.first_local) if st.first_local else None,
+            # controller time as the speaker knows it: the instant it played against
+            "first_sample_at": (st.first_local + st.first_offset
+                                if st.first_local is not None else None),
             "sample_rate": a.playout.codec.rate, "samples": a.card.samples,
             "packets": st.packets, "lost": st.lost, "late": st.late,
             "duplicates": st.duplicates, "foreign": st.foreign, "ended": how,
@@ -400,6 +382,9 @@ class Speaker:
         }
         if by is not None:
             report["preempted_by"] = by
+        if self.spec.simulated:  # the acoustic truth, which only a simulator knows (benchmarks)
+            report["first_sample_true"] = (self.clock.to_true(st.first_local)
+                                           if st.first_local is not None else None)
         a.card.close(report)
         self.reports[a.playout.broadcast] = report
         while len(self.reports) > REPORTS_KEPT:
@@ -408,32 +393,10 @@ class Speaker:
     # --- clock sync --------------------------------------------------------------------------
 
     def _set_controller_clock(self, addr: str) -> None:
-        host, _, port = addr.rpartition(":")
-        target = (host, int(port))
-        if target == self.controller_clock:
-            return
-        self.controller_clock = target
-        self.estimator = clk.OffsetEstimator()
-        if self._clock_task is None:
-            self._clock_task = asyncio.ensure_future(self._clock_loop())
-
-    async def _clock_loop(self) -> None:
-        self._clock_port = await open_udp(self.spec.host, 0, self._on_clock, self.spec.impair)
-        while True:
-            if self.controller_clock:
-                req = clk.encode_request(self.spec.speaker_id, self.spec.key, self.clock.now())
-                self._clock_port.sendto(req, self.controller_clock)
-            fast = len(self.estimator.samples) < CLOCK_FAST_SAMPLES
-            await asyncio.sleep(CLOCK_FAST if fast else CLOCK_SLOW)
-
-    def _on_clock(self, data: bytes, addr: tuple) -> None:
-        t4 = self.clock.now()
         try:
-            t1, t2, t3 = clk.decode_response(data, self.spec.key)
-        except clk.ClockMessageError:
-            self.counters["dropped_clock"] += 1
-            return
-        self.estimator.add(t1, t2, t3, t4)
+            self.sync.set_target(addr)
+        except ValueError:
+            log.info("%s: bad clock address %r ignored", self.spec.speaker_id, addr)
 
 
 class Ticker:
@@ -452,28 +415,6 @@ class Ticker:
                     sp.tick()
                 except Exception:  # one speaker's fault must not silence the others
                     log.exception("speaker %s tick failed", sp.spec.speaker_id)
-
-
-def _int(req: dict, name: str, default: int | None = None) -> int:
-    """An integer field of a request; ValueError (a 400) naming the field otherwise."""
-    v = req.get(name, default)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
-        raise ValueError(f"{name} must be an integer, got {v!r}")
-    return int(v)
-
-
-def _group(value: object) -> tuple[str, int] | None:
-    """The `multicast` field, "GROUP:PORT", checked: a bad one is refused before anything moves."""
-    if value is None or value == "":
-        return None
-    group, _, port = str(value).rpartition(":")
-    try:
-        ok = ipaddress.ip_address(group).is_multicast and 0 < int(port) < 65536
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"multicast {value!r} is not GROUP:PORT with a multicast group")
-    return group, int(port)
 
 
 def _ssrc(data: bytes, rtcp: bool) -> int | None:

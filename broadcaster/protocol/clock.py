@@ -6,8 +6,14 @@ Each direction is filtered on its own: forward = t2 - t1 = offset + delay + jitt
 backward = t3 - t4 = offset - delay - jitter_back, so the smallest forward and the largest backward
 value in the window are the ones least inflated by queueing, and their mean is the offset. Unlike
 picking the single exchange with the shortest round trip, this needs only *some* exchange with
-little jitter in each direction, not one with little jitter in both at once. Datagrams are MAC'd with the speaker's pairing key.
-Everything here is pure: times are arguments.
+little jitter in each direction, not one with little jitter in both at once. Datagrams are MAC'd
+with the speaker's pairing key. Everything here is pure: times are arguments.
+
+Both ends keep time on an anchored clock (`PlayClock`: the wall clock read once at start-up,
+advanced by the monotonic clock), so a step of either machine's wall clock (NTP, an operator)
+moves neither the play instants nor the offset. The offset itself can still jump when the
+controller restarts (its play clock is anchored afresh): the estimator notices a sample that no
+queueing can explain and starts over instead of averaging two clocks.
 """
 
 from __future__ import annotations
@@ -85,6 +91,12 @@ class Sample:
         return (self.forward + self.backward) / 2
 
 
+# A sample whose own offset is further than its round trip plus this from the estimate cannot be
+# explained by queueing (which shifts a sample by at most half its round trip, and an attacker's
+# delay as much as it lengthens the round trip): the other clock was re-anchored.
+STEP_TOLERANCE = 0.2
+
+
 class OffsetEstimator:
     """Tracks controller_time - local_time from clock exchanges (per-direction minimum filter)."""
 
@@ -92,6 +104,7 @@ class OffsetEstimator:
         self.samples: deque[Sample] = deque(maxlen=window)
         self._offset = 0.0  # kept on add: every sound-card tick asks for the offset
         self._rtt = 0.0
+        self.steps = 0  # times the controller's clock was seen to jump (the window restarted)
 
     def add(self, t1: float, t2: float, t3: float, t4: float) -> Sample | None:
         """Record one exchange; returns the sample, or None if its times are impossible."""
@@ -99,6 +112,9 @@ class OffsetEstimator:
         if rtt < 0 or t4 < t1:
             return None
         s = Sample(t2 - t1, t3 - t4, rtt, t4)
+        if self.synced and abs(s.offset - self._offset) > s.rtt + self._rtt + STEP_TOLERANCE:
+            self.samples.clear()  # never average two clocks: start over from this sample
+            self.steps += 1
         self.samples.append(s)
         forward = min(x.forward for x in self.samples)
         backward = max(x.backward for x in self.samples)
@@ -120,6 +136,14 @@ class OffsetEstimator:
     def rtt(self) -> float:
         """Smallest round trip seen in the window."""
         return self._rtt
+
+    def age(self, local_now: float) -> float | None:
+        """Seconds since the last good exchange (local clock), None before any."""
+        return local_now - self.samples[-1].at if self.samples else None
+
+    def controller_time(self, local_now: float) -> float:
+        """Best estimate of the controller's clock now: local + offset once synced, else local."""
+        return local_now + self._offset if self.synced else local_now
 
 
 class PlayClock:

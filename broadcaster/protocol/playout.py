@@ -39,7 +39,8 @@ class PlayoutStats:
     late: int = 0  # packets that arrived after their play instant
     duplicates: int = 0
     foreign: int = 0  # packets of another stream (SSRC or payload type)
-    first_local: float | None = None
+    first_local: float | None = None  # local instant of the first sample played
+    first_offset: float = 0.0  # the offset (controller - local) it was scheduled with
 
 
 @dataclass
@@ -55,6 +56,9 @@ class Playout:
     end_index: int | None = None  # frames in the stream, once the sender says
     stopped: bool = False
     next_index: int = 0
+    # local clock instants. The speaker's local clock is anchored (wall at start-up + monotonic
+    # time), so ARM_TIMEOUT and IDLE_END measured on it are monotonic intervals: a step of the
+    # wall clock neither ends a broadcast early nor keeps one alive
     last_arrival: float | None = None
     armed_at: float | None = None  # local time of the play request (for ARM_TIMEOUT)
     # a stream taken up mid-way (its play request carried base_time): frames whose instant had
@@ -140,7 +144,7 @@ class Playout:
                     self.stats.late += 1
                 self.stats.lost += 1
             if self.stats.first_local is None:
-                self.stats.first_local = at
+                self.stats.first_local, self.stats.first_offset = at, offset
             out.append(Frame(self.next_index, at, pcm))
             self.next_index += 1
         return out

@@ -1,0 +1,160 @@
+"""A speaker's sense of time: its own anchored clock and its estimate of the controller's.
+
+The speaker never paces or times out on the wall clock. `LocalClock` reads the wall clock once at
+start-up and advances with the monotonic clock (like the controller's `PlayClock`), so a step of
+the speaker's wall clock (NTP, an operator, a dying RTC) moves no play instant and no timeout.
+`ClockSync` runs the signed exchange with the controller's clock service (docs/protocol.md §3)
+and gives the best estimate of *controller* time, which is what signed requests' freshness is
+judged against: neither machine's wall clock matters once the speaker has synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import broadcaster.protocol.clock as clk
+from broadcaster.net.udp import Impairment, UdpPort, open_udp
+
+log = logging.getLogger(__name__)
+# Fast exchanges until the first estimate is good, then four a second: the minimum-round-trip filter
+# needs many samples to find one with little jitter in both directions (see docs/protocol.md §3).
+CLOCK_FAST, CLOCK_SLOW, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
+# An estimate with no good exchange for this long is not trusted to refuse a new clock service:
+# the controller restarted (new port, perhaps a new play clock) and the speaker must follow it.
+ESTIMATE_FRESH = 5.0
+WALL_STEP = 1.0  # a change of wall_error beyond this is counted as a step of the wall clock
+
+
+class LocalClock:
+    """The speaker's clock: wall time at start-up advanced by the monotonic clock, plus `offset`.
+
+    `offset` is a simulated clock error (a simulated speaker runs ahead or behind true time);
+    `wall` is the wall-clock source, injectable so tests can step it.
+    """
+
+    def __init__(self, offset: float = 0.0, wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        self.offset = offset
+        self._play = clk.PlayClock(wall, mono)
+
+    def now(self) -> float:
+        """Local time in Unix seconds; intervals on it are monotonic intervals."""
+        return self._play.now() + self.offset
+
+    def to_true(self, local: float) -> float:
+        """True Unix time of a local instant (what a measuring microphone would log).
+
+        Exact for a simulated speaker, whose wall source agrees with real time at start-up.
+        """
+        return local - self.offset
+
+    def wall_error(self) -> float:
+        """How far the wall clock has moved from this clock since start-up (+ = wall ahead)."""
+        return self._play.wall_error()
+
+
+class WallStep:
+    """A wall-clock source that jumps by `step` seconds `at` seconds after it is made (tests)."""
+
+    def __init__(self, at: float, step: float, wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        self.at, self.step = at, step
+        self._wall, self._mono = wall, mono
+        self._m0 = mono()
+
+    def __call__(self) -> float:
+        """Wall time, stepped once `at` has passed."""
+        return self._wall() + (self.step if self._mono() - self._m0 >= self.at else 0.0)
+
+
+def parse_clock_steps(spec: str | None) -> dict[str, tuple[float, float]]:
+    """'ID=AT:STEP;ID2=AT:STEP' (seconds, e.g. 'h1-1=3:+5') -> {id: (at, step)}."""
+    out: dict[str, tuple[float, float]] = {}
+    for part in filter(None, (p.strip() for p in (spec or "").replace(",", ";").split(";"))):
+        sid, _, when = part.partition("=")
+        at, _, step = when.partition(":")
+        try:
+            out[sid.strip()] = (float(at), float(step))
+        except ValueError:
+            raise ValueError(f"clock step {part!r} is not ID=AT_SECONDS:STEP_SECONDS") from None
+    return out
+
+
+class ClockSync:
+    """The exchange with the controller's clock service, and what it says about controller time."""
+
+    def __init__(self, speaker_id: str, key: bytes, host: str, clock: LocalClock,
+                 counters: Counter, impair: Impairment | None = None) -> None:
+        self.speaker_id, self.key, self.host = speaker_id, key, host
+        self.clock = clock
+        self.counters = counters
+        self.impair = impair
+        self.estimator = clk.OffsetEstimator()
+        self.target: tuple[str, int] | None = None
+        self._port: UdpPort | None = None
+        self._task: asyncio.Task | None = None
+        self._wall_error = clock.wall_error()
+        self._steps_seen = 0
+
+    def controller_now(self) -> float:
+        """Best estimate of the controller's play clock now (local before the first sync)."""
+        return self.estimator.controller_time(self.clock.now())
+
+    def fresh(self) -> bool:
+        """True while the estimate is synced and recent enough to judge requests by."""
+        age = self.estimator.age(self.clock.now())
+        return self.estimator.synced and age is not None and age < ESTIMATE_FRESH
+
+    def set_target(self, addr: str) -> None:
+        """Sync to the clock service at HOST:PORT (a new one restarts the estimate)."""
+        host, _, port = addr.rpartition(":")
+        target = (host, int(port))
+        if target == self.target:
+            return
+        self.target = target
+        self.estimator = clk.OffsetEstimator()
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._loop())
+
+    def close(self) -> None:
+        """Stop exchanging."""
+        if self._task:
+            self._task.cancel()
+        if self._port:
+            self._port.close()
+
+    async def _loop(self) -> None:
+        self._port = await open_udp(self.host, 0, self._on_answer, self.impair)
+        while True:
+            if self.target:
+                req = clk.encode_request(self.speaker_id, self.key, self.clock.now())
+                self._port.sendto(req, self.target)
+            fast = len(self.estimator.samples) < CLOCK_FAST_SAMPLES
+            await asyncio.sleep(CLOCK_FAST if fast else CLOCK_SLOW)
+
+    def _on_answer(self, data: bytes, addr: tuple) -> None:
+        t4 = self.clock.now()
+        try:
+            t1, t2, t3 = clk.decode_response(data, self.key)
+        except clk.ClockMessageError:
+            self.counters["dropped_clock"] += 1
+            return
+        est = self.estimator
+        est.add(t1, t2, t3, t4)
+        if est.steps != self._steps_seen:
+            self._steps_seen = est.steps
+            self.counters["controller_clock_steps"] += 1
+            log.info("%s: the controller's clock jumped; clock sync starts over", self.speaker_id)
+
+    def watch_wall(self) -> None:
+        """Count a step of the wall clock (it moves nothing here, but an operator should know)."""
+        err = self.clock.wall_error()
+        if abs(err - self._wall_error) > WALL_STEP:
+            self.counters["wall_clock_steps"] += 1
+            log.info("%s: wall clock stepped by %+.3f s (ignored: play and timeouts run on the "
+                     "monotonic clock)", self.speaker_id, err - self._wall_error)
+        self._wall_error = err
