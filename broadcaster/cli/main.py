@@ -95,13 +95,27 @@ def cmd_zones(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the controller and its HTTP API until interrupted."""
-    from broadcaster.web.server import serve
+    """Run the controller and its HTTP API until interrupted.
+
+    A fault at start-up (zones.yaml, key store, database, data directory, address in use) is
+    one line naming the file and what to do, and a non-zero exit: never a traceback.
+    """
+    from broadcaster.web.server import serve, startup_problem
     site = load_site(args.zones)
-    host, port = hostport(args.listen, 8600)
-    return asyncio.run(serve(site, data_dir(args), host=host, port=port,
-                             interface=args.interface, playout_delay=args.playout_delay / 1000,
-                             site_tag=args.site_tag, mdns=not args.no_mdns))
+    try:
+        host, port = hostport(args.listen, 8600)
+    except ValueError:
+        print(f"error: --listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:8600",
+              file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(site, data_dir(args), host=host, port=port,
+                                 interface=args.interface,
+                                 playout_delay=args.playout_delay / 1000,
+                                 site_tag=args.site_tag, mdns=not args.no_mdns))
+    except OSError as exc:
+        print(f"error: {startup_problem(exc, args.listen)}", file=sys.stderr)
+        return 1
 
 
 def cmd_speaker(args: argparse.Namespace) -> int:
@@ -253,9 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--impair", help="test faults: 'ID=delay=50ms,jitter=5ms,loss=1%%;*=...'")
     sp.add_argument("--clock-skew", type=float, default=0.0,
                     help="simulate speaker clocks off by up to this many seconds")
-    sp.add_argument("--clock-step", metavar="ID=AT:STEP",
-                    help="test: step a simulated speaker's wall clock by STEP s, AT s after start "
-                         "(e.g. h1-1=3:+5; several separated by ';')")
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--site-tag", help="mDNS site tag (default: the site id)")
     sp.add_argument("--no-mdns", action="store_true")
@@ -294,9 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     lib.add_argument("rest", nargs=argparse.REMAINDER)
     lib.set_defaults(func=cmd_library)
 
-    from broadcaster.cli import page, users
+    from broadcaster.cli import keys, page, users
     users.register(sub, data_dir, load_site)
     page.register(sub)
+    keys.register(sub, data_dir, load_site)
 
     d = sub.add_parser("demo", help="controller + all simulated speakers + a sample announcement")
     d.add_argument("--zones", default=DEFAULT_ZONES)

@@ -69,16 +69,22 @@ async def unregister(azc: AsyncZeroconf, adverts: list[Advert]) -> None:
 
 
 class Browser:
-    """Browses for speakers of one site and reports each resolved advert to a callback."""
+    """Browses for speakers of one site and reports each resolved advert to a callback.
+
+    An advert is a claim anyone on the LAN can make: callers treat it as a hint to verify.
+    `on_removed` gets the last advert resolved under a name when that name is withdrawn (a
+    goodbye packet or its records expiring); names never resolved for this site are ignored.
+    """
 
     def __init__(self, azc: AsyncZeroconf, site: str, on_found: Callable[[Advert], None],
-                 on_removed: Callable[[str], None] | None = None) -> None:
+                 on_removed: Callable[[Advert], None] | None = None) -> None:
         self.azc = azc
         self.site = site
         self.on_found = on_found
         self.on_removed = on_removed
         self._browser: AsyncServiceBrowser | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._named: dict[str, Advert] = {}  # instance name → the last advert resolved for it
 
     async def start(self) -> None:
         """Begin browsing; QM questions so answers reach every process sharing port 5353."""
@@ -89,8 +95,9 @@ class Browser:
     def _changed(self, zeroconf, service_type: str, name: str,
                  state_change: ServiceStateChange) -> None:
         if state_change is ServiceStateChange.Removed:
-            if self.on_removed:
-                self.on_removed(name)
+            advert = self._named.pop(name, None)
+            if advert is not None and self.on_removed:
+                self.on_removed(advert)
             return
         task = asyncio.ensure_future(self._resolve(service_type, name))
         self._tasks.add(task)
@@ -107,6 +114,7 @@ class Browser:
             return
         advert = parse_info(info)
         if advert is not None and advert.site == self.site:
+            self._named[name] = advert
             self.on_found(advert)
 
     async def close(self) -> None:

@@ -10,19 +10,23 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from broadcaster.errors import AuthError
+from broadcaster.errors import AuthError, StorageError
 
 SCHEME = "BC-HMAC-SHA256"
 MAX_SKEW = 30.0  # seconds a signed request stays fresh
 PAIRING_KEY_BYTES = 32
+log = logging.getLogger(__name__)
 
 
 def _derive(key: bytes, label: bytes) -> bytes:
@@ -65,13 +69,7 @@ def response_mac(key: bytes, nonce: str, status: int, body: bytes) -> str:
 
 
 class ReplayGuard:
-    """Accepts each (timestamp, nonce) once within the freshness window; pure, clock passed in.
-
-    `now` is the verifier's best estimate of the *signer's* clock (a speaker passes the
-    controller's play clock as its clock sync estimates it), so neither machine's wall clock
-    matters. Safe if `now` jumps: a nonce is forgotten only once `now` is 2 windows past the
-    instant it was seen, when any request fresh then is stale now.
-    """
+    """Accepts each (timestamp, nonce) once within the freshness window; pure, clock passed in."""
 
     def __init__(self, window: float = MAX_SKEW, limit: int = 100_000) -> None:
         self.window = window
@@ -93,8 +91,7 @@ class ReplayGuard:
         except ValueError:
             raise AuthError("request timestamp is not a number", code="auth_malformed") from None
         if abs(now - ts) > self.window:
-            raise AuthError(f"request is stale ({now - ts:+.0f} s old by the signer's clock as "
-                            "this speaker knows it)", code="auth_stale")
+            raise AuthError(f"request is stale ({now - ts:+.0f} s old)", code="auth_stale")
         while self._seen and next(iter(self._seen.values())) < now - 2 * self.window:
             self._seen.popitem(last=False)
         if f["nonce"] in self._seen:
@@ -117,7 +114,7 @@ def unwrap_key(pairing_key: bytes, wrapped: str, context: str) -> bytes:
     try:
         raw = base64.b64decode(wrapped, validate=True)
         return AESGCM(_derive(pairing_key, b"wrap")).decrypt(raw[:12], raw[12:], context.encode())
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "not sealed for this speaker"
         raise AuthError("broadcast key does not unwrap with this speaker's key",
                         code="auth_bad_key") from None
 
@@ -127,39 +124,174 @@ def clock_mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(_derive(key, b"clock"), payload, hashlib.sha256).digest()[:16]
 
 
+def fingerprint(key: bytes) -> str:
+    """A key's public name: the first 8 hex digits of its SHA-256 (safe to print and log)."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+REPAIR_HINT = ("restore it from a backup, or re-key every speaker with `broadcaster keys rekey "
+               "--all` and re-pair them")
+
+
 @dataclass
 class KeyStore:
-    """Pairing keys by speaker id, kept in one JSON file readable only by its owner."""
+    """Pairing keys by speaker id, kept in one JSON file readable only by its owner.
+
+    Keys are minted only where that cannot unpair a speaker: for a new store (no file yet), and
+    for speakers missing from a valid store that holds keys of the site. A store that exists but
+    is damaged, or holds none of the site's keys, is an error; re-keying is `rekey` (the
+    `broadcaster keys` command), never a side effect of starting.
+    """
 
     path: Path
 
+    def _fault(self, what: str, hint: str = REPAIR_HINT) -> StorageError:
+        return StorageError(f"{self.path}: {what}; {hint}", code="key_store",
+                            detail={"file": str(self.path)})
+
+    def read(self, damaged_ok: frozenset[str] = frozenset()) -> dict[str, bytes] | None:
+        """The keys in the file, None if there is no file; StorageError if it is damaged.
+
+        `{}` is an empty store; keys of the speakers in `damaged_ok` may be damaged (they are
+        about to be replaced) and are left out.
+        """
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise self._fault("is a directory, not the key store",
+                              "move it aside; the key store is a JSON file") from None
+        except OSError as exc:
+            raise self._fault(f"cannot be read ({exc.strerror})",
+                              "check its owner and permissions") from None
+        except UnicodeDecodeError:
+            raise self._fault("the speaker key store is damaged (not UTF-8 text)") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise self._fault(f"the speaker key store is damaged (not JSON: {exc.msg}, line "
+                              f"{exc.lineno} column {exc.colno})") from None
+        if not isinstance(data, dict):
+            raise self._fault("the speaker key store is damaged (not a JSON object)")
+        speakers = data.get("speakers", {})
+        if not isinstance(speakers, dict):
+            raise self._fault('the speaker key store is damaged ("speakers" is not a mapping)')
+        keys: dict[str, bytes] = {}
+        for sid, value in speakers.items():
+            key = _parse_key(value)
+            if key is None and sid not in damaged_ok:
+                raise self._fault(
+                    f"the key of speaker {sid} is damaged (not {2 * PAIRING_KEY_BYTES} hex "
+                    "digits)", f"restore the file from a backup, or run `broadcaster keys rekey "
+                    f"{sid}` and re-pair that speaker")
+            if key is not None:
+                keys[sid] = key
+        return keys
+
     def load(self) -> dict[str, bytes]:
-        """All keys in the file (empty if there is none)."""
-        if not self.path.exists():
-            return {}
-        data = json.loads(self.path.read_text())
-        return {sid: bytes.fromhex(hexkey) for sid, hexkey in data.get("speakers", {}).items()}
+        """All keys in the file (empty if there is none); StorageError if it is damaged."""
+        return self.read() or {}
 
     def save(self, keys: dict[str, bytes]) -> None:
         """Write all keys atomically with mode 0600."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # O_CREAT keeps the mode of a temp file a crash left behind
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"speakers": {k: v.hex() for k, v in sorted(keys.items())}}, fh, indent=1)
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # O_CREAT keeps the mode of a temp file a crash left behind
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"speakers": {k: v.hex() for k, v in sorted(keys.items())}}, fh,
+                          indent=1)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise self._fault(f"cannot be written ({exc.strerror})",
+                              f"make {self.path.parent} writable by this user") from None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive lock beside the file: a controller and a simulator starting together
+        must not mint two different keys for one speaker."""
+        lock_path = self.path.with_suffix(".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise self._fault(f"cannot be locked ({exc.strerror}: {lock_path})",
+                              f"make {self.path.parent} writable by this user") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def ensure(self, speaker_ids: list[str]) -> dict[str, bytes]:
-        """Load the keys, minting a new random key for every speaker that has none."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # a controller and a simulator starting together must not mint two different keys
-        with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            keys = self.load()
-            missing = [sid for sid in speaker_ids if sid not in keys]
-            for sid in missing:
-                keys[sid] = secrets.token_bytes(PAIRING_KEY_BYTES)
-            if missing or not self.path.exists():
+        """Load the keys; mint keys for a new store, or for speakers newly added to the site.
+
+        Raises StorageError for a damaged store, or one that holds none of the site's keys
+        (wiped or replaced: minting would silently unpair every speaker).
+        """
+        with self._locked():
+            found = self.read()
+            if found is None:
+                keys: dict[str, bytes] = {}
+                self._mint(keys, speaker_ids)
                 self.save(keys)
+                log.info("%s: new key store, keys minted for %d speakers", self.path, len(keys))
+                return keys
+            keys = found
+            missing = [sid for sid in speaker_ids if sid not in keys]
+            if missing and len(missing) == len(set(speaker_ids)):
+                raise self._fault(
+                    f"has no keys for {len(missing)} speakers of zones.yaml",
+                    "if this is a new site run `broadcaster keys init`, to re-key run "
+                    "`broadcaster keys rekey SPEAKER|--all` and re-pair those speakers")
+            if missing:
+                self._mint(keys, missing)
+                self.save(keys)
+                log.info("%s: keys minted for speakers new in zones.yaml: %s", self.path,
+                         ", ".join(missing))
         return keys
+
+    def init(self, speaker_ids: list[str]) -> list[str]:
+        """Mint keys for every speaker that has none, even when the store holds none of the
+        site's (a new site); never replaces a key. Returns the speakers minted."""
+        with self._locked():
+            keys = self.read() or {}
+            minted = self._mint(keys, [sid for sid in speaker_ids if sid not in keys])
+            if minted or not self.path.exists():
+                self.save(keys)
+        return minted
+
+    def rekey(self, speaker_ids: list[str], *, everyone: bool = False) -> dict[str, bytes]:
+        """Replace the keys of these speakers (their old keys may be damaged); `everyone`
+        starts a new store with just them, whatever the old file holds. Returns all keys."""
+        with self._locked():
+            keys = {} if everyone else (self.read(frozenset(speaker_ids)) or {})
+            for sid in speaker_ids:
+                keys.pop(sid, None)
+            self._mint(keys, speaker_ids)
+            self.save(keys)
+        log.info("%s: re-keyed %s", self.path, ", ".join(speaker_ids))
+        return keys
+
+    @staticmethod
+    def _mint(keys: dict[str, bytes], speaker_ids: list[str]) -> list[str]:
+        minted = []
+        for sid in speaker_ids:
+            if sid not in keys:
+                keys[sid] = secrets.token_bytes(PAIRING_KEY_BYTES)
+                minted.append(sid)
+        return minted
+
+
+def _parse_key(value: object) -> bytes | None:
+    """A pairing key from its hex form, or None if it is not exactly one key's worth of hex."""
+    if not isinstance(value, str) or len(value) != 2 * PAIRING_KEY_BYTES:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None

@@ -1,40 +1,113 @@
-"""`broadcaster serve`: the controller, its services and its HTTP API in one asyncio process."""
+"""`broadcaster serve`: the controller, its services and its HTTP API in one asyncio process.
+
+Start-up checks the data directory before anything is written there, so a read-only disk or a
+file in the way is one plain error naming the path, not a traceback from deep inside.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import signal
+import sqlite3
 from pathlib import Path
 
 from aiohttp import web
 
 from broadcaster.core.controller import Controller, ControllerConfig
 from broadcaster.core.services import Services
+from broadcaster.errors import StorageError
+from broadcaster.scheduler.engine import Scheduler
 from broadcaster.site import Site
 from broadcaster.web.api import make_app
+
+# the folders the controller and the audio library create under DATA
+DATA_FOLDERS = ("log", "library")
+LIBRARY_CATALOGUE = Path("library") / "catalogue.db"
+
+
+def check_data_dir(data: Path) -> None:
+    """Raise StorageError naming the path if the controller could not write under `data`."""
+    for path in (data, *(data / f for f in DATA_FOLDERS)):
+        if path.exists() and not path.is_dir():
+            raise StorageError(f"{path}: is a file where broadcaster needs a directory; move it "
+                               "aside (or give another data directory with --data)",
+                               detail={"file": str(path)})
+    probe = data / f".write-check-{os.getpid()}"
+    try:
+        with open(probe, "w") as fh:
+            fh.write("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(f"{data}: cannot create files in the data directory ({exc.strerror});"
+                           " make it writable by the user running broadcaster, or give another "
+                           "with --data", detail={"file": str(data)}) from None
+    # the audio library opens its catalogue with plain sqlite3 and lets a damaged one escape raw
+    catalogue = data / LIBRARY_CATALOGUE
+    if catalogue.is_file():
+        try:
+            conn = sqlite3.connect(f"file:{catalogue}?mode=ro", uri=True)
+            try:
+                conn.execute("PRAGMA quick_check").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{catalogue}: the audio library's catalogue cannot be opened "
+                               f"({exc}); restore it from a backup, or move the library folder "
+                               "aside to start with an empty library",
+                               detail={"file": str(catalogue)}) from None
+
+
+def startup_problem(exc: OSError, listen: str) -> str:
+    """One line for an OS error at start-up: the path or address, what failed, what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"{listen}: address already in use; stop the other program or choose --listen"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES) and not exc.filename:
+        return f"{listen}: cannot listen there ({exc.strerror}); choose another --listen"
+    where = exc.filename or "the data directory"
+    if exc.errno == errno.ENOTDIR and exc.filename:
+        # name the file that is in the way, not the directory that could not be made under it
+        where = next((str(p) for p in Path(exc.filename).parents if p.exists()
+                      and not p.is_dir()), str(exc.filename))
+    what = {errno.ENOTDIR: "a file is in the way of a directory",
+            errno.EEXIST: "a file is in the way of a directory",
+            errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied",
+            errno.ENOSPC: "the disk is full"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return (f"{where}: {what}; give a writable data directory with --data or $BROADCASTER_DATA "
+            "(or move the file aside)")
 
 
 async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
                 playout_delay: float, site_tag: str | None, mdns: bool) -> int:
     """Run until SIGINT/SIGTERM."""
+    check_data_dir(data)
     ctl = Controller(site, ControllerConfig(data, interface=interface, playout_delay=playout_delay,
                                             site_tag=site_tag, mdns=mdns))
     services = Services.for_controller(ctl)
-    services.start()
-    await ctl.start()
-    runner = web.AppRunner(make_app(services), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"broadcaster controller for {site.name} on http://{host}:{port}/ "
-          f"(speakers via {interface})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    sched: Scheduler | None = None
     try:
+        services.start()
+        await ctl.start()
+        sched = Scheduler.attach(services)
+        await sched.start()
+        runner = web.AppRunner(make_app(services), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"broadcaster controller for {site.name} on http://{host}:{port}/ "
+              f"(speakers via {interface})", flush=True)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
+        if sched is not None:
+            await sched.close()
         await ctl.close()
         services.close()
     return 0

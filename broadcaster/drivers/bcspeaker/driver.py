@@ -27,6 +27,9 @@ from broadcaster.site import Site
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL = 2.0
+VERIFY_AGAIN = 30.0  # s before an address that failed verification is checked again
+VERIFY_RETRIES = (1.0, 2.0, 4.0, 8.0)  # waits when an advertised address does not answer
+VERIFY_LIMIT = 32  # verifications in flight: a flood of adverts cannot flood the network
 REPORT_POLL = 0.15
 
 
@@ -69,6 +72,8 @@ class BcSpeakerDriver:
         self._azc: Any = None
         self._browser: Browser | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._verifying: set[tuple[str, str, int]] = set()
+        self._refused: dict[tuple[str, str, int], float] = {}  # → monotonic time refused
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -85,7 +90,8 @@ class BcSpeakerDriver:
         self._clock = await open_udp(self.opt.interface, self.opt.clock_port, self._on_clock)
         if self.opt.mdns:
             self._azc = open_zeroconf([self.opt.interface])
-            self._browser = Browser(self._azc, self.opt.site_tag or self.site.id, self._on_advert)
+            self._browser = Browser(self._azc, self.opt.site_tag or self.site.id,
+                                    self._on_advert, self._on_withdrawn)
             await self._browser.start()
         self._spawn(self._health_loop())
 
@@ -117,6 +123,8 @@ class BcSpeakerDriver:
     # --- discovery and health ----------------------------------------------------------------
 
     def _on_advert(self, advert: Advert) -> None:
+        """An advert is a hint: a speaker moves only to an address that proves it holds the
+        speaker's key (signed status, answer MAC verified); see docs/security.md."""
         assert self._host is not None
         sid = advert.speaker_id
         if sid not in self.site.speakers:
@@ -126,12 +134,83 @@ class BcSpeakerDriver:
         if self.site.speakers[sid].driver != self.name:
             return
         known = self.addresses.get(sid)
-        if known is None or known.source == "mdns":
-            self.addresses[sid] = Address(advert.host, advert.port, advert.rtp_port, "mdns")
-            self._host.speaker_located(sid, advert.host, advert.port, "mdns")
-        elif known.rtp_port is None:
-            known.rtp_port = advert.rtp_port
-        self._spawn(self.poll(sid))
+        if known is not None and (known.host, known.port) == (advert.host, advert.port):
+            self._spawn(self.poll(sid))
+            return
+        where = (sid, advert.host, advert.port)
+        if (where in self._verifying or len(self._verifying) >= VERIFY_LIMIT
+                or time.monotonic() - self._refused.get(where, -VERIFY_AGAIN) < VERIFY_AGAIN):
+            return
+        self._verifying.add(where)
+        self._spawn(self._verify(advert))
+
+    async def _verify(self, advert: Advert) -> None:
+        """Ask the advertised address for this speaker's signed status; move only if it verifies."""
+        assert self._host is not None
+        sid, addr = advert.speaker_id, f"{advert.host}:{advert.port}"
+        where = (sid, advert.host, advert.port)
+        try:
+            for wait in (*VERIFY_RETRIES, None):
+                try:
+                    status = await self.link.call(sid, advert.host, advert.port, "GET",
+                                                  f"/status?clock={self.clock_address}",
+                                                  timeout=1.5)
+                    if not isinstance(status, dict):
+                        raise SpeakerError(f"speaker {sid}: status answer is not a JSON object",
+                                           code="speaker_malformed")
+                    break
+                except SpeakerError as exc:
+                    if exc.code == "speaker_unreachable" and wait is not None:
+                        await asyncio.sleep(wait)  # a speaker may advertise as it starts
+                        continue
+                    self._unverified(advert, exc)
+                    return
+        finally:
+            self._verifying.discard(where)
+        self._refused.pop(where, None)
+        known = self.addresses.get(sid)
+        if known is not None and known.source == "static":
+            log.info("speaker %s also answers at advertised %s; keeping zones.yaml's %s:%s",
+                     sid, addr, known.host, known.port)
+            return
+        rtp = status.get("rtp_port")
+        rtp_port = rtp if isinstance(rtp, int) and 0 < rtp < 65535 else advert.rtp_port
+        self.addresses[sid] = Address(advert.host, advert.port, rtp_port, "mdns")
+        self._host.speaker_located(sid, advert.host, advert.port, "mdns")
+        if known is not None:
+            self._host.publish("speaker_moved", speaker=sid, address=addr,
+                               previous=f"{known.host}:{known.port}")
+        self._host.speaker_seen(sid, status)
+
+    def _unverified(self, advert: Advert, exc: SpeakerError) -> None:
+        """An advert whose address did not prove the key: nothing moves; an answer without the
+        key is an alarm, silence only a note (a stale advert, a speaker restarting)."""
+        assert self._host is not None
+        now = time.monotonic()
+        self._refused = {w: t for w, t in self._refused.items() if now - t < VERIFY_AGAIN}
+        self._refused[(advert.speaker_id, advert.host, advert.port)] = now
+        known = self.addresses.get(advert.speaker_id)
+        detail = {"speaker": advert.speaker_id, "address": f"{advert.host}:{advert.port}",
+                  "current": f"{known.host}:{known.port}" if known else None,
+                  "reason": exc.message}
+        if exc.code == "speaker_unreachable":
+            self._host.publish("advert_unverified", **detail)
+        else:
+            self._host.publish("advert_conflict", **detail)
+
+    def _on_withdrawn(self, advert: Advert) -> None:
+        """A withdrawn advert is noted; whether the speaker is offline, its health polls decide."""
+        assert self._host is not None
+        sid = advert.speaker_id
+        known = self.addresses.get(sid)
+        if sid not in self.site.speakers or self.site.speakers[sid].driver != self.name:
+            return
+        self._refused.pop((sid, advert.host, advert.port), None)
+        current = known is not None and (known.host, known.port) == (advert.host, advert.port)
+        self._host.publish("advert_withdrawn", speaker=sid,
+                           address=f"{advert.host}:{advert.port}", current=current)
+        if current:
+            self._spawn(self.poll(sid))
 
     async def _health_loop(self) -> None:
         """Poll every speaker once per period, spread evenly: never a burst of requests."""
