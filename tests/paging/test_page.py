@@ -30,7 +30,7 @@ def at_8k(pcm: bytes, rate: int) -> bytes:
     r = Resampler(rate, 8000)
     r.feed(pcm)
     r.flush()
-    return r.read(len(r._buf)) or b""  # noqa: SLF001 - everything it holds
+    return r.read(len(r._buf)) or b""  # everything it holds
 
 
 def spurts_heard(rec: bytes, ref: bytes, spurts: list[tuple[int, int]]) -> list[tuple[int, float]]:
@@ -125,7 +125,7 @@ async def test_a_client_whose_clock_runs_fast_keeps_its_delay_for_two_minutes(
             assert heard[0][1] > 0.5 and all(c > 0.9 for _, c in heard[1:]), \
                 (sid, [round(c, 3) for _, c in heard])
 
-            def delay(i: int) -> float:
+            def delay(i: int, r: dict = r, heard: list = heard) -> float:
                 # when spurt i's first sample played, less when the client captured it
                 return (r["first_sample_at"] + heard[i][0] / rate) - (c0 + spurts[i][0] / rate
                                                                       / speed)
@@ -136,8 +136,9 @@ async def test_a_client_whose_clock_runs_fast_keeps_its_delay_for_two_minutes(
 async def test_a_killed_client_ends_its_page_within_about_a_second(tmp_path, data, record, tag):
     async with world(tmp_path, data, record, tag, villages=1, horns=2, columns=0) as w:
         env = {**os.environ, "BROADCASTER_TOKEN": w.tokens["v1-op"], "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "broadcaster.cli.main", "--controller",
-                                 w.url, "page", "--to", "v1", "--input", "-"], cwd=ROOT, env=env,
+        cmd = [sys.executable, "-m", "broadcaster.cli.main", "--controller", w.url, "page",
+               "--to", "v1", "--input", "-"]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env,  # noqa: ASYNC220 - a client to kill
                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         pcm, _ = talk(16000, 30.0, seed=9)
         stop = threading.Event()
