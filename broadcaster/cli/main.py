@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--impair", help="test faults: 'ID=delay=50ms,jitter=5ms,loss=1%%;*=...'")
     sp.add_argument("--clock-skew", type=float, default=0.0,
                     help="simulate speaker clocks off by up to this many seconds")
+    sp.add_argument("--clock-step", metavar="ID=AT:STEP",
+                    help="test: step a simulated speaker's wall clock by STEP s, AT s after start "
+                         "(e.g. h1-1=3:+5; several separated by ';')")
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--site-tag", help="mDNS site tag (default: the site id)")
     sp.add_argument("--no-mdns", action="store_true")

@@ -69,7 +69,13 @@ def response_mac(key: bytes, nonce: str, status: int, body: bytes) -> str:
 
 
 class ReplayGuard:
-    """Accepts each (timestamp, nonce) once within the freshness window; pure, clock passed in."""
+    """Accepts each (timestamp, nonce) once within the freshness window; pure, clock passed in.
+
+    `now` is the verifier's best estimate of the *signer's* clock (a speaker passes the
+    controller's play clock as its clock sync estimates it), so neither machine's wall clock
+    matters. Safe if `now` jumps: a nonce is forgotten only once `now` is 2 windows past the
+    instant it was seen, when any request fresh then is stale now.
+    """
 
     def __init__(self, window: float = MAX_SKEW, limit: int = 100_000) -> None:
         self.window = window
@@ -91,7 +97,8 @@ class ReplayGuard:
         except ValueError:
             raise AuthError("request timestamp is not a number", code="auth_malformed") from None
         if abs(now - ts) > self.window:
-            raise AuthError(f"request is stale ({now - ts:+.0f} s old)", code="auth_stale")
+            raise AuthError(f"request is stale ({now - ts:+.0f} s old by the signer's clock as "
+                            "this speaker knows it)", code="auth_stale")
         while self._seen and next(iter(self._seen.values())) < now - 2 * self.window:
             self._seen.popitem(last=False)
         if f["nonce"] in self._seen:
