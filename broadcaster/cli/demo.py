@@ -99,7 +99,9 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
             time.sleep(0.5)
             b = client.get(f"/api/broadcasts/{b['id']}")
         recs = playout_records(record, b["id"])
-        starts = [r["first_sample_at"] for r in recs.values() if r["first_sample_at"]]
+        # the acoustic truth a simulated speaker adds (first_sample_at is controller time)
+        starts = [r.get("first_sample_true", r["first_sample_at"]) for r in recs.values()
+                  if r["first_sample_at"]]
         spread = (max(starts) - min(starts)) * 1000 if starts else float("nan")
         med = statistics.median(starts) if starts else 0
         lost = sum(r["lost"] for r in recs.values())

@@ -138,7 +138,7 @@ async def test_in_step_despite_unequal_delays_jitter_loss_and_wrong_clocks(tmp_p
     # the speakers' own clocks really were off by up to half a second ...
     assert max(abs(r["clock_offset"]) for r in recs.values()) > 0.1
     # ... yet all played the first sample together: far inside the 50 ms path difference
-    starts = [r["first_sample_at"] for r in recs.values()]
+    starts = [r["first_sample_true"] for r in recs.values()]  # the truth, not controller time
     spread_ms = (max(starts) - min(starts)) * 1000
     median = statistics.median(starts)
     print(f"spread {spread_ms:.2f} ms; per speaker ms: "
