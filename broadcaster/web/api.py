@@ -20,6 +20,7 @@ from aiohttp import web
 
 import broadcaster.core.account_commands  # noqa: F401 - registers the account commands
 import broadcaster.core.operations  # noqa: F401 - registers the commands
+import broadcaster.scheduler.operations  # noqa: F401 - registers the schedule commands
 from broadcaster.access.principal import Principal
 from broadcaster.core.broadcast import ACTIVE
 from broadcaster.core.commands import REGISTRY, Spec, call
@@ -228,4 +229,6 @@ def make_app(services: Services, max_upload: int = MAX_UPLOAD,
     feed.add_routes(app)
     openapi.add_routes(app, feed.OPENAPI)
     paging.add_routes(app)
+    from broadcaster.web.console import add_routes as add_console  # the web console at /
+    add_console(app)
     return app
