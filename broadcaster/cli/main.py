@@ -108,11 +108,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: --listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:8600",
               file=sys.stderr)
         return 2
+    from broadcaster.web import tls
+    files = tls.choose(data_dir(args), host, site.id, auto=args.tls == "auto",
+                       cert=args.tls_cert, key=args.tls_key)
     try:
         return asyncio.run(serve(site, data_dir(args), host=host, port=port,
                                  interface=args.interface,
                                  playout_delay=args.playout_delay / 1000,
-                                 site_tag=args.site_tag, mdns=not args.no_mdns))
+                                 site_tag=args.site_tag, mdns=not args.no_mdns, tls=files))
     except OSError as exc:
         print(f"error: {startup_problem(exc, args.listen)}", file=sys.stderr)
         return 1
@@ -247,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--playout-delay", type=float, default=100.0, help="milliseconds (default 100)")
     s.add_argument("--site-tag", help="mDNS site tag to accept (default: the site id)")
     s.add_argument("--no-mdns", action="store_true", help="static addresses only")
+    s.add_argument("--tls", choices=["auto"], help="serve HTTPS with a certificate made on first "
+                   "run under DATA/tls (trust DATA/tls/ca.pem on the devices; README)")
+    s.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with the site's certificate "
+                   "(PEM, chain included)")
+    s.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     s.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("speaker", help="run a speaker endpoint, simulate many, or pair one")
