@@ -38,7 +38,7 @@ TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css"
          ".html": "text/html", ".json": "application/json", ".svg": "image/svg+xml",
          ".png": "image/png", ".ico": "image/x-icon", ".webmanifest": "application/manifest+json"}
 _REF = re.compile(r"""(?P<attr>(?:src|href)=["']|import\(["']|from ["']|addModule\(["'])"""
-                  r"""(?P<path>/console/[\w./-]+)(?P<end>["'])""")
+                  r"""(?P<path>(?:/console/|\./)[\w./-]+)(?P<end>["'])""")
 ASSETS = web.AppKey("console_assets", dict)
 
 
@@ -52,40 +52,41 @@ class Asset:
     version: str
 
 
-def _load(directory: Path) -> dict[str, Asset]:
-    """Every file under the console folder, keyed by its path below it."""
-    out: dict[str, Asset] = {}
-    for f in sorted(directory.rglob("*")):
-        if not f.is_file() or f.name.startswith("."):
-            continue
-        body = f.read_bytes()
-        digest = hashlib.sha256(body).hexdigest()
-        ctype = TYPES.get(f.suffix) or mimetypes.guess_type(f.name)[0] or "application/octet-stream"
-        out[f.relative_to(directory).as_posix()] = Asset(body, ctype, f'"{digest[:20]}"',
-                                                         digest[:12])
-    return out
+def _read(directory: Path) -> dict[str, bytes]:
+    return {f.relative_to(directory).as_posix(): f.read_bytes()
+            for f in sorted(directory.rglob("*")) if f.is_file() and not f.name.startswith(".")}
 
 
-def versioned(text: str, assets: dict[str, Asset]) -> str:
-    """Give each `/console/<file>` reference in a page or script its content hash (`?v=`)."""
+def versioned(text: str, names: set[str], version: str) -> str:
+    """Give each reference to a console file (`/console/x`, or `./x` between modules) `?v=`."""
     def sub(m: re.Match) -> str:
-        asset = assets.get(m["path"][len(PREFIX):])
-        if asset is None:
+        path = m["path"]
+        name = path[len(PREFIX):] if path.startswith(PREFIX) else path[2:]
+        if name not in names:
             return m[0]
-        return f"{m['attr']}{m['path']}?v={asset.version}{m['end']}"
+        return f"{m['attr']}{path}?v={version}{m['end']}"
     return _REF.sub(sub, text)
 
 
 def load_assets(directory: Path = CONSOLE_DIR) -> dict[str, Asset]:
-    """The console's files, with references between them versioned by content."""
-    raw = _load(directory)
+    """The console's files, each reference between them versioned by the release's content.
+
+    One version for the whole release (a hash over every file): a module cached as immutable
+    then never names an older copy of another module.
+    """
+    raw = _read(directory)
+    release = hashlib.sha256()
+    for name, body in raw.items():
+        release.update(name.encode() + b"\0" + body)
+    version = release.hexdigest()[:12]
     out: dict[str, Asset] = {}
-    for name, a in raw.items():
-        if a.content_type in ("text/html", "text/javascript", "text/css"):
-            body = versioned(a.body.decode("utf-8"), raw).encode("utf-8")
-            digest = hashlib.sha256(body).hexdigest()
-            a = Asset(body, a.content_type, f'"{digest[:20]}"', a.version)
-        out[name] = a
+    for name, body in raw.items():
+        ctype = (TYPES.get(Path(name).suffix) or mimetypes.guess_type(name)[0]
+                 or "application/octet-stream")
+        if ctype in ("text/html", "text/javascript", "text/css"):
+            body = versioned(body.decode("utf-8"), set(raw), version).encode("utf-8")
+        etag = f'"{hashlib.sha256(body).hexdigest()[:20]}"'
+        out[name] = Asset(body, ctype, etag, version)
     return out
 
 

@@ -21,6 +21,7 @@ from broadcaster.errors import StorageError
 from broadcaster.scheduler.engine import Scheduler
 from broadcaster.site import Site
 from broadcaster.web.api import make_app
+from broadcaster.web.tls import TlsFiles, server_context
 
 # the folders the controller and the audio library create under DATA
 DATA_FOLDERS = ("log", "library")
@@ -80,9 +81,12 @@ def startup_problem(exc: OSError, listen: str) -> str:
 
 
 async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
-                playout_delay: float, site_tag: str | None, mdns: bool) -> int:
-    """Run until SIGINT/SIGTERM."""
+                playout_delay: float, site_tag: str | None, mdns: bool,
+                tls: TlsFiles | None = None) -> int:
+    """Run until SIGINT/SIGTERM; over HTTPS when given TLS files (a browser's microphone needs
+    a secure context anywhere but on localhost)."""
     check_data_dir(data)
+    ssl_ctx = server_context(tls) if tls is not None else None  # a bad file stops us here
     ctl = Controller(site, ControllerConfig(data, interface=interface, playout_delay=playout_delay,
                                             site_tag=site_tag, mdns=mdns))
     services = Services.for_controller(ctl)
@@ -95,13 +99,16 @@ async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
         await sched.start()
         runner = web.AppRunner(make_app(services), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_ctx).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"broadcaster controller for {site.name} on http://{host}:{port}/ "
-              f"(speakers via {interface})", flush=True)
+        print(f"broadcaster controller for {site.name} on {'https' if ssl_ctx else 'http'}://"
+              f"{host}:{port}/ (speakers via {interface})", flush=True)
+        if tls is not None and tls.ca is not None:
+            print(f"HTTPS certificate made by this controller: to use the console from other "
+                  f"devices, trust {tls.ca} on them (README: the console)", flush=True)
         await stop.wait()
     finally:
         if runner is not None:

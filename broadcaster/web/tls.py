@@ -144,3 +144,17 @@ def auto_certificate(data_dir: Path, hosts: list[str], site: str = "site",
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
                            + ca.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+def choose(data_dir: Path, host: str, site: str, *, auto: bool, cert: str | None,
+           key: str | None) -> TlsFiles | None:
+    """The TLS files `broadcaster serve` was asked for: the site's own, a local one, or none."""
+    if auto and (cert or key):
+        raise InvalidInput("give either --tls auto or --tls-cert/--tls-key, not both",
+                           code="tls_conflict")
+    if auto:
+        return auto_certificate(data_dir, [host], site)
+    if bool(cert) != bool(key):
+        raise InvalidInput("--tls-cert and --tls-key go together: give both files",
+                           code="tls_missing")
+    return TlsFiles(Path(cert), Path(key)) if cert and key else None
