@@ -110,6 +110,8 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
               f"by the speakers' own reports); first sample spread across speakers {spread:.2f} ms; "
               f"first sound {(med - b['created_at']) * 1000:.0f} ms after the command")
         print("\nwhere to look:")
+        print(f"  the console     {base}/   (open it in a browser on this machine; log in "
+              "with the name and password below)")
         print(f"  recordings      {record}/<speaker-id>/{b['id']}.wav and playout.jsonl")
         print(f"  speakers        {base}/api/speakers   (or: broadcaster --controller {base} "
               "speakers)")
