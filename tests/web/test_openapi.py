@@ -26,6 +26,8 @@ from schemathesis.specs.openapi.checks import (
 
 import broadcaster.site as zones
 from broadcaster.core.commands import REGISTRY
+from broadcaster.scheduler.engine import Scheduler
+from broadcaster.web.api import SERVICES
 from broadcaster.web.feed import PATH as STREAM_PATH
 from tests.support.harness import controller
 from tests.support.sites import small_site
@@ -100,6 +102,9 @@ def fuzz(base_url: str, doc: dict, token: str, fresh_token,
 async def test_openapi_document_matches_the_running_api(site, data, tag):
     async with controller(site, data, tag, accounts=True, mdns=False) as (_ctl, client):
         _, token = make_user(client, "adm-openapi-root", site.root.id, "admin")
+        services = client.server.app[SERVICES]
+        sched = Scheduler.attach(services)  # as `broadcaster serve` runs it
+        await sched.start()
         resp = await client.get("/api/openapi.json")  # public, like health and login
         assert resp.status == 200
         doc = await resp.json()
@@ -119,6 +124,8 @@ async def test_openapi_document_matches_the_running_api(site, data, tag):
         assert took < 120, f"schemathesis took {took:.0f} s"
         # the admin token survived the run: the server still answers it
         assert (await client.get("/api/me", headers=bearer(token))).status == 200
+        await sched.close()
+        services.scheduler = None
 
 
 def test_document_covers_every_command():
