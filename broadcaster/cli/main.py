@@ -316,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     lib.add_argument("rest", nargs=argparse.REMAINDER)
     lib.set_defaults(func=cmd_library)
 
-    from broadcaster.cli import keys, page, users
+    from broadcaster.cli import keys, page, schedule, users
     users.register(sub, data_dir, load_site)
+    schedule.register(sub)
     page.register(sub)
     keys.register(sub, data_dir, load_site)
 

@@ -125,13 +125,26 @@ async def controller(site: Site, data: Path, tag: str, max_upload: int | None = 
         services.close()
 
 
-async def wait_online(ctl: Controller, count: int, timeout: float = 30.0) -> float:
-    """Wait until `count` assigned speakers are online; returns the seconds it took."""
+async def wait_online(ctl: Controller, count: int, timeout: float = 30.0,
+                      synced: bool = True) -> float:
+    """Wait until `count` assigned speakers are online (and, by default, have synced their
+    clocks and seen a second status poll since: on a busy machine the first exchanges carry
+    long round trips); returns the seconds it took."""
     t0 = time.monotonic()
-    while ctl.registry.counts()["online"] < count:
+
+    def ready() -> int:
+        rows = [s for s in ctl.registry.speakers.values() if s.assigned and s.online]
+        if not synced:
+            return len(rows)
+        return sum(s.clock_synced or ctl.site.speakers[s.id].driver != "bcspeaker" for s in rows)
+
+    while ready() < count:
         if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"only {ctl.registry.counts()['online']}/{count} speakers online")
+            raise TimeoutError(f"only {ready()}/{count} speakers online"
+                               + (" and clock-synced" if synced else ""))
         await asyncio.sleep(0.05)
+    if synced:
+        await asyncio.sleep(ctl.config.poll_interval)  # more exchanges: shorter round trips
     return time.monotonic() - t0
 
 

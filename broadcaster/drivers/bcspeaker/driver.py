@@ -73,6 +73,7 @@ class BcSpeakerDriver:
         self._browser: Browser | None = None
         self._tasks: set[asyncio.Task] = set()
         self._verifying: set[tuple[str, str, int]] = set()
+        self._verify_slots = asyncio.Semaphore(VERIFY_LIMIT)
         self._refused: dict[tuple[str, str, int], float] = {}  # → monotonic time refused
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -138,9 +139,11 @@ class BcSpeakerDriver:
             self._spawn(self.poll(sid))
             return
         where = (sid, advert.host, advert.port)
-        if (where in self._verifying or len(self._verifying) >= VERIFY_LIMIT
-                or time.monotonic() - self._refused.get(where, -VERIFY_AGAIN) < VERIFY_AGAIN):
+        if where in self._verifying or (
+                time.monotonic() - self._refused.get(where, -VERIFY_AGAIN) < VERIFY_AGAIN):
             return
+        if known is not None and len(self._verifying) >= VERIFY_LIMIT:
+            return  # a flood of adverts for speakers already found: those can wait for the next
         self._verifying.add(where)
         self._spawn(self._verify(advert))
 
@@ -150,21 +153,10 @@ class BcSpeakerDriver:
         sid, addr = advert.speaker_id, f"{advert.host}:{advert.port}"
         where = (sid, advert.host, advert.port)
         try:
-            for wait in (*VERIFY_RETRIES, None):
-                try:
-                    status = await self.link.call(sid, advert.host, advert.port, "GET",
-                                                  f"/status?clock={self.clock_address}",
-                                                  timeout=1.5)
-                    if not isinstance(status, dict):
-                        raise SpeakerError(f"speaker {sid}: status answer is not a JSON object",
-                                           code="speaker_malformed")
-                    break
-                except SpeakerError as exc:
-                    if exc.code == "speaker_unreachable" and wait is not None:
-                        await asyncio.sleep(wait)  # a speaker may advertise as it starts
-                        continue
-                    self._unverified(advert, exc)
-                    return
+            async with self._verify_slots:  # bounded concurrency; a first sighting is never dropped
+                status = await self._verify_status(advert)
+            if status is None:
+                return
         finally:
             self._verifying.discard(where)
         self._refused.pop(where, None)
@@ -181,6 +173,25 @@ class BcSpeakerDriver:
             self._host.publish("speaker_moved", speaker=sid, address=addr,
                                previous=f"{known.host}:{known.port}")
         self._host.speaker_seen(sid, status)
+
+    async def _verify_status(self, advert: Advert) -> dict | None:
+        """The advertised address's signed status, or None (then it was reported unverified)."""
+        sid = advert.speaker_id
+        for wait in (*VERIFY_RETRIES, None):
+            try:
+                status = await self.link.call(sid, advert.host, advert.port, "GET",
+                                              f"/status?clock={self.clock_address}", timeout=1.5)
+                if not isinstance(status, dict):
+                    raise SpeakerError(f"speaker {sid}: status answer is not a JSON object",
+                                       code="speaker_malformed")
+                return status
+            except SpeakerError as exc:
+                if exc.code == "speaker_unreachable" and wait is not None:
+                    await asyncio.sleep(wait)  # a speaker may advertise as it starts
+                    continue
+                self._unverified(advert, exc)
+                return None
+        return None
 
     def _unverified(self, advert: Advert, exc: SpeakerError) -> None:
         """An advert whose address did not prove the key: nothing moves; an answer without the
