@@ -74,6 +74,16 @@ async def last_broadcast(ctl, owner: str, kind: str | None = None) -> str:
     raise AssertionError(f"{owner} started no broadcast")
 
 
+async def new_broadcast(ctl, before: set[str]) -> str:
+    """The id of a broadcast that was not there before."""
+    for _ in range(100):
+        new = [b for bid, b in ctl.broadcasts.items() if bid not in before]
+        if new:
+            return max(new, key=lambda b: b.created_at).id
+        await asyncio.sleep(0.1)
+    raise AssertionError("no new broadcast started")
+
+
 async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_client, world,
                                                    shots):
     ctl, _ = ctl_client
@@ -95,7 +105,8 @@ async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_clien
     recs = playout_records(world["record"], bid)
     assert set(recs) == set(world["site"].speakers)
     quiet = [sid for sid in recs if not tone_heard(*recorded_pcm(world["record"], sid, bid))]
-    assert not quiet, f"{len(quiet)} speakers did not play the microphone's tone: {quiet[:5]}"
+    assert not quiet, (f"{len(quiet)} speakers did not play the microphone's tone: {quiet[:5]}; "
+                       f"{b['summary']}; {b['source']}; first: {recs[quiet[0]]}")
     await page.screenshot(path=str(shots / "desk-after-page.png"), full_page=True)
     await con.close()
 
@@ -158,8 +169,9 @@ async def test_upload_a_file_and_play_it_then_tts(open_console, users, ctl_clien
     await page.click("#upload")
     await expect(page.locator("#upload-status")).to_contain_text("已上传", timeout=30000)
     assert "防火通知" in await page.locator("#clip option:checked").inner_text()
+    before = set(ctl.broadcasts)
     await page.click("#play")
-    bid = await last_broadcast(ctl, "office", "clip")
+    bid = await new_broadcast(ctl, before)
     b = await wait_done(ctl, bid, timeout=30)
     assert b["source"]["title"] == "防火通知"
     assert set(playout_records(world["record"], bid)) == set(world["site"].resolve(VILLAGE))
@@ -168,15 +180,11 @@ async def test_upload_a_file_and_play_it_then_tts(open_console, users, ctl_clien
     await page.fill("#tts-text", "各位村民请注意，今天下午三点在村委会开会。")
     await page.click("#tts-make")
     await page.wait_for_selector("#tts-play:not([hidden])", timeout=30000)
+    before = set(ctl.broadcasts)
     await page.click("#tts-play")
-    for _ in range(100):
-        tts = [x for x in ctl.broadcasts.values() if x.owner == "office" and x.id != bid]
-        if tts:
-            break
-        await asyncio.sleep(0.1)
-    b2 = await wait_done(ctl, max(tts, key=lambda x: x.created_at).id, timeout=60)
-    assert b2["source"]["kind"] == "clip" and b2["summary"]["heard"] == len(
-        world["site"].resolve(VILLAGE))
+    b2 = await wait_done(ctl, await new_broadcast(ctl, before), timeout=60)
+    assert b2["source"]["kind"] == "clip" and b2["source"]["title"].startswith("各位村民")
+    assert b2["summary"]["heard"] == len(world["site"].resolve(VILLAGE))
     await page.click("#tab-history")
     await page.wait_for_selector(f"tr[data-broadcast='{b2['id']}']")
     await page.screenshot(path=str(shots / "desk-history.png"), full_page=True)
@@ -225,7 +233,7 @@ async def test_a_speaker_losing_power_shows_live(open_console, users, ctl_client
     await con.login("office", users["office"])
     sel = f"button.spk[data-speaker='{VICTIM}']"
     assert await page.get_attribute(sel, "data-state") == "online"
-    reloads = []
+    reloads: list[str] = []
     page.on("framenavigated", lambda f: reloads.append(f.url) if f == page.main_frame else None)
     t0 = time.monotonic()
     world["victim"].kill()
@@ -235,4 +243,12 @@ async def test_a_speaker_losing_power_shows_live(open_console, users, ctl_client
     assert "112/113" in await page.locator("#counts").inner_text()
     assert "离线" in await page.get_attribute(sel, "aria-label")
     print(f"offline shown {took:.1f} s after the speaker's process was killed")
+    # English on request, remembered across a reload (the session too)
+    await page.click("#lang")
+    await expect(page.locator("#talk")).to_have_text("Hold to talk")
+    await page.reload()
+    await expect(page.locator("#tab-history")).to_have_text("History", timeout=20000)
+    assert "offline" in await page.get_attribute(sel, "aria-label")
+    await page.click("#lang")
+    await expect(page.locator("#tab-history")).to_have_text("广播记录")
     await con.close()
