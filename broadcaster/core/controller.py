@@ -28,6 +28,7 @@ from broadcaster.core.broadcast import (
     new_broadcast_id,
 )
 from broadcaster.core.events import Event, EventBus
+from broadcaster.core.loopwatch import LoopWatch
 from broadcaster.core.player import Part, Player
 from broadcaster.core.registry import Registry
 from broadcaster.drivers.base import Driver, DriverOptions
@@ -77,6 +78,7 @@ class Controller:
         self.events.subscribe(self._journal_event)
         self.registry = Registry()
         self.holdings = Holdings()
+        self.loopwatch = LoopWatch()
         self._released = asyncio.Event()  # set whenever speakers are let go (queued requests)
         self.broadcasts: OrderedDict[str, Broadcast] = OrderedDict()
         self.players: dict[str, Player] = {}
@@ -111,6 +113,7 @@ class Controller:
     async def start(self) -> None:
         """Open the media sockets and start every driver."""
         self._loop = asyncio.get_running_loop()
+        self.loopwatch.start()
         iface = self.config.interface
         self._usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -127,6 +130,7 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for drv in self.drivers.values():
             await drv.close()
+        await self.loopwatch.close()
         for s in (self._usock, self._msock):
             if s:
                 s.close()
@@ -269,6 +273,10 @@ class Controller:
         else:
             self._start(player, online)
         return b
+
+    def admit(self, targets: list[str]) -> None:
+        """Refuse now (before any decoding) what play() would refuse for load."""
+        self._admit(len(self.site.resolve_many(targets)))
 
     def _admit(self, streams: int) -> None:
         """Refuse what the controller cannot carry in full, rather than play it badly."""

@@ -34,7 +34,9 @@ async def health(c: Call) -> dict:
     """Is the controller up: speakers online, broadcasts running, storage state."""
     ctl = c.services.controller
     return {"ok": True, "site": ctl.site.id, "speakers": ctl.registry.counts(),
-            "broadcasts_running": len(ctl.players), "storage": c.services.storage_health()}
+            "broadcasts_running": len(ctl.players), "storage": c.services.storage_health(),
+            "loop_lag": ctl.loopwatch.snapshot(), "clock_wall_error_s": round(
+                ctl.clock.wall_error(), 3)}
 
 
 @command("speakers/list", "GET", "/api/speakers")
@@ -135,6 +137,7 @@ async def _play(c: Call, q: PlayIn) -> dict:
     codec_by_name(q.codec)
     policy.check_targets(ctl.site, c.principal, q.to)  # unknown or out of scope: before decoding
     rank = policy.check_priority(ctl.site, c.principal, q.priority)
+    ctl.admit(q.to)  # overload is refused before any decoding
     given = [x for x in (q.clip, q.tts, c.upload is not None and not q.live, q.live) if x]
     if not given:
         raise AudioInputError("nothing to play: the upload is empty; send an audio file as the "

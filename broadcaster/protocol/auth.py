@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import hashlib
 import hmac
 import json
@@ -29,7 +30,10 @@ PAIRING_KEY_BYTES = 32
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=8192)
 def _derive(key: bytes, label: bytes) -> bytes:
+    # every control message and clock datagram derives its key: at 1,000 speakers re-deriving
+    # was 6 % of the controller's idle CPU (issue 14's profile); the cache holds ~4 per speaker
     return hmac.new(key, label, hashlib.sha256).digest()
 
 
