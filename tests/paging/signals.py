@@ -49,7 +49,9 @@ def find(recording: bytes, piece: bytes, lo: int = 0, hi: int | None = None) -> 
     window = recording[lo * 2:hi * 2 + len(piece)]
     if len(window) < len(piece):
         return -1
-    offset, _ = audioop.findfit(window, piece)
+    # findfit divides by the window's energy: digital silence (before the voice) would make it
+    # 0/0 and stop the search, so the window is lifted by one step
+    offset, _ = audioop.findfit(audioop.bias(window, 2, 1), piece)
     return lo + offset
 
 
