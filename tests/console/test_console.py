@@ -92,8 +92,6 @@ async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_clien
     await con.login("office", users["office"])
     assert await page.locator("button.spk").count() == 113  # all of them, at a glance
     await expect(page.locator("#counts")).to_contain_text("113/113")
-    await page.screenshot(path=str(shots / "desk-office.png"), full_page=True)
-    keep_shot(shots, shots / "desk-office.png", "console-desk.png")
     await page.click("button.target.all")
     await expect(page.locator("#selection")).to_contain_text("113")
     await talk(page, 3.0)
@@ -107,7 +105,8 @@ async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_clien
     quiet = [sid for sid in recs if not tone_heard(*recorded_pcm(world["record"], sid, bid))]
     assert not quiet, (f"{len(quiet)} speakers did not play the microphone's tone: {quiet[:5]}; "
                        f"{b['summary']}; {b['source']}; first: {recs[quiet[0]]}")
-    await page.screenshot(path=str(shots / "desk-after-page.png"), full_page=True)
+    await page.screenshot(path=str(shots / "desk-office.png"), full_page=True)
+    keep_shot(shots, shots / "desk-office.png", "console-desk.png")
     await con.close()
 
 
