@@ -31,18 +31,21 @@ class Spec:
     body: str | None = None  # "audio": the HTTP body may be an audio file; "stream": live WAV
     public: bool = False  # callable without a session or token (health, login)
     status: int = 200
+    returns: str = "application/json"  # or a media type: the command then returns bytes
 
 
 REGISTRY: dict[str, Spec] = {}
 
 
 def command(name: str, method: str, path: str, input: type | None = None, *,
-            body: str | None = None, public: bool = False, status: int = 200
+            body: str | None = None, public: bool = False, status: int = 200,
+            returns: str = "application/json"
             ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Register an operation under `name`, served at `method path`."""
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         summary = (fn.__doc__ or name).strip().splitlines()[0]
-        REGISTRY[name] = Spec(name, fn, input, method, path, summary, body, public, status)
+        REGISTRY[name] = Spec(name, fn, input, method, path, summary, body, public, status,
+                              returns)
         return fn
     return deco
 

@@ -7,6 +7,8 @@ listings show only what is in it. Front ends (web, CLI over HTTP, demo, console)
 from __future__ import annotations
 
 import asyncio
+import io
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,6 +282,24 @@ async def library_list(c: Call, q: LibListIn) -> dict:
 async def library_get(c: Call, q: IdIn) -> dict:
     """One clip."""
     return (await _lib(c, c.services.library.get, q.id)).to_dict()
+
+
+@command("library/audio", "GET", "/api/library/{id}/audio", IdIn, returns="audio/wav")
+async def library_audio(c: Call, q: IdIn) -> bytes:
+    """A clip's audio as 16 kHz WAV, to hear in the browser (a TTS preview before it goes out)."""
+    pcm = await _lib(c, c.services.library.pcm, q.id, 16000)
+    return wav_bytes(pcm, 16000)
+
+
+def wav_bytes(pcm: bytes, rate: int) -> bytes:
+    """Mono s16le PCM as a WAV file in memory."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
 
 
 @dataclass

@@ -195,6 +195,9 @@ def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResp
         finally:
             if isinstance(upload, Path):
                 upload.unlink(missing_ok=True)
+        if isinstance(result, bytes):
+            return web.Response(body=result, status=spec.status, content_type=spec.returns,
+                                headers={"Cache-Control": "private, max-age=3600"})
         session = result.pop("session", None) if spec.name == "auth/login" else None
         resp = web.json_response(result, status=spec.status,
                                  dumps=lambda o: json.dumps(o, ensure_ascii=False))

@@ -123,7 +123,9 @@ def operation(spec: Spec) -> dict[str, Any]:
         "summary": spec.summary,
         "tags": [spec.name.split("/")[0]],
         "parameters": _parameters(spec, query),
-        "responses": responses(spec.status),
+        "responses": responses(spec.status, None if spec.returns == "application/json" else {
+            "description": "done", "content": {spec.returns: {
+                "schema": {"type": "string", "format": "binary"}}}}),
     }
     if spec.input is not None and spec.input.__doc__:
         op["description"] = spec.input.__doc__.strip().splitlines()[0]
