@@ -12,38 +12,13 @@ from broadcaster.access.accounts import Accounts, LoginThrottled, lockout
 from broadcaster.access.audit import AuditLog
 from broadcaster.access.principal import Principal
 from broadcaster.errors import BroadcasterError, Forbidden, InvalidInput, NotFound, Unauthorized
-from broadcaster.site import load, loads
+from broadcaster.site import loads
 from broadcaster.storage.db import Store
 
 ZONES = Path(__file__).resolve().parents[2] / "zones.yaml"
 FAST = {"time_cost": 1, "memory_cost": 8192, "parallelism": 1}  # argon2id, cheap for tests
 PASSWORDS = {"office": "office-pass-1", "area1": "area1-secret", "v11": "village-11-pw",
              "v12": "village-12-pw"}
-
-
-@pytest.fixture(scope="module")
-def site():
-    return load(ZONES)
-
-
-class Clock:
-    def __init__(self, t: float = 1_780_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.in_data_dir(tmp_path)
-    yield s
-    s.close()
 
 
 @pytest.fixture

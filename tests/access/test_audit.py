@@ -10,37 +10,12 @@ import pytest
 
 from broadcaster.access.audit import GENESIS, AuditLog, row_hash
 from broadcaster.access.principal import Principal
-from broadcaster.site import load
 from broadcaster.storage.db import Store
+from tests.access.conftest import Clock
 
 ZONES = Path(__file__).resolve().parents[2] / "zones.yaml"
 COLUMNS = ("at", "actor", "actor_scope", "origin", "action", "targets", "what", "outcome",
            "broadcast", "prev_hash", "hash")
-
-
-@pytest.fixture(scope="module")
-def site():
-    return load(ZONES)
-
-
-class Clock:
-    def __init__(self, t: float = 1_780_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.in_data_dir(tmp_path)
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -16,19 +16,11 @@ from tests.support.harness import (
     playout_records,
     recorded_pcm,
     wait_done,
+    wait_for,
     wait_online,
 )
 from tests.support.net import free_port
 from tests.support.sites import small_site
-
-
-async def wait_for(pred, timeout: float) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError
-        await asyncio.sleep(0.05)
-    return time.monotonic() - t0
 
 
 async def test_killed_speaker_is_recorded_others_play_on_and_it_comes_back(tmp_path, data, record,

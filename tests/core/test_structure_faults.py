@@ -28,6 +28,9 @@ from tests.support.harness import (
     wait_done,
     wait_online,
 )
+from tests.support.harness import (
+    wait_for as until,
+)
 from tests.support.net import free_port
 from tests.support.sites import small_site
 from tests.support.tools import need
@@ -38,16 +41,6 @@ with warnings.catch_warnings():
 
 LOW = rank("announcement", "village")
 HIGH = rank("emergency", "subdistrict")
-
-
-async def until(pred, timeout: float) -> float:
-    """Wait until pred() is true; returns the seconds it took."""
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError
-        await asyncio.sleep(0.02)
-    return time.monotonic() - t0
 
 
 def static_site(tmp_path, **shape):

@@ -9,9 +9,8 @@ import sys
 import warnings
 
 import broadcaster.site as zones
-from tests.core.test_faults import wait_for
 from tests.support.audio import sweep
-from tests.support.harness import ROOT, controller, wait_done, wait_online
+from tests.support.harness import ROOT, controller, wait_done, wait_for, wait_online
 from tests.support.net import free_even_port, free_port
 from tests.support.sites import small_site
 

@@ -21,22 +21,13 @@ from broadcaster.errors import SpeakerError
 from broadcaster.protocol.auth import sign_request
 from tests.endpoint.direct import Stream, call, endpoints, udp_sockets
 from tests.support.audio import assert_recording_matches, sweep
+from tests.support.harness import wait_for as until
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
 ATTACKS = ("dropped_unauthenticated", "dropped_replay", "dropped_malformed")
-
-
-async def until(pred, timeout: float) -> float:
-    """Wait until pred() is true; returns the seconds it took."""
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError
-        await asyncio.sleep(0.02)
-    return time.monotonic() - t0
 
 
 async def raw_post(sp, path: str, body: dict) -> tuple[int, dict]:

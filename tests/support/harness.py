@@ -125,6 +125,16 @@ async def controller(site: Site, data: Path, tag: str, max_upload: int | None = 
         services.close()
 
 
+async def wait_for(pred, timeout: float) -> float:
+    """Wait until pred() is true; returns the seconds it took (TimeoutError past `timeout`)."""
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
 async def wait_online(ctl: Controller, count: int, timeout: float = 30.0,
                       synced: bool = True) -> float:
     """Wait until `count` assigned speakers are online (and, by default, have synced their
