@@ -1,5 +1,6 @@
-"""The speaker endpoint: control API, SRTP receiver, clock sync and the sound card of one IP speaker.
+"""The speaker endpoint: control API, SRTP receiver and the sound card of one IP speaker.
 
+Clock sync and the speaker's anchored clock live in clocks.py, request checks in requests.py.
 See docs/protocol.md. Every control request must carry a fresh HMAC signature (auth.py); every
 audio packet must pass SRTP authentication with the broadcast key the controller sealed for this
 speaker; anything else is dropped and counted, never played.

@@ -1,7 +1,8 @@
 """The common play clock: an NTP-style exchange by which each speaker learns the controller's time.
 
 A speaker sends its local time t1; the controller answers with t1, its receive time t2 and send
-time t3; the speaker notes t4. offset = ((t2 - t1) + (t3 - t4)) / 2, round trip = (t4 - t1) - (t3 - t2).
+time t3; the speaker notes t4. offset = ((t2 - t1) + (t3 - t4)) / 2, round trip =
+(t4 - t1) - (t3 - t2).
 Each direction is filtered on its own: forward = t2 - t1 = offset + delay + jitter_there and
 backward = t3 - t4 = offset - delay - jitter_back, so the smallest forward and the largest backward
 value in the window are the ones least inflated by queueing, and their mean is the offset. Unlike

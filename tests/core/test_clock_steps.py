@@ -30,7 +30,7 @@ from tests.support.sites import small_site
 
 STEPS = (5.0, -5.0, 40.0)
 FEW = 10  # frames (200 ms): a hole "as long as a resync" would be far longer; anchored: none
-SPEAKER_STEP_AT = 7.0  # seconds after the simulator starts
+SPEAKER_STEP_AT = 20.0  # seconds after the simulator starts: after start-up even on a busy machine
 
 
 def expected(src: bytes) -> bytes:
@@ -85,7 +85,8 @@ async def test_wall_clock_steps_move_nothing(tmp_path, data, record, tag, monkey
             before = security(ctl)
 
             # 1. a step of each size on one speaker each, mid-broadcast
-            seconds = max(4.0, t_spawn + SPEAKER_STEP_AT + 4.0 - time.monotonic())
+            await asyncio.sleep(max(0.0, t_spawn + SPEAKER_STEP_AT - 2.0 - time.monotonic()))
+            seconds = max(4.0, t_spawn + SPEAKER_STEP_AT + 6.0 - time.monotonic())
             src = sweep(8000, round(seconds))
             t0 = time.monotonic()
             b = await wait_done(ctl, (await ctl.play(src, ["sd"])).id, timeout=60)
