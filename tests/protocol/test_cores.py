@@ -154,9 +154,9 @@ def test_playout_gives_up_when_the_stream_goes_silent():
     p = _playout()
     p.on_packet(_pkt(0), 99.0)
     p.due(100.0, 0.0)
-    assert not p.finished(100.5)
-    p.due(101.5, 0.0)
-    assert p.finished(101.5)
+    assert not p.finished(101.5)  # idle is counted from the later of last packet and first play
+    p.due(102.5, 0.0)
+    assert p.finished(102.5)
 
 
 # --- clock --------------------------------------------------------------------------------------
