@@ -299,7 +299,8 @@ class PageSession:
             by_state: dict[str, list[str]] = {}
             for sid, st in sorted(states.items()):
                 by_state.setdefault(st, []).append(sid)
-            self._send({"type": "speakers", "state": b.state, "playing": by_state.get("playing", []),
+            self._send({"type": "speakers", "state": b.state,
+                        "playing": by_state.get("playing", []),
                         "offline": by_state.get("offline", []),
                         "refused": {sid: b.results[sid].error or st for sid, st in states.items()
                                     if st in ("refused", "unreachable")}})
