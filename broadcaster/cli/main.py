@@ -281,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--site-tag", help="mDNS site tag (default: the site id)")
     sp.add_argument("--no-mdns", action="store_true")
+    sp.add_argument("--controller", dest="dial_in", metavar="HOST:PORT",
+                    help="dial in: connect out to this controller (behind NAT, on 4G)")
     sp.add_argument("--ready-file", help="write the simulated addresses here as JSON when ready")
     sp.set_defaults(func=cmd_speaker)
 

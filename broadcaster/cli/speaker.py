@@ -64,6 +64,14 @@ def run(args: argparse.Namespace, data: Path) -> int:
                        impair=Impairment.parse(args.impair) if args.impair else None,
                        output=output_command(args.output) if args.output else None,
                        output_latency=args.output_latency / 1000)
+    if getattr(args, "dial_in", None):  # behind NAT: connect out, advertise nothing
+        from broadcaster.endpoint.dialin import parse_controller, run_dialin
+        try:
+            target = parse_controller(args.dial_in)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        asyncio.run(run_dialin(spec, target))
+        return 0
     asyncio.run(_run_one(spec, not args.no_mdns))
     return 0
 

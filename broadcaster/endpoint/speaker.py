@@ -128,10 +128,16 @@ class Speaker:
         """The bound RTP port (RTCP is the next one)."""
         return self._rtp.port if self._rtp else 0
 
+    def send_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send from the RTP socket (dial-in punches: the NAT maps this socket's port)."""
+        if self._rtp:
+            self._rtp.sendto(data, addr)
+
     async def start(self) -> None:
         """Bind the RTP/RTCP sockets and the control API."""
         s = self.spec
-        self._rtp, self._rtcp = await open_udp_pair(s.host, s.rtp_port, self._on_rtp,
+        # RTCP may share the RTP port (RFC 5761): a dial-in speaker has one NAT mapping
+        self._rtp, self._rtcp = await open_udp_pair(s.host, s.rtp_port, self._on_rtp_or_rtcp,
                                                     self._on_rtcp, s.impair)
         app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
         app.router.add_get("/status", self._status)

@@ -19,7 +19,8 @@ from broadcaster.errors import BroadcasterError, Forbidden, Unauthorized
 
 COOKIE = "bc_session"
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_PATHS = frozenset({"/api/health", "/api/login", "/api/openapi.json"})
+# /api/dial-in: speakers prove their pairing key on the channel itself (docs/security.md)
+PUBLIC_PATHS = frozenset({"/api/health", "/api/login", "/api/openapi.json", "/api/dial-in"})
 
 
 def same_origin(request: web.Request, origin: str, allowed: frozenset[str]) -> bool:

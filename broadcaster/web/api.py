@@ -25,7 +25,7 @@ from broadcaster.access.principal import Principal
 from broadcaster.core.broadcast import ACTIVE
 from broadcaster.core.commands import REGISTRY, Spec, call
 from broadcaster.core.services import Services
-from broadcaster.errors import BroadcasterError, InvalidInput
+from broadcaster.errors import BroadcasterError, InvalidInput, NotFound
 from broadcaster.sources.live import LiveSource, WavStreamParser
 from broadcaster.web.access import COOKIE, clear_session, make_middleware, set_session
 
@@ -218,6 +218,15 @@ async def _session_id(request: web.Request) -> str | None:
     return await asyncio.to_thread(accounts.token_id_of, secret.strip())
 
 
+async def _dial_in(request: web.Request) -> web.StreamResponse:
+    """A speaker's dial-in channel, served by our endpoint's driver (drivers/bcspeaker/dialin)."""
+    ctl = request.app[SERVICES].controller
+    driver = ctl.drivers.get("bcspeaker") if ctl is not None else None
+    if driver is None:
+        raise NotFound("this controller drives none of our speakers", code="no_dial_in")
+    return await driver.dialin.handle(request)
+
+
 def make_app(services: Services, max_upload: int = MAX_UPLOAD,
              allowed_origins: frozenset[str] = frozenset()) -> web.Application:
     """The aiohttp application over a set of services."""
@@ -232,6 +241,7 @@ def make_app(services: Services, max_upload: int = MAX_UPLOAD,
     feed.add_routes(app)
     openapi.add_routes(app, feed.OPENAPI)
     paging.add_routes(app)
+    app.router.add_get("/api/dial-in", _dial_in)  # speakers behind NAT connect out (no token)
     from broadcaster.web.console import add_routes as add_console  # the web console at /
     add_console(app)
     return app

@@ -15,12 +15,14 @@ from typing import Any
 
 import broadcaster.protocol.clock as clk
 from broadcaster.drivers.base import Capability, Delivery, DriverHost, DriverOptions, Plan, Report
+from broadcaster.drivers.bcspeaker.dialin import DialIn
 from broadcaster.drivers.bcspeaker.link import SpeakerLink
 from broadcaster.errors import SpeakerError
 from broadcaster.net.mdns import Advert, Browser, open_zeroconf
 from broadcaster.net.udp import UdpPort, open_udp
 from broadcaster.protocol.auth import wrap_key
 from broadcaster.protocol.codecs import codec_by_name
+from broadcaster.protocol.dialin import PUNCH_MAGIC
 from broadcaster.protocol.srtp import new_key
 from broadcaster.protocol.stream import Destination, RtpSender
 from broadcaster.site import Site
@@ -75,6 +77,7 @@ class BcSpeakerDriver:
         self._verifying: set[tuple[str, str, int]] = set()
         self._verify_slots = asyncio.Semaphore(VERIFY_LIMIT)
         self._refused: dict[tuple[str, str, int], float] = {}  # → monotonic time refused
+        self.dialin = DialIn(self)  # speakers behind NAT that connect out (GET /api/dial-in)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -105,6 +108,7 @@ class BcSpeakerDriver:
             await self._browser.close()
         if self._azc:
             await self._azc.async_close()
+        await self.dialin.close()
         if self._clock:
             self._clock.close()
         await self.link.close()
@@ -114,6 +118,11 @@ class BcSpeakerDriver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    @property
+    def clock_port(self) -> int:
+        """The clock service's UDP port (dial-in speakers punch to it; media leave from it)."""
+        return self._clock.port if self._clock else 0
 
     @property
     def clock_address(self) -> str:
@@ -248,8 +257,8 @@ class BcSpeakerDriver:
                 raise SpeakerError(f"speaker {sid}: status answer is not a JSON object",
                                    code="speaker_malformed")
             rtp = status.get("rtp_port")
-            if isinstance(rtp, int) and 0 < rtp < 65535:
-                addr.rtp_port = rtp
+            if isinstance(rtp, int) and 0 < rtp < 65535 and addr.source != "dial-in":
+                addr.rtp_port = rtp  # (behind NAT the port seen from outside is what counts)
             self._host.speaker_seen(sid, status)
         except SpeakerError as exc:
             self._host.speaker_failed(sid, exc.message)
@@ -260,6 +269,9 @@ class BcSpeakerDriver:
     def _on_clock(self, data: bytes, addr: tuple) -> None:
         assert self._host is not None
         t2 = self._host.now()  # the play clock: a wall-clock step never reaches the speakers
+        if data.startswith(PUNCH_MAGIC):
+            self.dialin.on_punch(data, addr, t2)
+            return
         try:
             sid = clk.request_speaker(data)
             key = self.keys.get(sid)
@@ -270,6 +282,41 @@ class BcSpeakerDriver:
             return
         assert self._clock is not None
         self._clock.sendto(clk.encode_response(key, t1, t2, self._host.now()), addr)
+
+    # --- dial-in (drivers/bcspeaker/dialin.py) -----------------------------------------------
+
+    def dialed_in(self, sid: str, host: str, port: int) -> None:
+        """A speaker's channel is up: its control goes through it; media once it has punched."""
+        assert self._host is not None
+        self.addresses[sid] = Address(host, port, None, "dial-in")
+        self._host.speaker_located(sid, host, port, "dial-in")
+        self._spawn(self.poll(sid))
+
+    def channel_lost(self, sid: str) -> None:
+        """Its channel closed: it stays a dial-in speaker, unreachable until it calls again."""
+        assert self._host is not None
+        self._host.speaker_failed(sid, "dial-in channel closed")
+
+    def media_observed(self, sid: str, addr: tuple[str, int]) -> None:
+        """Where the speaker's RTP socket appears from outside (its NAT mapping)."""
+        a = self.addresses.get(sid)
+        if a is not None and a.source == "dial-in":
+            a.host, a.rtp_port = addr[0], addr[1]
+
+    def dialin_refused(self, sid: str | None, where: str, reason: str) -> None:
+        """A channel that failed authentication: closed, and an attack event."""
+        assert self._host is not None
+        who = {"speaker": sid} if sid in self.site.speakers else {}  # never an unknown name
+        self._host.publish("attack", **who, counters={"dialin_refused": 1}, address=where,
+                           reason=reason)
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Media to a dial-in speaker leave from the clock socket, the one its NAT let out."""
+        if self._clock is not None and self.dialin.media_to(addr):
+            self._clock.sendto(data, addr)
+        else:
+            assert self._host is not None
+            self._host.send(data, addr)
 
     # --- broadcasts --------------------------------------------------------------------------
 
@@ -289,15 +336,15 @@ class BcSpeakerDriver:
                                 for s in self.site.speakers_under(zid))
         out: dict[str, tuple[str, int] | None] = {}
         for sid in speakers:
-            out[sid] = next((self.site.zones[z].multicast for z in self.site.path(sid)
-                             if fits.get(z)), None)
+            out[sid] = None if self.dialin.dialed(sid) else next(  # no multicast through NAT
+                (self.site.zones[z].multicast for z in self.site.path(sid) if fits.get(z)), None)
         return out
 
     async def prepare(self, plan: Plan, speakers: list[str]) -> Delivery:
         """Send every speaker its signed /play with the sealed key; collect who accepted."""
         assert self._host is not None
         codec = codec_by_name(plan.codec)
-        sender = RtpSender(codec, self._host.send, key=new_key())
+        sender = RtpSender(codec, self._send, key=new_key())
         run = _Run(plan.broadcast, sender, self.routes(speakers))
         delivery = Delivery(self.name, sender, state=run)
         oks = await asyncio.gather(*(self._setup(plan, run, sid, delivery) for sid in speakers))
@@ -310,7 +357,10 @@ class BcSpeakerDriver:
         sender = run.sender
         for sid in speakers:
             group, addr = run.routes[sid], self.addresses[sid]
-            if group is None:
+            if group is None and addr.source == "dial-in":  # one NAT mapping: RTCP muxed
+                assert addr.rtp_port is not None
+                dest = Destination((addr.host, addr.rtp_port), (addr.host, addr.rtp_port))
+            elif group is None:
                 assert addr.rtp_port is not None
                 dest = Destination((addr.host, addr.rtp_port), (addr.host, addr.rtp_port + 1))
             else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import time
@@ -24,6 +23,8 @@ class SpeakerLink:
         self.clock = clock
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        # speakers that dialed in (drivers/bcspeaker/dialin.py): their requests take the channel
+        self.channels: dict[str, Any] = {}
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -42,25 +43,34 @@ class SpeakerLink:
         raw = json.dumps(body).encode() if body is not None else b""
         auth = sign_request(speaker_id, key, method, path, raw, self.clock())
         nonce = parse_authorization(auth)["nonce"]
-        http = await self._http()
+        channel = self.channels.get(speaker_id)
         try:
-            async with http.request(
-                    method, f"http://{host}:{port}{path}", data=raw or None,
-                    headers={"Authorization": auth, "Content-Type": "application/json"},
-                    timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
-                data = await resp.read()
-                mac = resp.headers.get("X-BC-MAC", "")
-                if not hmac.compare_digest(mac, response_mac(key, nonce, resp.status, data)):
-                    raise SpeakerError(f"speaker {speaker_id}: answer is not authenticated "
-                                       f"(HTTP {resp.status})", code="speaker_unauthenticated")
-                out = json.loads(data) if data else {}
-                if resp.status >= 400:
-                    raise SpeakerError(f"speaker {speaker_id}: {out.get('message', resp.status)}",
-                                       code=out.get("error", "speaker_error"))
-                return out
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            if channel is not None:  # dialed in: the same signed request over its channel
+                status, data, mac = await channel.exchange(method, path, raw, auth,
+                                                           timeout or self.timeout)
+            else:
+                http = await self._http()
+                async with http.request(
+                        method, f"http://{host}:{port}{path}", data=raw or None,
+                        headers={"Authorization": auth, "Content-Type": "application/json"},
+                        timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as resp:
+                    status, data = resp.status, await resp.read()
+                    mac = resp.headers.get("X-BC-MAC", "")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise SpeakerError(f"speaker {speaker_id} at {host}:{port} did not answer "
                                f"({type(exc).__name__})", code="speaker_unreachable") from None
+        if not hmac.compare_digest(mac, response_mac(key, nonce, status, data)):
+            raise SpeakerError(f"speaker {speaker_id}: answer is not authenticated "
+                               f"(HTTP {status})", code="speaker_unauthenticated")
+        try:
+            out = json.loads(data) if data else {}
+        except ValueError:
+            raise SpeakerError(f"speaker {speaker_id}: answer is not JSON",
+                               code="speaker_malformed") from None
+        if status >= 400:
+            raise SpeakerError(f"speaker {speaker_id}: {out.get('message', status)}",
+                               code=out.get("error", "speaker_error"))
+        return out
 
     async def close(self) -> None:
         """Close the HTTP session."""

@@ -1,0 +1,213 @@
+"""The controller's side of dial-in: speakers behind NAT that connect out (docs/protocol.md §8).
+
+`DialIn.handle` serves `GET /api/dial-in` (a WebSocket). After both sides proved the pairing key
+over fresh nonces, the speaker's `Channel` is put in `SpeakerLink.channels`: from then on every
+signed control request to that speaker (health polls, /play, /stop, /volume, /playout) travels
+over it instead of HTTP, and its answer is verified exactly as an HTTP answer. A closed channel
+stays in place, so requests fail at once as `speaker_unreachable` (the controller never tries to
+connect into the village). Punches reaching the clock service tell where the speaker's RTP socket
+appears from outside; media go there from the clock socket, the one the NAT let out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections import Counter
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from broadcaster.protocol import dialin as msg
+from broadcaster.protocol.auth import MAX_SKEW
+
+log = logging.getLogger(__name__)
+HEARTBEAT = 4.0  # s between WebSocket pings; a missing pong closes the channel after half that
+HELLO_TIMEOUT = 10.0  # s a connecting speaker has to prove its key
+
+
+class ChannelClosed(ConnectionError):
+    """The speaker's channel is closed: it is unreachable until it dials in again."""
+
+
+class Channel:
+    """One speaker's open control channel: requests out, answers matched by id."""
+
+    def __init__(self, speaker_id: str, ws: web.WebSocketResponse) -> None:
+        self.speaker_id = speaker_id
+        self.ws = ws
+        self.closed = False
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future] = {}
+
+    async def exchange(self, method: str, path: str, body: bytes, auth: str,
+                       timeout: float) -> tuple[int, bytes, str]:
+        """Send one signed request; its (status, body, X-BC-MAC), or ChannelClosed/Timeout."""
+        if self.closed:
+            raise ChannelClosed(f"dial-in channel of {self.speaker_id} is closed")
+        rid = next(self._ids)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await self.ws.send_str(msg.request_frame(rid, method, path, auth, body))
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(rid, None)
+
+    def answer(self, frame: dict[str, Any]) -> None:
+        """An answer arrived: wake its request (unknown or late ids are ignored)."""
+        fut = self._pending.get(frame.get("id"))  # type: ignore[arg-type]
+        if fut is None or fut.done():
+            return
+        status, body, mac = frame.get("status"), frame.get("body"), frame.get("mac")
+        if not isinstance(status, int) or not isinstance(body, str) or not isinstance(mac, str):
+            fut.set_exception(ChannelClosed(f"{self.speaker_id}: malformed answer frame"))
+            return
+        fut.set_result((status, body.encode(), mac))
+
+    def close(self) -> None:
+        """Fail every request in flight; later ones fail at once."""
+        self.closed = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ChannelClosed(f"dial-in channel of {self.speaker_id} closed"))
+
+
+class DialIn:
+    """Accepts dial-in channels and punches for the bcspeaker driver."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver  # BcSpeakerDriver (not imported: it imports this module)
+        self.channels: dict[str, Channel] = driver.link.channels
+        self.media: dict[str, tuple[str, int]] = {}  # speaker → observed (ip, port) of its RTP
+        self.refused: Counter = Counter()  # punches refused, by reason (not alarms: UDP is cheap)
+        self.sessions: Counter = Counter()  # channels accepted, by speaker (reconnects show here)
+        self._media_addrs: set[tuple[str, int]] = set()
+        self._last_punch: dict[str, float] = {}
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    def dialed(self, speaker_id: str) -> bool:
+        """True for a speaker attached through a channel (open or closed)."""
+        return speaker_id in self.channels
+
+    def media_to(self, addr: tuple[str, int]) -> bool:
+        """True if `addr` is a dial-in speaker's observed media address (sent per packet)."""
+        return addr in self._media_addrs
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """`GET /api/dial-in`: authenticate a speaker, then carry its control until it drops."""
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=256 * 1024)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ip, port = (peer[0], peer[1]) if peer else (request.remote or "?", 0)
+        try:
+            sid = await self._handshake(ws, f"{ip}:{port}")
+            if sid is None:
+                return ws
+            chan = Channel(sid, ws)
+            old = self.channels.get(sid)
+            if old is not None:  # the speaker reconnected: its newest channel wins
+                old.close()
+                self._spawn_close(old.ws)
+            self.channels[sid] = chan
+            self.sessions[sid] += 1
+            self.media.pop(sid, None)  # a new session may come through a new NAT mapping
+            self._media_addrs = set(self.media.values())
+            self._last_punch.pop(sid, None)
+            log.info("speaker %s dialed in from %s:%s", sid, ip, port)
+            self.driver.dialed_in(sid, ip, port)
+            try:
+                await self._serve(ws, chan)
+            finally:  # a closed connection may also cancel this handler (aiohttp does)
+                chan.close()
+                if self.channels.get(sid) is chan:
+                    log.info("dial-in channel of %s closed", sid)
+                    self.driver.channel_lost(sid)
+            return ws
+        finally:
+            self._sockets.discard(ws)
+
+    @staticmethod
+    async def _serve(ws: web.WebSocketResponse, chan: Channel) -> None:
+        """Hand answers to their requests until the channel closes."""
+        async for m in ws:
+            if m.type != WSMsgType.TEXT:
+                continue
+            try:
+                frame = msg.parse_frame(m.data)
+            except msg.DialInError:
+                continue
+            if frame["t"] == "res":
+                chan.answer(frame)
+
+    async def _handshake(self, ws: web.WebSocketResponse, where: str) -> str | None:
+        """Challenge, hello, welcome; the speaker id, or None after refusing (and alarming)."""
+        nonce = secrets.token_hex(16)
+        await ws.send_json({"t": "challenge", "v": msg.VERSION, "nonce": nonce,
+                            "clock_port": self.driver.clock_port})
+        sid = None
+        try:
+            m = await ws.receive(timeout=HELLO_TIMEOUT)
+            if m.type != WSMsgType.TEXT:
+                raise msg.DialInError("no hello")
+            hello = msg.parse_frame(m.data)
+            sid = hello.get("speaker")
+            key = self.driver.keys.get(sid) if isinstance(sid, str) else None
+            sp = self.driver.site.speakers.get(sid) if isinstance(sid, str) else None
+            if key is None or sp is None or sp.driver != self.driver.name:
+                raise msg.DialInError(f"speaker {sid!r} is not a paired speaker of this site")
+            if not msg.check_mac(msg.hello_mac(key, nonce, sid), hello.get("mac")):
+                raise msg.DialInError(f"speaker {sid}: hello does not prove its pairing key")
+            snonce = hello.get("nonce")
+            if not isinstance(snonce, str) or not 16 <= len(snonce) <= 128:
+                raise msg.DialInError(f"speaker {sid}: hello has no usable nonce")
+        except (TimeoutError, msg.DialInError, TypeError, ValueError) as exc:
+            reason = str(exc) or type(exc).__name__
+            log.warning("dial-in from %s refused: %s", where, reason)
+            self.driver.dialin_refused(sid if isinstance(sid, str) else None, where, reason)
+            await ws.close(code=4401, message=b"not authenticated")
+            return None
+        await ws.send_json({"t": "welcome", "mac": msg.welcome_mac(key, snonce, sid)})
+        return sid
+
+    def on_punch(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        """A punch reached the clock service: note where this speaker's media must go."""
+        try:
+            sid = msg.punch_speaker(data)
+            key = self.driver.keys.get(sid)
+            if key is None:
+                raise msg.DialInError("unknown speaker")
+            p = msg.decode_punch(data, key)
+        except msg.DialInError as exc:
+            self.refused[str(exc)] += 1
+            return
+        chan = self.channels.get(sid)
+        if chan is None or chan.closed:
+            self.refused["no channel"] += 1  # media follow only a speaker whose channel is up
+            return
+        if abs(p.ts - now) > MAX_SKEW:
+            self.refused["stale"] += 1
+            return
+        # strictly newer than the last one accepted: a captured punch replayed from elsewhere
+        # cannot redirect the media (a relay on the path could, and could as well drop them)
+        if p.ts <= self._last_punch.get(sid, float("-inf")):
+            self.refused["replay"] += 1
+            return
+        self._last_punch[sid] = p.ts
+        if self.media.get(sid) != addr:
+            self.media[sid] = addr
+            self._media_addrs = set(self.media.values())
+            self.driver.media_observed(sid, addr)
+
+    def _spawn_close(self, ws: web.WebSocketResponse) -> None:
+        asyncio.ensure_future(ws.close(code=4000, message=b"replaced by a newer channel"))
+
+    async def close(self) -> None:
+        """Close every channel (the controller stops)."""
+        for chan in self.channels.values():
+            chan.close()
+        await asyncio.gather(*(ws.close(code=1001, message=b"controller stopping")
+                               for ws in list(self._sockets)), return_exceptions=True)

@@ -1,0 +1,169 @@
+"""The speaker's side of dial-in: connect out to the controller through NAT (docs/protocol.md §8).
+
+`broadcaster speaker --controller HOST:PORT` runs a `DialOut` beside the endpoint: a WebSocket to
+`GET /api/dial-in`, mutual proof of the pairing key, then every control request the controller
+sends over it is handed to the speaker's own control API — the same middleware checks its
+signature, freshness and nonce, and the same handlers answer and sign — and the answer goes back
+as it was. Punches from the RTP socket keep the NAT's UDP mapping toward the controller open.
+After a drop it reconnects with capped, jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import signal
+from typing import Any
+
+import aiohttp
+
+from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
+from broadcaster.protocol import dialin as msg
+
+log = logging.getLogger(__name__)
+HEARTBEAT = 4.0  # s between pings; no pong within half of it closes the channel
+PUNCH_EVERY = 5.0  # s between punches: well inside the shortest NAT UDP timeouts (~30 s)
+BACKOFF_FIRST, BACKOFF_CAP = 0.5, 30.0  # s: first retry, longest wait between attempts
+CONNECT_TIMEOUT = 10.0
+
+
+def backoff(failures: int, rng: random.Random) -> float:
+    """Seconds to wait after `failures` failed attempts in a row: doubling, capped, jittered
+    (half to all of it, so horns that lost one router do not all call back at once)."""
+    return min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, failures - 1)) * rng.uniform(0.5, 1.0)
+
+
+class HandshakeFailed(Exception):
+    """The controller did not prove the pairing key (or spoke nonsense): not our controller."""
+
+
+class DialOut:
+    """One speaker's persistent control channel to its controller."""
+
+    def __init__(self, speaker: Speaker, host: str, port: int, path: str = "/api/dial-in") -> None:
+        self.speaker = speaker
+        self.url = f"http://{host}:{port}{path}"
+        self.controller_host = host
+        self.clock_port: int | None = None
+        self.connected = asyncio.Event()
+        self.sessions = 0  # channels the controller welcomed
+        self._rng = random.Random()
+        self._seq = 0
+        self._local: Any = None  # the session to the speaker's own control API
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect after every drop, forever."""
+        failures = 0
+        async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as local:
+            self._local = local
+            while True:
+                try:
+                    await self._session(http)
+                    failures = 0  # a session that was welcomed resets the backoff
+                except (TimeoutError, aiohttp.ClientError, OSError, HandshakeFailed,
+                        msg.DialInError) as exc:
+                    log.info("%s: dial-in to %s failed: %s", self.speaker.spec.speaker_id,
+                             self.url, exc or type(exc).__name__)
+                failures += 1
+                await asyncio.sleep(backoff(failures, self._rng))
+
+    async def _session(self, http: aiohttp.ClientSession) -> None:
+        sid, key = self.speaker.spec.speaker_id, self.speaker.spec.key
+        async with http.ws_connect(self.url, heartbeat=HEARTBEAT,
+                                   timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                                   max_msg_size=256 * 1024) as ws:
+            challenge = msg.parse_frame(await ws.receive_str(timeout=CONNECT_TIMEOUT))
+            if challenge["t"] != "challenge" or not isinstance(challenge.get("nonce"), str):
+                raise HandshakeFailed("no challenge")
+            mine = secrets.token_hex(16)
+            await ws.send_json({"t": "hello", "v": msg.VERSION, "speaker": sid, "nonce": mine,
+                                "mac": msg.hello_mac(key, challenge["nonce"], sid)})
+            welcome = msg.parse_frame(await ws.receive_str(timeout=CONNECT_TIMEOUT))
+            if not msg.check_mac(msg.welcome_mac(key, mine, sid), welcome.get("mac")):
+                raise HandshakeFailed("the controller did not prove the pairing key")
+            port = challenge.get("clock_port")
+            self.clock_port = port if isinstance(port, int) and 0 < port < 65536 else None
+            self.sessions += 1
+            self.connected.set()
+            log.info("%s: dialed in to %s", sid, self.url)
+            tasks: set[asyncio.Task] = {asyncio.ensure_future(self._punch())}
+            try:
+                async for m in ws:
+                    if m.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    try:
+                        frame = msg.parse_frame(m.data)
+                    except msg.DialInError:
+                        continue
+                    if frame["t"] == "req":
+                        t = asyncio.ensure_future(self._answer(ws, frame))
+                        tasks.add(t)
+                        t.add_done_callback(tasks.discard)
+            finally:
+                self.connected.clear()
+                for t in tasks:
+                    t.cancel()
+            log.info("%s: dial-in channel closed (%s)", sid, ws.close_code)
+
+    async def _answer(self, ws: Any, frame: dict) -> None:
+        """Hand a request to the speaker's own control API (its checks, its handlers, its MAC)."""
+        sp = self.speaker
+        host = "127.0.0.1" if sp.spec.host in ("0.0.0.0", "") else sp.spec.host
+        path, method = str(frame.get("path", "/")), str(frame.get("method", "GET"))
+        body = str(frame.get("body", "")).encode()
+        headers = {"Authorization": str(frame.get("auth", "")),
+                   "Content-Type": "application/json"}
+        try:
+            async with self._local.request(method, f"http://{host}:{sp.control_port}{path}",
+                                           data=body or None, headers=headers,
+                                           timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                data = await resp.read()
+                out = msg.answer_frame(int(frame.get("id", 0)), resp.status,
+                                       resp.headers.get("X-BC-MAC", ""), data)
+            await ws.send_str(out)
+        except (TimeoutError, aiohttp.ClientError, OSError, UnicodeDecodeError) as exc:
+            log.info("%s: request over the channel failed: %s", sp.spec.speaker_id, exc)
+
+    async def _punch(self) -> None:
+        """Keep the NAT's UDP mapping from the RTP socket to the controller open."""
+        sp = self.speaker
+        while True:
+            if self.clock_port:
+                self._seq += 1
+                sp.send_rtp(msg.encode_punch(sp.spec.speaker_id, sp.spec.key,
+                                             sp.sync.controller_now(), self._seq),
+                            (self.controller_host, self.clock_port))
+            await asyncio.sleep(PUNCH_EVERY)
+
+
+def parse_controller(text: str) -> tuple[str, int]:
+    """HOST:PORT of the controller to dial; ValueError naming what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--controller {text!r}: give HOST:PORT, e.g. 10.0.0.1:8600")
+    return host, int(port)
+
+
+async def run_dialin(spec: SpeakerSpec, controller: tuple[str, int]) -> None:
+    """Run one speaker that dials its controller, until SIGINT/SIGTERM."""
+    sp = Speaker(spec)
+    await sp.start()
+    ticker = asyncio.ensure_future(Ticker([sp]).run())
+    dial = asyncio.ensure_future(DialOut(sp, *controller).run())
+    print(f"READY {spec.speaker_id} dialing {controller[0]}:{controller[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        for t in (ticker, dial):
+            t.cancel()
+        await asyncio.gather(ticker, dial, return_exceptions=True)
+        await sp.close()

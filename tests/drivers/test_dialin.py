@@ -1,0 +1,265 @@
+"""Dial-in (issue 12.1, 12.2, 12.6): horns behind a real NAT connect out, are controlled and play.
+
+A village of two horns sits behind a masquerading router (tests/support/netns.py): the horns are
+real `broadcaster speaker --key-file … --controller HOST:PORT` processes inside the village
+namespace; the controller runs in this process on the host's end of the uplink and cannot reach
+them. One column is simulated on 127.0.0.1 with a static address (zones.yaml `address:`) — the
+normal LAN way: the controller's --interface is the uplink address, which the column reaches as
+a local address, so one controller serves both kinds without mDNS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+import broadcaster.site as zones_mod
+from broadcaster.core.controller import Controller, ControllerConfig
+from broadcaster.core.services import Services
+from broadcaster.endpoint.dialin import BACKOFF_CAP, backoff
+from broadcaster.protocol import dialin as msg
+from broadcaster.web.api import make_app
+from tests.support import netns
+from tests.support.audio import assert_recording_matches, sweep
+from tests.support.harness import (
+    ROOT,
+    SimProcess,
+    playout_records,
+    recorded_pcm,
+    site_tag,
+    wait_done,
+    wait_online,
+)
+from tests.support.net import free_port
+from tests.support.sites import small_site
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+HORNS = ["h1-1", "h1-2"]
+
+
+# --- the pure parts ------------------------------------------------------------------------
+
+def test_punch_round_trip_and_forgery():
+    key, other = os.urandom(32), os.urandom(32)
+    data = msg.encode_punch("h1-1", key, 1234.5, 7)
+    p = msg.decode_punch(data, key)
+    assert (p.speaker_id, p.ts, p.seq) == ("h1-1", 1234.5, 7)
+    assert msg.punch_speaker(data) == "h1-1"
+    with pytest.raises(msg.DialInError):
+        msg.decode_punch(data, other)
+    flipped = bytearray(data)
+    flipped[-20] ^= 1
+    with pytest.raises(msg.DialInError):
+        msg.decode_punch(bytes(flipped), key)
+    with pytest.raises(msg.DialInError):
+        msg.punch_speaker(b"BCK1" + data[4:])
+
+
+def test_handshake_macs_bind_nonce_and_speaker():
+    key = os.urandom(32)
+    assert msg.hello_mac(key, "n1", "h1-1") != msg.hello_mac(key, "n2", "h1-1")
+    assert msg.hello_mac(key, "n1", "h1-1") != msg.hello_mac(key, "n1", "h1-2")
+    assert msg.hello_mac(key, "n1", "h1-1") != msg.welcome_mac(key, "n1", "h1-1")
+    assert not msg.check_mac(msg.hello_mac(key, "n", "x"), None)
+
+
+def test_backoff_doubles_is_capped_and_jittered():
+    rng = random.Random(1)
+    waits = [backoff(n, rng) for n in range(1, 12)]
+    assert 0.25 <= waits[0] <= 0.5 and waits[3] > waits[0]
+    assert all(w <= BACKOFF_CAP for w in waits) and waits[-1] >= BACKOFF_CAP / 2
+    assert len({round(backoff(8, rng), 3) for _ in range(20)}) > 1  # not in lockstep
+
+
+# --- through a real NAT --------------------------------------------------------------------
+
+def _cli(data: Path, *args: str, **kw) -> list[str]:
+    return [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), *args]
+
+
+def _pair(zones: Path, data: Path, sid: str, out: Path) -> Path:
+    subprocess.run(_cli(data, "speaker", "pair", sid, "--out", str(out)), check=True, cwd=ROOT,
+                   env={**os.environ, "BROADCASTER_ZONES": str(zones)}, capture_output=True)
+    return out
+
+
+async def _until(pred, timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.05)
+    return time.monotonic() - t0
+
+
+async def _play_and_check(ctl: Controller, record: Path, targets: list[str],
+                          speakers: list[str]) -> dict[str, dict]:
+    src = sweep(8000, 1.0)
+    b = await ctl.play(src, targets)
+    done = await wait_done(ctl, b.id)
+    results = {r["speaker"]: r for r in done["speakers"]}
+    recs = playout_records(record, b.id)
+    expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
+    for sid in speakers:
+        assert results[sid]["state"] in ("played", "partial"), results[sid]
+        pcm, _ = recorded_pcm(record, sid, b.id)
+        assert_recording_matches(pcm, expect, 8000, recs[sid]["lost"])
+    return recs
+
+
+def _connect(host: str, port: int) -> str:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        return type(exc).__name__
+    return "connected"
+
+
+@pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")
+async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path):
+    col_port = free_port()
+    zones = small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=1,
+                       static={"col-1": f"127.0.0.1:{col_port}"})
+    data, record = tmp_path / "data", tmp_path / "rec"
+    data.mkdir()
+    record.mkdir()
+    keys = {sid: _pair(zones, data, sid, tmp_path / f"{sid}.key") for sid in HORNS}
+    site = zones_mod.load(zones)
+    tag = site_tag()
+    with netns.village(horns=2) as vil:
+        ctl = Controller(site, ControllerConfig(data, interface=vil.host_addr, site_tag=tag,
+                                                mdns=False, playout_delay=0.3))
+        services = Services.for_controller(ctl, accounts=False)
+        services.start()
+        await ctl.start()
+        server = TestServer(make_app(services), host=vil.host_addr, port=0)
+        await server.start_server()
+        col = SimProcess(zones, data, record, tag, only=["col-1"], mdns=False).start()
+        logs = []
+        try:
+            for sid, addr in zip(HORNS, vil.horn_addrs):
+                log = open(tmp_path / f"{sid}.log", "w")
+                logs.append(log)
+                vil.popen(_cli(data, "speaker", "--key-file", str(keys[sid]), "--host", addr,
+                               "--controller", f"{vil.host_addr}:{server.port}", "--no-mdns",
+                               "--record", str(record)),
+                          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            await wait_online(ctl, 3, timeout=45)
+            # listed like any other speaker: dial-in, at the router's address
+            for sid in HORNS:
+                st = ctl.registry.get(sid)
+                assert (st.source, st.host) == ("dial-in", vil.router_uplink), st
+                assert ctl.bc.dialin.media[sid][0] == vil.router_uplink
+            assert ctl.registry.get("col-1").source == "static"
+            # the controller cannot open a connection to a horn, nor through the router
+            assert _connect(vil.horn_addrs[0], 8700) != "connected"
+            assert _connect(vil.router_uplink, 8700) != "connected"
+
+            # a broadcast to the whole subdistrict plays on both kinds, in step
+            recs = await _play_and_check(ctl, record, [site.id], ["col-1", *HORNS])
+            starts = [recs[s]["first_sample_at"] for s in ("col-1", *HORNS)]
+            spread = max(starts) - min(starts)
+            print(f"first_sample_at spread (controller time as each speaker knows it): "
+                  f"{spread * 1000:.2f} ms")
+            assert spread < 0.05  # loose: echo starts at ~30-40 ms; the CPU may be busy
+
+            # stop works over the channel
+            b = await ctl.play(sweep(8000, 6.0), [site.id])
+            await asyncio.sleep(1.5)
+            await ctl.stop(b.id)
+            done = await wait_done(ctl, b.id)
+            states = {r["speaker"]: r["state"] for r in done["speakers"]}
+            assert all(states[s] == "stopped" for s in HORNS), states
+            recs = playout_records(record, b.id)
+            assert all(recs[s]["ended"] == "stopped" for s in HORNS), recs
+
+            # a forged packet from inside the village is dropped and counted; nothing plays
+            before = ctl.registry.get(HORNS[0]).counters.get("dropped_unauthenticated", 0)
+            forger = vil.socket()
+            forged = bytes([0x80, 0]) + os.urandom(10) + bytes(160)
+            for _ in range(5):
+                forger.sendto(forged, (vil.horn_addrs[0], 5004))
+            forger.close()
+            await _until(lambda: ctl.registry.get(HORNS[0]).counters.get(
+                "dropped_unauthenticated", 0) >= before + 5, 10, "forgery not counted")
+            assert any(e["kind"] == "attack" and e.get("speaker") == HORNS[0]
+                       for e in ctl.events)
+            assert ctl.registry.get(HORNS[0]).playing is None
+
+            # the uplink fails: offline within ~10 s; restored: they dial in again and play
+            vil.cut()
+            t_off = await _until(lambda: not any(ctl.is_online(s) for s in HORNS), 15,
+                                 "horns still online after the cut")
+            print(f"offline {t_off:.1f} s after the cut")
+            assert ctl.is_online("col-1")
+            t_closed = await _until(lambda: all(ctl.bc.dialin.channels[s].closed for s in HORNS),
+                                    15, "the channels outlived the cut")  # heartbeats missed
+            print(f"channels closed {t_off + t_closed:.1f} s after the cut")
+            assert dict(ctl.bc.dialin.sessions) == {s: 1 for s in HORNS}
+            vil.restore()
+            t_on = await _until(lambda: all(ctl.is_online(s) for s in HORNS), 45,
+                                "horns did not come back")
+            print(f"online again {t_on:.1f} s after the restore")
+            assert dict(ctl.bc.dialin.sessions) == {s: 2 for s in HORNS}  # they called again
+            await wait_online(ctl, 3, timeout=30)
+            await _play_and_check(ctl, record, [site.id], ["col-1", *HORNS])
+        finally:
+            col.stop()
+            await server.close()
+            await ctl.close()
+            services.close()
+            for log in logs:
+                log.close()
+
+
+async def test_a_channel_that_fails_authentication_is_closed_and_alarmed(tmp_path):
+    zones = small_site(tmp_path / "zones.yaml", villages=1, horns=1, columns=0)
+    data = tmp_path / "data"
+    data.mkdir()
+    _pair(zones, data, "h1-1", tmp_path / "k")
+    site = zones_mod.load(zones)
+    ctl = Controller(site, ControllerConfig(data, site_tag=site_tag(), mdns=False))
+    services = Services.for_controller(ctl, accounts=True)  # no token needed for dial-in
+    services.start()
+    await ctl.start()
+    server = TestServer(make_app(services), host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for speaker in ("h1-1", "nobody"):
+                async with http.ws_connect(f"http://127.0.0.1:{server.port}/api/dial-in") as ws:
+                    challenge = await ws.receive_json(timeout=5)
+                    assert challenge["t"] == "challenge"
+                    await ws.send_json({"t": "hello", "speaker": speaker, "nonce": "ab" * 16,
+                                        "mac": msg.hello_mac(os.urandom(32), challenge["nonce"],
+                                                             speaker)})
+                    m = await ws.receive(timeout=5)
+                    assert m.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                    assert ws.close_code == 4401
+        attacks = [e for e in ctl.events if e["kind"] == "attack"]
+        assert [e.get("speaker") for e in attacks] == ["h1-1", None]
+        assert all(e["counters"] == {"dialin_refused": 1} for e in attacks)
+        assert not ctl.bc.dialin.channels and not ctl.is_online("h1-1")
+        # a punch without a channel moves no media
+        ctl.bc.dialin.on_punch(msg.encode_punch("h1-1", ctl.keys["h1-1"], ctl.now(), 1),
+                               ("127.0.0.9", 5004), ctl.now())
+        assert not ctl.bc.dialin.media
+    finally:
+        await server.close()
+        await ctl.close()
+        services.close()
