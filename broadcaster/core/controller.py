@@ -28,10 +28,11 @@ from broadcaster.core.broadcast import (
     new_broadcast_id,
 )
 from broadcaster.core.events import Event, EventBus
+from broadcaster.core.lead import LeadChoice, PathFigure, choose_lead, path_of
 from broadcaster.core.loopwatch import LoopWatch
 from broadcaster.core.player import Part, Player
 from broadcaster.core.registry import Registry
-from broadcaster.drivers.base import Driver, DriverOptions
+from broadcaster.drivers.base import Capability, Driver, DriverOptions
 from broadcaster.errors import BroadcasterError, Busy, NoSpeakers, NotFound, Overloaded
 from broadcaster.net.udp import multicast_sender
 from broadcaster.protocol.auth import KeyStore
@@ -50,8 +51,10 @@ class ControllerConfig:
 
     data_dir: Path
     interface: str = "127.0.0.1"
+    # the floors of a broadcast's lead; it grows with its speakers' measured paths (core/lead.py)
     playout_delay: float = 0.1
     live_lead: float = 0.07  # a live source's lead: the voice's delay (docs/paging.md)
+    max_lead: float = 2.0
     clock_port: int = 0
     site_tag: str | None = None
     mdns: bool = True
@@ -77,6 +80,8 @@ class Controller:
         self._logdir.mkdir(parents=True, exist_ok=True)
         self.events.subscribe(self._journal_event)
         self.registry = Registry()
+        self.paths: dict[str, PathFigure | None] = {}  # by speaker, from its latest status
+        self._leads: dict[str, LeadChoice] = {}  # by broadcast, until it ends
         self.holdings = Holdings()
         self.loopwatch = LoopWatch()
         self._released = asyncio.Event()  # set whenever speakers are let go (queued requests)
@@ -160,6 +165,7 @@ class Controller:
     def speaker_seen(self, speaker: str, status: dict[str, Any]) -> None:
         """A speaker answered."""
         came_online, grew = self.registry.seen(speaker, status, self.now())
+        self.paths[speaker] = path_of(status.get("clock"))
         if came_online:
             self.events.publish("online", speaker=speaker)
         if grew:
@@ -260,7 +266,9 @@ class Controller:
                        self.site.speakers[s].volume if volume is None else volume)
                    for s in online}
         if lead is None:
-            lead = self.config.live_lead if source.live else self.config.playout_delay
+            choice = self.choose_lead(online, live=source.live)
+            self._leads[b.id], lead = choice, choice.lead
+        b.lead = lead
         player = Player(b, source, [], lead,
                         volumes, self.clock.now, self._changed, at=at)
         self.broadcasts[b.id] = b
@@ -273,6 +281,13 @@ class Controller:
         else:
             self._start(player, online)
         return b
+
+    def choose_lead(self, speakers: list[str], live: bool = False) -> LeadChoice:
+        """The lead their measured paths need (in-step speakers only), from the floor up."""
+        floor = self.config.live_lead if live else self.config.playout_delay
+        paths = {s: self.paths.get(s) for s in speakers
+                 if Capability.IN_STEP in self.drivers[self.site.speakers[s].driver].capabilities}
+        return choose_lead(paths, floor, cap=self.config.max_lead)
 
     def admit(self, targets: list[str]) -> None:
         """Refuse now (before any decoding) what play() would refuse for load."""
@@ -336,13 +351,17 @@ class Controller:
                 if back is not None:
                     self._spawn(back.resume(sids))
             self._released.set()
+            self._leads.pop(b.id, None)
             self.events.publish("broadcast_ended", broadcast=b.id, state=b.state,
-                                speakers_list=sorted(b.results))
+                                speakers_list=sorted(b.results), lead=b.lead)
             self._journal("broadcasts.jsonl", b.to_dict())
         elif what in ("queued", "starting", "prepared", "playing", "stopped", "failed", "done",
                       "cut", "cut_speakers", "resumed"):
+            extra: dict[str, Any] = {}
+            if what in ("queued", "starting") and b.id in self._leads:  # why this lead
+                extra["lead_choice"] = self._leads[b.id].to_dict()
             self.events.publish("broadcast", broadcast=b.id, state=b.state,
-                                speakers_list=sorted(b.results))
+                                speakers_list=sorted(b.results), lead=b.lead, **extra)
 
     def _trim(self) -> None:
         while len(self.broadcasts) > FINISHED_KEPT + len(self.players):

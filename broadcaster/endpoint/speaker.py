@@ -206,7 +206,7 @@ class Speaker:
             "playing": a.playout.broadcast if a else None,
             "priority": a.priority if a else None,
             "clock": {"synced": self.estimator.synced, "offset": self.estimator.offset,
-                      "rtt": self.estimator.rtt},
+                      "rtt": self.estimator.rtt, "rtt_p90": rtt_p90(self.estimator)},
             "counters": dict(self.counters),
         }
 
@@ -422,6 +422,16 @@ class Ticker:
                     sp.tick()
                 except Exception:  # one speaker's fault must not silence the others
                     log.exception("speaker %s tick failed", sp.spec.speaker_id)
+
+
+def rtt_p90(est: OffsetEstimator) -> float:
+    """The 90th percentile of the round trips in the estimator's window (0 before any).
+
+    With `rtt` (the smallest) it tells the controller how much the path jitters, from which it
+    chooses a broadcast's lead (core/lead.py).
+    """
+    rtts = sorted(s.rtt for s in est.samples)
+    return rtts[min(len(rtts) - 1, int(0.9 * len(rtts)))] if rtts else 0.0
 
 
 def _ssrc(data: bytes, rtcp: bool) -> int | None:
