@@ -1,4 +1,7 @@
-"""audio_library: ingest, normalize, transcode and catalogue broadcast audio. Never imports broadcaster."""
+"""audio_library: ingest, normalize, transcode and catalogue broadcast audio.
+
+It never imports broadcaster.
+"""
 
 from .chimes import chime_names
 from .decode import decode_file
@@ -12,8 +15,8 @@ from .errors import (
     NotAudioError,
     SpeechError,
     StorageError,
-    ToolMissingError,
     TooLargeError,
+    ToolMissingError,
     TooLongError,
     UnsupportedCodecError,
 )

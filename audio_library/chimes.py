@@ -1,4 +1,4 @@
-"""Built-in pre-announcement chimes, synthesized here as decaying bell tones (nothing is downloaded)."""
+"""Built-in pre-announcement chimes, synthesized as decaying bell tones (nothing is downloaded)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ import json
 import os
 import sys
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Any, TextIO
 
 from . import chimes
 from .errors import LibraryError
@@ -175,7 +176,7 @@ def _export(lib: Library, args: argparse.Namespace, out: TextIO, err: TextIO) ->
 
 
 def _chimes(lib: Library, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in chimes.chime_names():
         clip = lib.add_chime(name)
         rows.append({"name": name, "id": clip.id, "duration": clip.duration,

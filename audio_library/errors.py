@@ -1,4 +1,4 @@
-"""One flat hierarchy of library errors; each has a stable `code` and a plain message naming the file."""
+"""One flat hierarchy of library errors; each has a stable `code` and a message naming the file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ class LibraryError(Exception):
     status = 400
 
     def __init__(self, message: str, *, file: str | None = None) -> None:
-        # The message always leads with the file (its name only, never a directory) when one is known.
+        # The message leads with the file (its name only, never a directory) when one is known.
         self.file = file
         self.message = f"{file}: {message}" if file else message
         super().__init__(self.message)
@@ -90,7 +90,7 @@ class SpeechError(LibraryError):
 
 
 class StorageError(LibraryError):
-    """The catalogue or its files could not be written (disk full, permissions); nothing was kept."""
+    """The catalogue or its files could not be written (disk full, permissions); nothing kept."""
 
     code = "storage_failed"
     status = 507

@@ -61,7 +61,7 @@ class ClipFiles:
             raise _storage_error(exc, f"cannot write {path.name}") from None
 
     def publish(self, staging: Path, clip_id: str) -> bool:
-        """Move a staged folder into place in one rename; False if the clip's folder already exists."""
+        """Move a staged folder into place in one rename; False if the clip's folder exists."""
         final = self.clip_dir(clip_id)
         try:
             final.parent.mkdir(exist_ok=True)

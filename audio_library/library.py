@@ -7,9 +7,9 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
 
 from . import chimes, transcoder
 from .errors import (
@@ -48,7 +48,7 @@ class Library:
         """Release the catalogue connection."""
         self.catalogue.close()
 
-    def __enter__(self) -> "Library":
+    def __enter__(self) -> Library:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -103,7 +103,8 @@ class Library:
         published = False
         try:
             for rate in TRANSPORT_RATES:
-                pcm = pcm48 if rate == MASTER_RATE else transcoder.resample(pcm48, MASTER_RATE, rate)
+                pcm = (pcm48 if rate == MASTER_RATE
+                       else transcoder.resample(pcm48, MASTER_RATE, rate))
                 self.files.write_wav(staging / f"{rate}.wav", pcm, rate)
             with self._lock:
                 if self.catalogue.exists(clip.id):
@@ -137,8 +138,9 @@ class Library:
             spoken = work / "speech.wav"
             self.speech.synthesize(text, spoken)
             clip, _ = self.ingest(spoken, title=title or default_title(text), tags=tags,
-                                  category=category, added_by=added_by, original_name="text-to-speech",
-                                  kind="tts", text=text, engine=self.speech.name)
+                                  category=category, added_by=added_by,
+                                  original_name="text-to-speech", kind="tts", text=text,
+                                  engine=self.speech.name)
             return clip
         finally:
             self.files.discard(work)
@@ -302,4 +304,4 @@ def _mb(size: int) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,4 +1,4 @@
-"""Turn decoded audio into a broadcast master: silence trimmed, loudness normalized, true-peak limited."""
+"""Decoded audio to a broadcast master: silence trimmed, loudness normalized, true peak limited."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ class Settings:
         if not -40.0 <= self.target_lufs <= -5.0:
             raise InvalidRequestError(f"loudness target {self.target_lufs} LUFS is outside -40..-5")
         if not -12.0 <= self.true_peak_dbtp <= 0.0:
-            raise InvalidRequestError(f"true-peak limit {self.true_peak_dbtp} dBTP is outside -12..0")
+            raise InvalidRequestError(
+                f"true-peak limit {self.true_peak_dbtp} dBTP is outside -12..0")
         if self.max_bytes <= 0 or self.max_seconds <= 0:
             raise InvalidRequestError("size and duration limits must be positive")
 
@@ -94,7 +95,7 @@ def trim_silence(pcm: bytes, rate: int, below_peak_db: float, pad_seconds: float
 
 
 def master(pcm: bytes, rate: int, settings: Settings, *, name: str) -> Master:
-    """Trim, then find the gain (and limiting) that lands on the loudness target within tolerance."""
+    """Trim, then find the gain (and limiting) that lands on the loudness target, in tolerance."""
     if rate != MASTER_RATE:
         pcm = transcoder.resample(pcm, rate, MASTER_RATE)
     trimmed = trim_silence(pcm, MASTER_RATE, settings.silence_below_peak_db, settings.pad_seconds)

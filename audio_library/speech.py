@@ -24,7 +24,7 @@ class SpeechEngine(Protocol):
 
 
 class EspeakEngine:
-    """espeak-ng, offline. Voice cmn-latn-pinyin reads Chinese characters (plain cmn or zh does not)."""
+    """espeak-ng, offline. Voice cmn-latn-pinyin reads Chinese characters (plain cmn, zh do not)."""
 
     def __init__(self, voice: str = "cmn-latn-pinyin", speed_wpm: int = 150,
                  program: str = "espeak-ng") -> None:

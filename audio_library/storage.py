@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlite_utils
 
@@ -57,7 +58,7 @@ class Clip:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Clip":
+    def from_row(cls, row: dict[str, Any]) -> Clip:
         """Rebuild a clip from its SQLite row."""
         row = dict(row)
         row["tags"] = tuple(json.loads(row.get("tags") or "[]"))
@@ -79,7 +80,7 @@ class Catalogue:
             self._create()
 
     def _create(self) -> None:
-        table = self._db[TABLE]
+        table = self._db.table(TABLE)
         if table.exists():
             return
         columns = {name: _sql_type(f.type) for name, f in Clip.__dataclass_fields__.items()
@@ -95,10 +96,10 @@ class Catalogue:
             self._db.conn.close()
 
     def insert(self, clip: Clip) -> None:
-        """Insert a new clip row in one transaction; raises sqlite3.IntegrityError on a duplicate id."""
+        """Insert a new clip row in one transaction; sqlite3.IntegrityError on a duplicate id."""
         with self._lock:
             try:
-                self._db[TABLE].insert(clip.to_row())
+                self._db.table(TABLE).insert(clip.to_row())
             except sqlite3.IntegrityError:
                 raise
             except sqlite3.Error as exc:
@@ -108,9 +109,9 @@ class Catalogue:
         """The clip with this id or unique id prefix."""
         clip_id = clip_id.strip().lower()
         with self._lock:
-            rows = list(self._db[TABLE].rows_where("id = ?", [clip_id]))
+            rows = list(self._db.table(TABLE).rows_where("id = ?", [clip_id]))
             if not rows and len(clip_id) >= MIN_PREFIX and clip_id.isalnum():
-                rows = list(self._db[TABLE].rows_where("id LIKE ?", [clip_id + "%"], limit=2))
+                rows = list(self._db.table(TABLE).rows_where("id LIKE ?", [clip_id + "%"], limit=2))
         if len(rows) == 1:
             return Clip.from_row(rows[0])
         if rows:
@@ -120,14 +121,14 @@ class Catalogue:
     def find_source(self, source_sha256: str, target_lufs: float) -> Clip | None:
         """A clip made from exactly these original bytes at this loudness target, if any."""
         with self._lock:
-            rows = list(self._db[TABLE].rows_where(
+            rows = list(self._db.table(TABLE).rows_where(
                 "source_sha256 = ? AND target_lufs = ?", [source_sha256, target_lufs], limit=1))
         return Clip.from_row(rows[0]) if rows else None
 
     def exists(self, clip_id: str) -> bool:
         """Whether a row with exactly this id exists."""
         with self._lock:
-            return bool(list(self._db[TABLE].rows_where("id = ?", [clip_id], limit=1)))
+            return bool(list(self._db.table(TABLE).rows_where("id = ?", [clip_id], limit=1)))
 
     def search(self, query: str | None = None, tag: str | None = None,
                category: str | None = None, kind: str | None = None) -> list[Clip]:
@@ -135,8 +136,9 @@ class Catalogue:
         where, args = [], []
         if query:
             like = f"%{_escape_like(query)}%"
-            where.append("(title LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\' OR category LIKE ? "
-                         "ESCAPE '\\' OR tags LIKE ? ESCAPE '\\' OR original_name LIKE ? ESCAPE '\\')")
+            where.append("(title LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\' "
+                         "OR category LIKE ? ESCAPE '\\' OR tags LIKE ? ESCAPE '\\' "
+                         "OR original_name LIKE ? ESCAPE '\\')")
             args += [like] * 5
         if tag:
             where.append("EXISTS (SELECT 1 FROM json_each(clips.tags) WHERE value = ?)")
@@ -148,7 +150,7 @@ class Catalogue:
             where.append("kind = ?")
             args.append(kind)
         with self._lock:
-            rows = self._db[TABLE].rows_where(" AND ".join(where) or None, args,
+            rows = self._db.table(TABLE).rows_where(" AND ".join(where) or None, args,
                                               order_by="added_at, id")
             return [Clip.from_row(r) for r in rows]
 
@@ -162,7 +164,7 @@ class Catalogue:
         clip = self.get(clip_id)
         with self._lock:
             try:
-                self._db[TABLE].update(clip.id, changes)
+                self._db.table(TABLE).update(clip.id, changes)
             except sqlite3.Error as exc:
                 raise StorageError(f"catalogue write failed ({exc})") from None
         return self.get(clip.id)
@@ -171,7 +173,7 @@ class Catalogue:
         """Delete a clip row (one transaction)."""
         with self._lock:
             try:
-                self._db[TABLE].delete(clip_id)
+                self._db.table(TABLE).delete(clip_id)
             except sqlite_utils.db.NotFoundError:
                 raise ClipNotFoundError(f"no clip with id {clip_id!r}") from None
             except sqlite3.Error as exc:
@@ -185,7 +187,7 @@ class Catalogue:
     def rows(self) -> Iterator[dict[str, Any]]:
         """Raw rows, for tests and diagnostics."""
         with self._lock:
-            return iter(list(self._db[TABLE].rows_where(order_by="id")))
+            return iter(list(self._db.table(TABLE).rows_where(order_by="id")))
 
 
 def _sql_type(annotation: Any) -> type:

@@ -1,4 +1,4 @@
-"""The one place that talks to FFmpeg: PyAV decodes in-process, the ffmpeg CLI runs loudness filters."""
+"""The one place that talks to FFmpeg: PyAV decodes in-process, the ffmpeg CLI runs loudness."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
 import av.error
@@ -67,7 +68,7 @@ def ffmpeg_path() -> str:
 
 
 def decode(path: Path, rate: int, *, name: str, max_seconds: float | None = None) -> Decoded:
-    """Decode the first audio stream of `path` to mono s16le at `rate`, classifying every failure."""
+    """Decode the first audio stream of `path` to mono s16le at `rate`, classifying failures."""
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.InvalidDataError:
@@ -99,12 +100,14 @@ def decode(path: Path, rate: int, *, name: str, max_seconds: float | None = None
     got = len(pcm) / 2 / rate
     if declared and got < declared * TRUNCATION_TOLERANCE - 0.05:
         raise CorruptAudioError(
-            f"truncated: the header promises {declared:.1f} s but only {got:.1f} s decode", file=name
+            f"truncated: the header promises {declared:.1f} s but only {got:.1f} s decode",
+            file=name,
         )
     return Decoded(pcm=pcm, rate=rate, codec=codec, container=fmt, declared_seconds=declared)
 
 
-def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+def _declared_seconds(container: av.container.InputContainer,
+                      stream: av.AudioStream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -128,7 +131,8 @@ def _run_graph(container, stream, rate: int, name: str, max_seconds: float | Non
     def drain() -> None:
         while True:
             try:
-                frame = graph.pull()
+                # an abuffersink graph gives audio frames; PyAV types pull() for any sink
+                frame = cast(av.AudioFrame, graph.pull())
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
             out.extend(bytes(frame.planes[0])[: frame.samples * 2])
@@ -178,14 +182,15 @@ def _raw_input(rate: int) -> list[str]:
     return ["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0"]
 
 
-def render(pcm: bytes, rate: int, gain_db: float, limit_dbtp: float | None) -> tuple[bytes, Loudness]:
-    """Apply `gain_db`, then (if `limit_dbtp`) a 4x-oversampled peak limiter; return PCM and loudness."""
+def render(pcm: bytes, rate: int, gain_db: float,
+           limit_dbtp: float | None) -> tuple[bytes, Loudness]:
+    """Apply `gain_db`, then (if `limit_dbtp`) a 4x-oversampled peak limiter; PCM and loudness."""
     chain = f"{LAYOUT},volume={gain_db:.3f}dB"
     if limit_dbtp is not None:
         # Limiting at 4x the rate catches inter-sample peaks, which is what a true-peak limit means.
         ceiling = 10 ** (limit_dbtp / 20)
-        chain += (f",aresample={rate * 4}:{RESAMPLE},alimiter=limit={ceiling:.6f}:attack=2:release=60"
-                  f":level=disabled,aresample={rate}:{RESAMPLE}")
+        chain += (f",aresample={rate * 4}:{RESAMPLE},alimiter=limit={ceiling:.6f}"
+                  f":attack=2:release=60:level=disabled,aresample={rate}:{RESAMPLE}")
     chain += f",ebur128=peak=true:framelog=verbose,{MONO}"
     proc = _run([*_raw_input(rate), "-af", chain, "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"],
                 pcm, "loudness normalization")
@@ -194,8 +199,8 @@ def render(pcm: bytes, rate: int, gain_db: float, limit_dbtp: float | None) -> t
 
 def measure(pcm: bytes, rate: int) -> Loudness:
     """Integrated loudness and true peak of mono s16le `pcm`, by ffmpeg's ebur128 filter."""
-    proc = _run([*_raw_input(rate), "-af", f"{LAYOUT},ebur128=peak=true:framelog=verbose", "-f", "null", "-"],
-                pcm, "loudness measurement")
+    proc = _run([*_raw_input(rate), "-af", f"{LAYOUT},ebur128=peak=true:framelog=verbose",
+                 "-f", "null", "-"], pcm, "loudness measurement")
     return _ebur128_summary(proc.stderr)
 
 
@@ -220,7 +225,8 @@ def resample(pcm: bytes, rate: int, new_rate: int) -> bytes:
 
 def encode(pcm: bytes, rate: int, fmt: str, out: Path) -> None:
     """Write mono s16le `pcm` to `out` as a WAV file or as raw G.711 µ-law ("pcmu")."""
-    codec = {"wav": ["-c:a", "pcm_s16le", "-f", "wav"], "pcmu": ["-c:a", "pcm_mulaw", "-f", "mulaw"]}
+    codec = {"wav": ["-c:a", "pcm_s16le", "-f", "wav"],
+             "pcmu": ["-c:a", "pcm_mulaw", "-f", "mulaw"]}
     if fmt not in codec:
         raise InvalidRequestError(f"unknown export format {fmt!r} (use wav or pcmu)")
     _run([*_raw_input(rate), "-fflags", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",

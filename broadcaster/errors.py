@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 
 class BroadcasterError(Exception):
     """Base of every error the controller reports to a user or a client."""
@@ -19,12 +22,30 @@ class BroadcasterError(Exception):
             self.status = status
         self.detail = detail or {}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form any client can rebuild the error from."""
-        out = {"error": self.code, "message": self.message}
+        out: dict[str, Any] = {"error": self.code, "message": self.message}
         if self.detail:
             out["detail"] = self.detail
         return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault in a zones file, located by file, line and key path (ZonesError lists them)."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the problem."""
+        return {"file": self.file, "line": self.line, "key": self.key, "message": self.message}
 
 
 class ZonesError(BroadcasterError):
@@ -32,7 +53,7 @@ class ZonesError(BroadcasterError):
 
     code = "zones_invalid"
 
-    def __init__(self, problems: list["Problem"]) -> None:  # noqa: F821 - defined in zones
+    def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         text = "; ".join(str(p) for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""

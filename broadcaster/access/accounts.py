@@ -184,11 +184,10 @@ class Accounts:
         csrf = secrets.token_urlsafe(24) if kind == "session" else None
         token_id = "tok_" + secrets.token_hex(6)
         expires_at = None if expires_s is None else now + expires_s
-        self.store.run(lambda db: (db.conn.execute(
+        self.store.run(lambda db: _commit(db, db.conn.execute(
             "INSERT INTO tokens (id, user, kind, hash, csrf_hash, created_at, expires_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, name, kind, _sha(secret), _sha(csrf) if csrf else None, now, expires_at)),
-            db.conn.commit()))
+            (token_id, name, kind, _sha(secret), _sha(csrf) if csrf else None, now, expires_at))))
         self._audit("token_issued", by, targets=(user["scope"],),
                     what={"user": name, "token": token_id, "kind": kind, "expires_at": expires_at})
         return Issued(token_id, secret, csrf)
@@ -227,9 +226,9 @@ class Accounts:
             # A token of a removed user: only an admin of the whole site may touch it.
             scope, role = (owner[2], owner[3]) if owner else (self.site.root.id, "operator")
             policy.can_manage(self.site, by, scope, role)
-        self.store.run(lambda db: (db.conn.execute(
+        self.store.run(lambda db: _commit(db, db.conn.execute(
             "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            (self.clock(), token_id)), db.conn.commit()))
+            (self.clock(), token_id))))
         self._audit("token_revoked", by, targets=(owner[2],) if owner else (),
                     what={"user": row[0], "token": token_id})
 
@@ -262,8 +261,8 @@ class Accounts:
 
     def check_csrf(self, session_secret: str, csrf: str) -> None:
         """Forbidden unless csrf is the CSRF token issued with this session."""
-        row = self.store.run(lambda db: db.conn.execute(
-            "SELECT csrf_hash FROM tokens WHERE hash = ?", (_sha(session_secret or ""),)).fetchone())
+        row = self.store.fetchone("SELECT csrf_hash FROM tokens WHERE hash = ?",
+                                  (_sha(session_secret or ""),))
         if row is None or row[0] is None or not secrets.compare_digest(row[0], _sha(csrf or "")):
             raise BroadcasterError("missing or wrong CSRF token", code="csrf_failed", status=403)
 
@@ -282,11 +281,8 @@ class Accounts:
             self._audit("login_failed", who, origin=origin, outcome={"reason": "throttled"})
             raise LoginThrottled(f"too many failed logins: try again in {int(wait) + 1} s",
                                  detail={"retry_after": int(wait) + 1})
-        if row is None and self._decoy is None:
-            # A hash to verify against when the name is unknown, so timing does not reveal names.
-            self._decoy = self._hasher.hash(secrets.token_hex(16))
-        ok = self._verify(row[1] if row else self._decoy, password or "") and row is not None
-        if not ok:
+        ok = self._verify(row[1] if row else self._decoy_hash(), password or "")
+        if row is None or not ok:
             self.store.run(lambda db: _record_failure(db, now, _sha(name or ""), origin))
             self._audit("login_failed", who, origin=origin, outcome={"reason": "bad_credentials"})
             raise Unauthorized(LOGIN_FAILED, code="login_failed")
@@ -310,9 +306,9 @@ class Accounts:
             checks.append(("origin = ?", origin, since))
         wait = 0.0
         for clause, key, start in checks:
-            count, last = self.store.run(lambda db, c=clause, k=key, s=start: db.conn.execute(
-                f"SELECT COUNT(*), MAX(at) FROM login_failures WHERE {c} AND at > ?",
-                (k, s)).fetchone())
+            count, last = self.store.fetchone(
+                f"SELECT COUNT(*), MAX(at) FROM login_failures WHERE {clause} AND at > ?",
+                (key, start))
             if count:
                 wait = max(wait, last + lockout(count) - now)
         return wait
@@ -327,6 +323,12 @@ class Accounts:
             raise InvalidInput(f"password too long: at most {MAX_PASSWORD} characters",
                                code="weak_password")
         return self._hasher.hash(password)
+
+    def _decoy_hash(self) -> str:
+        # A hash to verify against when the name is unknown, so timing does not reveal names.
+        if self._decoy is None:
+            self._decoy = self._hasher.hash(secrets.token_hex(16))
+        return self._decoy
 
     def _verify(self, pw_hash: str, password: str) -> bool:
         try:

@@ -23,7 +23,7 @@ _TIER_OF_KIND = {"subdistrict": "subdistrict", "seat": "subdistrict", "area": "a
 
 
 def tier_of(site: Site, zone_id: str) -> str:
-    """The permission tier of a scope: 'subdistrict' (the root and the seat), 'area' or 'village'."""
+    """The permission tier of a scope: 'subdistrict' (root and seat), 'area' or 'village'."""
     zone = site.zones.get(zone_id)
     if zone is None:
         raise UnknownTarget(f"scope {zone_id!r} is not a zone of the site",
@@ -93,8 +93,9 @@ def check_targets(site: Site, principal: Principal, targets: Iterable[str]) -> f
     for target in targets:
         if not target_inside(site, scope, target):
             outside = first_outside(site, scope, site.resolve(target))
-            grouped = target in site.groups and outside
-            where = f": it reaches {outside} ({target_name(site, outside)})" if grouped else ""
+            where = ""
+            if target in site.groups and outside:
+                where = f": it reaches {outside} ({target_name(site, outside)})"
             raise Forbidden(
                 f"target {target} ({target_name(site, target)}) is outside your scope "
                 f"{scope_name(site, scope)}{where}",

@@ -23,7 +23,7 @@ class Principal:
     kind: str = "user"  # user | system | schedule
 
     @classmethod
-    def system(cls, root_scope: str, origin: str = "system") -> "Principal":
+    def system(cls, root_scope: str, origin: str = "system") -> Principal:
         """The controller itself (demo set-up, start-up tasks): the whole site, admin."""
         return cls("system", root_scope, "admin", origin, "system")
 

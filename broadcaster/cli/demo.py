@@ -107,7 +107,8 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
         lost = sum(r["lost"] for r in recs.values())
         print(f"broadcast {b['state']}: {b['summary']['heard']}/{b['summary']['speakers']} "
               f"speakers played it ({b['summary']['played']} in full; {lost} frames lost in all, "
-              f"by the speakers' own reports); first sample spread across speakers {spread:.2f} ms; "
+              f"by the speakers' own reports); first sample spread across speakers "
+              f"{spread:.2f} ms; "
               f"first sound {(med - b['created_at']) * 1000:.0f} ms after the command")
         print("\nwhere to look:")
         print(f"  the console     {base}/   (open it in a browser on this machine; log in "

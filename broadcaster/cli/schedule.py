@@ -204,7 +204,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--at", help='once: "YYYY-MM-DD HH:MM:SS" (site time)')
     a.add_argument("--daily", help="every day at HH:MM[,HH:MM…]")
     a.add_argument("--weekdays", help="named days: mon,wed,fri (never numbers)")
-    a.add_argument("--lunar-days", help="days of every lunar month, e.g. 1,6,11,16,21,26 (逢一逢六)")
+    a.add_argument("--lunar-days",
+                   help="days of every lunar month, e.g. 1,6,11,16,21,26 (逢一逢六)")
     a.add_argument("--lunar-date", help="a lunar date: 腊月二十三, 正月十五, 12-23")
     a.add_argument("--lunar-year", type=int, help="the lunar year, for a one-year lunar date")
     a.add_argument("--before-term", help="N (--days) days before a solar term or festival: 清明")

@@ -36,6 +36,21 @@ class Part:
     delivery: Delivery | None = None
     adapt: Resampler | None = None
 
+    def delivered(self) -> Delivery:
+        """The driver's delivery, once prepared (None here is a bug in the player)."""
+        if self.delivery is None:
+            raise BroadcasterError("a driver's part was used before it was prepared",
+                                   code="internal", status=500)
+        return self.delivery
+
+    def sender(self) -> FrameSender:
+        """The sender of a part whose speakers accepted (a driver that accepts must give one)."""
+        d = self.delivered()
+        if d.sender is None:
+            raise BroadcasterError(f"driver {d.driver} accepted speakers but gave no sender",
+                                   code="internal", status=500)
+        return d.sender
+
 
 @dataclass
 class Player:
@@ -92,7 +107,7 @@ class Player:
         if self.stopped:  # a stop that came during set-up: cut whoever accepted
             await self._stop_parts()
             for p in accepted:
-                for sid in p.delivery.accepted:  # type: ignore[union-attr]
+                for sid in p.delivered().accepted:
                     b.results[sid].state, b.results[sid].frames_sent = "stopped", 0
                     b.results[sid].error = "stopped during set-up, before any audio was sent"
             self._set_state("stopped")
@@ -104,15 +119,15 @@ class Player:
         base_time = max(self.at or 0.0, self.clock() + self.lead)
         b.started_at, b.lead = base_time, self.lead
         for p in accepted:
-            assert p.delivery is not None and p.delivery.sender is not None
-            p.delivery.sender.start(base_time, self.clock())
-            if p.delivery.sender.rate != codec.rate:
-                p.adapt = Resampler(codec.rate, p.delivery.sender.rate)
+            sender = p.sender()
+            sender.start(base_time, self.clock())
+            if sender.rate != codec.rate:
+                p.adapt = Resampler(codec.rate, sender.rate)
         self._set_state("playing")
         frames = await self._pace(accepted, base_time)
         for _ in range(END_REPEATS):
             for p in accepted:
-                p.delivery.sender.end(frames, self.clock())  # type: ignore[union-attr]
+                p.sender().end(frames, self.clock())
             await asyncio.sleep(0.02)
         if not self.stopped:
             await asyncio.sleep(max(0.0, base_time + frames * STEP - self.clock()) + 0.15)
@@ -134,7 +149,7 @@ class Player:
 
     async def _pace(self, parts: list[Part], base_time: float) -> int:
         """Hand frame n to every sender `lead` before its instant; returns frames elapsed."""
-        outs = [(p.delivery.sender, p.adapt) for p in parts]  # type: ignore[union-attr]
+        outs = [(p.sender(), p.adapt) for p in parts]
         frames, sent = await pace(outs, self.source, base_time, self.lead, self.clock,
                                   lambda: self.stopped)
         self.broadcast.frames = sent
@@ -142,8 +157,11 @@ class Player:
 
     async def _collect(self, parts: list[Part], frames: int) -> None:
         b = self.broadcast
+        if b.started_at is None:
+            raise BroadcasterError(f"broadcast {b.id}: reports collected before it started",
+                                   code="internal", status=500)
         deadline = time.monotonic() + max(0.0, b.started_at + frames * STEP - self.clock()) \
-            + REPORT_GRACE  # type: ignore[operator]
+            + REPORT_GRACE
 
         async def one(p: Part, sid: str) -> None:
             res = b.results[sid]
@@ -152,12 +170,12 @@ class Player:
                 res.state, res.frames_sent = ("cut" if res.cut_by else "sent"), b.frames
                 return
             try:
-                rep = await p.driver.report(p.delivery, sid, deadline)  # type: ignore[arg-type]
+                rep = await p.driver.report(p.delivered(), sid, deadline)
             except BroadcasterError as exc:
                 res.error, rep = exc.message, None
             outcome(res, rep, b.frames, self.stopped)
 
-        await asyncio.gather(*(one(p, sid) for p in parts for sid in p.delivery.accepted
+        await asyncio.gather(*(one(p, sid) for p in parts for sid in p.delivered().accepted
                                if b.results[sid].state == "playing"))
 
     def cut(self, speakers: list[str], by: str) -> None:

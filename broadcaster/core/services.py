@@ -46,7 +46,7 @@ class Services:
 
     @classmethod
     def for_controller(cls, controller: Controller, *, accounts: bool = True,
-                       **kw: Any) -> "Services":
+                       **kw: Any) -> Services:
         """Services around a controller, with the library, store, accounts, audit and history
         in its data directory (accounts=False: an open controller for tests of other parts)."""
         data = controller.config.data_dir
@@ -95,14 +95,19 @@ class Services:
         if self.audit is None:
             return
         fut = self._audit_pool.submit(self.audit.append, action, who, **kw)
-        fut.add_done_callback(lambda f: f.exception() and log.error(
-            "audit row %s not written: %s", action, f.exception()))
+
+        def logged(f: concurrent.futures.Future[Any]) -> None:
+            if f.exception():
+                log.error("audit row %s not written: %s", action, f.exception())
+
+        fut.add_done_callback(logged)
 
     async def audit_now(self, action: str, who: Principal | None, **kw: Any) -> None:
         """An audit row, awaited (commands that must not answer before the row exists)."""
-        if self.audit is not None:
+        audit = self.audit
+        if audit is not None:
             await asyncio.get_running_loop().run_in_executor(
-                self._audit_pool, lambda: self.audit.append(action, who, **kw))  # type: ignore
+                self._audit_pool, lambda: audit.append(action, who, **kw))
 
     def storage_health(self) -> dict:
         """The history store's state (ok, or the fault that stops it writing)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     """What a driver's speakers can do."""
 
     IN_STEP = "in_step"  # plays each frame at a common instant of the controller's clock

@@ -184,8 +184,7 @@ class Scheduler:
                                     owner=s.owner, owner_scope=owner.scope, rank=rank,
                                     requested_at=now, at=instant, volume=s.volume)
         except BroadcasterError as exc:
-            why = f"{exc.code}: {exc.message}"
-            await self._finish(sid, at, "refused", why, None, {})
+            await self._finish(sid, at, "refused", f"{exc.code}: {exc.message}", None, {})
             return
         except asyncio.CancelledError:
             raise

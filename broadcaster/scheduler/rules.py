@@ -190,6 +190,8 @@ def _common(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lunar_date(rule: Rule, raw: dict[str, Any]) -> Rule:
+    month: Any  # as the YAML gave them until the range check below
+    day: Any
     if "date" in raw:
         month, day, leap = parse_lunar_date(raw["date"])
     else:

@@ -8,6 +8,7 @@ import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from broadcaster.errors import Problem as Problem  # re-exported: the site package names it
 from broadcaster.errors import UnknownTarget
 
 ZONE_KINDS = ("subdistrict", "seat", "area", "village")
@@ -57,24 +58,6 @@ class Group:
     name: str
     zones: tuple[str, ...]
     speakers: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One fault in a zones file, located by file, line and key path."""
-
-    file: str
-    line: int | None
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-    def to_dict(self) -> dict:
-        """The JSON form of the problem."""
-        return {"file": self.file, "line": self.line, "key": self.key, "message": self.message}
 
 
 def format_hostport(value: tuple[str, int] | None) -> str | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -43,7 +43,7 @@ class Store:
                 detail={"file": str(self.path)}) from None
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> "Store":
+    def in_data_dir(cls, data_dir: Path) -> Store:
         """The controller's database file in a data directory."""
         return cls(Path(data_dir) / DB_NAME)
 
@@ -51,6 +51,14 @@ class Store:
         """Run fn(db) under the lock (from any thread)."""
         with self.lock:
             return fn(self.db)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first row of one query (a tuple), or None, under the lock."""
+        return self.run(lambda db: db.conn.execute(sql, params).fetchone())
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one query (tuples), under the lock."""
+        return self.run(lambda db: db.conn.execute(sql, params).fetchall())
 
     async def arun(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """Run fn(db) in a worker thread, so the event loop never waits on the disk."""

@@ -233,7 +233,7 @@ class History:
         db.conn.executescript(SCHEMA)
         for table, indexes in INDEXES.items():
             for cols in indexes:
-                db[table].create_index(cols, if_not_exists=True)  # type: ignore[union-attr]
+                db.table(table).create_index(cols, if_not_exists=True)
 
     # -- writing (any thread; never touches the disk) --
 
@@ -366,11 +366,11 @@ class History:
             if rows:
                 where, ids = _where_in("broadcast", [r["id"] for r in rows])
                 db.execute(f"DELETE FROM broadcast_speakers WHERE {where}", ids)
-                db["broadcasts"].upsert_all(rows, pk="id")  # type: ignore[union-attr]
+                db.table("broadcasts").upsert_all(rows, pk="id")
             if speakers:
-                db["broadcast_speakers"].insert_all(speakers)  # type: ignore[union-attr]
+                db.table("broadcast_speakers").insert_all(speakers)
             if events:
-                db["events"].insert_all(events)  # type: ignore[union-attr]
+                db.table("events").insert_all(events)
 
     def _fault(self, message: str) -> None:
         with self._cond:

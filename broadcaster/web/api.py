@@ -153,7 +153,8 @@ async def _live_source(request: web.Request) -> tuple[LiveSource, WavStreamParse
     while parser.rate is None or not parser.started:
         chunk = await request.content.readany()
         if not chunk:
-            raise InvalidInput("the live stream ended before its WAV header", code="bad_live_stream")
+            raise InvalidInput("the live stream ended before its WAV header",
+                               code="bad_live_stream")
         pcm = parser.feed(chunk)
     source = LiveSource(in_rate=parser.rate, label=f"live from {request.remote or 'client'}")
     source.push(pcm)
@@ -222,9 +223,11 @@ async def _dial_in(request: web.Request) -> web.StreamResponse:
     """A speaker's dial-in channel, served by our endpoint's driver (drivers/bcspeaker/dialin)."""
     ctl = request.app[SERVICES].controller
     driver = ctl.drivers.get("bcspeaker") if ctl is not None else None
-    if driver is None:
+    # web sits above the driver seam: the channel is found by name, not by the driver's class
+    dialin = getattr(driver, "dialin", None)
+    if dialin is None:
         raise NotFound("this controller drives none of our speakers", code="no_dial_in")
-    return await driver.dialin.handle(request)
+    return await dialin.handle(request)
 
 
 def make_app(services: Services, max_upload: int = MAX_UPLOAD,

@@ -1,4 +1,5 @@
-"""The live event feed: Server-Sent Events at GET /api/events/stream, filtered to the caller's scope.
+"""The live event feed: Server-Sent Events at GET /api/events/stream, filtered to the caller's
+scope.
 
 Each event goes out as `id: <seq>` and `data: <json>`, so a browser's EventSource that reconnects
 sends `Last-Event-ID` and gets what it missed from the bus's recent events. The scope filter is
@@ -32,7 +33,7 @@ PATH = "/api/events/stream"
 HEARTBEAT = 15.0  # seconds between comment lines on an idle stream
 POLL = 1.0  # how often a quiet stream looks whether its client is still there
 BACKLOG = 1000  # events queued for one slow client before its stream is closed
-FEEDS = web.AppKey("feeds", set)
+FEEDS: web.AppKey[set[asyncio.Queue[Any]]] = web.AppKey("feeds", set)
 _CLOSE = object()  # put on a feed's queue to end it (server shutdown)
 
 OPENAPI = {PATH: {"get": {
@@ -133,7 +134,8 @@ async def _still_allowed(request: web.Request) -> bool:
 
 
 async def _close_all(app: web.Application) -> None:
-    for queue in list(app[FEEDS]):
+    feeds = app[FEEDS]
+    for queue in list(feeds):
         with contextlib.suppress(Exception):
             queue.put_nowait(_CLOSE)
 

@@ -44,6 +44,7 @@ def encode_with_pyav(path: Path, fmt: str, codec: str, rate: int, pcm: bytes,
     """Encode mono s16le with PyAV's bundled FFmpeg (the only AMR-NB encoder on this machine)."""
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)
         if bit_rate:
             stream.bit_rate = bit_rate
         total = len(pcm) // 2

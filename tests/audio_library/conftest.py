@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from audio_fixtures import encode_with_pyav, run, tone_pcm, write_amr_wb, write_wav
@@ -52,7 +52,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def lib(data_dir: Path) -> Library:
+def lib(data_dir: Path) -> Iterator[Library]:
     """A library over an empty data directory."""
     library = Library(data_dir)
     yield library

@@ -1,4 +1,4 @@
-"""A failure at any step of adding or removing a clip leaves the whole clip or nothing, no orphans."""
+"""A failure at any step of adding or removing a clip leaves the whole clip or nothing at all."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import sqlite_utils

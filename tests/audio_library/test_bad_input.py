@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from audio_fixtures import tone_pcm, wav_with_format_tag, write_wav
@@ -60,7 +60,7 @@ def longer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def bad_inputs(tmp: Path, longer: dict[str, Path]) -> list[tuple[Path, type, str]]:
+def bad_inputs(tmp: Path, longer: dict[str, Path]) -> list[tuple[Path, type[DecodeError], str]]:
     """(file, expected error class, expected code) for every bad-input case."""
     (tmp / "notes.txt").write_text("请注意 this is text, not audio\n" * 50)
     (tmp / "fake.mp3").write_bytes(bytes(random.Random(1).randrange(256) for _ in range(5000)))
@@ -103,7 +103,7 @@ def test_every_bad_input_is_refused_and_leaves_nothing(
 
 
 def test_decode_file_raises_decode_errors(longer: dict[str, Path], tmp_path: Path) -> None:
-    for path, error, _code in bad_inputs(tmp_path, longer):
+    for path, _error, _code in bad_inputs(tmp_path, longer):
         if path.name == "silent.wav":
             continue  # decoding silence is fine; only the library refuses it
         with pytest.raises(DecodeError):

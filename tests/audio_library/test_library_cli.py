@@ -23,7 +23,8 @@ def cli(data_dir: Path, *argv: str) -> tuple[int, str, str]:
 
 def test_add_list_show_rename_tag_remove(data_dir: Path, formats: dict[str, Path]) -> None:
     code, out, err = cli(data_dir, "add", str(formats["mp3"]), str(formats["amr_nb"]),
-                         "--tag", "防火", "--tag", "通知", "--category", "campaign", "--by", "宣传办")
+                         "--tag", "防火", "--tag", "通知", "--category", "campaign",
+                         "--by", "宣传办")
     assert code == 0, err
     ids = out.split()
     assert len(ids) == 2 and "[1/2]" in err and "[2/2]" in err
@@ -32,7 +33,8 @@ def test_add_list_show_rename_tag_remove(data_dir: Path, formats: dict[str, Path
     assert {c["id"] for c in listed} == set(ids)
     assert listed[0]["added_by"] == "宣传办" and listed[0]["category"] == "campaign"
     code, out, _ = cli(data_dir, "list")
-    assert code == 0 and out.splitlines()[0].split() == ["ID", "LENGTH", "CATEGORY", "TAGS", "TITLE"]
+    assert code == 0
+    assert out.splitlines()[0].split() == ["ID", "LENGTH", "CATEGORY", "TAGS", "TITLE"]
     assert cli(data_dir, "rename", ids[0][:6], "防火 通知")[0] == 0
     assert cli(data_dir, "tag", ids[0], "--set", "a,b")[1].strip().endswith("a, b")
     code, out, _ = cli(data_dir, "show", ids[0], "--json")

@@ -1,4 +1,4 @@
-"""Loudness lands on the target whatever the input level; silence is trimmed; resampling anti-aliases."""
+"""Loudness lands on the target whatever the input level; silence is trimmed; resampling filters."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def test_loudness_reaches_target_at_any_input_level(lib: Library, speechlike: Pa
     src = tmp_path / f"level{gain_db}.wav"
     # gain 0 after normalizing the peak to 0 dBFS, then compand: a loud, squashed input.
     if gain_db == 0:
-        sox(str(speechlike), str(src), "compand", "0.01,0.1", "-60,-60,-30,-6,0,-1", "gain", "-n", "0")
+        sox(str(speechlike), str(src), "compand", "0.01,0.1", "-60,-60,-30,-6,0,-1",
+            "gain", "-n", "0")
     else:
         sox(str(speechlike), str(src), "gain", "-n", str(gain_db))
     clip = lib.add(src)

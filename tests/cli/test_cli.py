@@ -67,7 +67,8 @@ async def test_speakers_and_play_wait_against_a_running_controller(tmp_path, dat
                                           "--wait")
             assert out.returncode == 0, out.stderr
             assert "done — 2/2 speakers played" in out.stdout
-            out = await asyncio.to_thread(run, "--controller", url, "play", str(wav), "--to", "nowhere")
+            out = await asyncio.to_thread(run, "--controller", url, "play", str(wav),
+                                          "--to", "nowhere")
             assert out.returncode == 1 and "unknown target 'nowhere'" in out.stderr
     finally:
         sim.stop()

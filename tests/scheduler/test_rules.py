@@ -166,8 +166,10 @@ def test_la_yue_23_is_the_lunar_date_every_year():
 
 @pytest.mark.parametrize("text, parsed", [("腊月二十三", (12, 23, False)),
                                           ("正月十五", (1, 15, False)),
-                                          ("闰六月初一", (6, 1, True)), ("十二月廿三", (12, 23, False)),
-                                          ("冬月初十", (11, 10, False)), ("12-23", (12, 23, False))])
+                                          ("闰六月初一", (6, 1, True)),
+                                          ("十二月廿三", (12, 23, False)),
+                                          ("冬月初十", (11, 10, False)),
+                                          ("12-23", (12, 23, False))])
 def test_lunar_dates_are_read_as_written(text, parsed):
     assert parse_lunar_date(text) == parsed
 

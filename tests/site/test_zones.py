@@ -443,7 +443,8 @@ def test_addresses_shared_only_by_rtp_groups():
     text = with_h3("driver: rtp", 'address: "10.0.0.9:5004"').replace(
         '{id: h-1, kind: horn, volume: 80}',
         '{id: h-1, kind: horn, driver: rtp, address: "10.0.0.9:5004"}')
-    assert_problem(text, 'address: "10.0.0.9:5004"', "site.areas[0].villages[1].speakers[0].address",
+    assert_problem(text, 'address: "10.0.0.9:5004"',
+                   "site.areas[0].villages[1].speakers[0].address",
                    "already the address of speaker 'h-1'", "only a multicast group may be shared")
     # our speakers never take a group as their address
     text = with_h3('address: "239.1.9.9:50010"')

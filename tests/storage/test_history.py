@@ -1,4 +1,4 @@
-"""Durable history: real SQLite files, a real kill -9, real SQLite faults (full, read-only, locked)."""
+"""Durable history: real SQLite files, a real kill -9, real faults (full, read-only, locked)."""
 
 from __future__ import annotations
 
@@ -406,7 +406,8 @@ CHILD = textwrap.dedent("""
     h.start()
 
     def make(bid, at, state):
-        b = Broadcast(bid, speakers, {"kind": "file", "name": "x.wav"}, "pcmu", created_at=at, requested_at=at)
+        b = Broadcast(bid, speakers, {"kind": "file", "name": "x.wav"}, "pcmu", created_at=at,
+                      requested_at=at)
         b.results = {s: SpeakerResult(s) for s in speakers}
         b.state = state
         return b

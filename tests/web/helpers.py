@@ -12,7 +12,9 @@ from broadcaster.web.api import SERVICES
 
 def accounts_of(client: TestClient) -> Accounts:
     """The controller's accounts (on the controller's Store, as `broadcaster users` opens it)."""
-    acc = client.server.app[SERVICES].accounts
+    app = client.app
+    assert app is not None, "a client of a TestServer"
+    acc = app[SERVICES].accounts
     assert acc is not None, "start the controller with accounts=True"
     return acc
 

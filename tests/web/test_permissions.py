@@ -211,7 +211,7 @@ async def check_listings(site: Site, ctl, client, tokens: dict[str, str],
         for r in rows:
             if whole:
                 continue
-            reach = set()
+            reach: set[str] = set()
             for t in r["targets"]:
                 if t in site.zones or t in site.groups or t in site.speakers:
                     reach |= site.resolve(t)

@@ -186,7 +186,8 @@ class RtpDriver:
 
     async def rejoin(self, delivery: Delivery, plan: Plan, speakers: list[str]) -> list[str]:
         """Send the running stream to these speakers' addresses again: a paging speaker needs no
-        set-up and plays whatever arrives. (RESUME is not declared yet: the core does not call it.)"""
+        set-up and plays whatever arrives. (RESUME is not declared yet: the core does not call
+        it.)"""
         run: _Run | None = delivery.state
         if run is None or run.sender.ended:
             return []
