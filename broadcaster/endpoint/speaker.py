@@ -382,6 +382,7 @@ class Speaker:
                                 if st.first_local is not None else None),
             "sample_rate": a.playout.codec.rate, "samples": a.card.samples,
             "packets": st.packets, "lost": st.lost, "late": st.late,
+            "concealed": st.concealed, "fec": st.fec,
             "duplicates": st.duplicates, "foreign": st.foreign, "ended": how,
             "codec": a.playout.codec.name, "volume": self.volume,
             "clock_offset": self.estimator.offset, "clock_rtt": self.estimator.rtt,

@@ -1,10 +1,19 @@
-"""Audio codecs for the speaker link: G.711 µ-law (PCMU) and linear 16-bit (L16); no I/O."""
+"""Audio codecs for the speaker link: G.711 µ-law (PCMU), linear 16-bit (L16), Opus; no I/O.
+
+PCMU and L16 are stateless: `Codec.encode`/`decode` map one frame alone. Opus is not (its
+encoder and decoder carry state from frame to frame, and a lost frame is rebuilt from what came
+before or after), so every stream takes its own `encoder()` and `decoder()`; PCMU and L16 hand
+out thin stateless ones, so the sender and the playout treat all codecs alike. The RTP clock
+is the sample rate, except for Opus (RFC 7587: 48 kHz whatever the audio's rate), so RTP
+timestamps advance by `ts_step` per 20 ms frame, not by `frame_samples`.
+"""
 
 from __future__ import annotations
 
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -22,7 +31,37 @@ class Codec:
     name: str
     payload_type: int
     rate: int
-    sample_bytes: int  # encoded bytes per sample
+    sample_bytes: int  # encoded bytes per sample (0: variable, Opus)
+    clock: int = 0  # the RTP clock when it is not the sample rate (Opus: 48000)
+
+    @property
+    def rtp_clock(self) -> int:
+        """RTP timestamp units per second."""
+        return self.clock or self.rate
+
+    @property
+    def ts_step(self) -> int:
+        """RTP timestamp units per 20 ms frame (= frame_samples unless the clock differs)."""
+        return self.rtp_clock * FRAME_MS // 1000
+
+    @property
+    def stateful(self) -> bool:
+        """True when frames must go through one encoder/decoder per stream, in order."""
+        return self.name == "opus"
+
+    def encoder(self) -> FrameEncoder:
+        """A fresh encoder for one stream."""
+        if self.name == "opus":
+            from broadcaster.protocol.opus import OpusEncoder  # PyAV loads only when used
+            return OpusEncoder(self.rate, bitrate=OPUS_BITRATE, fec=True)
+        return _Stateless(self)
+
+    def decoder(self) -> FrameDecoder:
+        """A fresh decoder for one stream."""
+        if self.name == "opus":
+            from broadcaster.protocol.opus import OpusDecoder
+            return OpusDecoder(self.rate)
+        return _Stateless(self)
 
     @property
     def frame_samples(self) -> int:
@@ -35,7 +74,7 @@ class Codec:
         return self.frame_samples * 2
 
     def encode(self, pcm: bytes) -> bytes:
-        """Encode mono s16le PCM (host order little-endian) into the payload."""
+        """Encode mono s16le PCM (host order little-endian) into the payload (stateless codecs)."""
         if self.name == "PCMU":
             return audioop.lin2ulaw(pcm, 2)
         if self.name == "L16":
@@ -52,18 +91,64 @@ class Codec:
 
     def sdp_rtpmap(self) -> str:
         """The SDP a=rtpmap value for this codec."""
+        if self.name == "opus":
+            return f"{self.payload_type} opus/48000/2"  # RFC 7587 §7: always 48000/2
         return f"{self.payload_type} {self.name}/{self.rate}" + ("/1" if self.name == "L16" else "")
 
 
 PCMU = Codec("PCMU", 0, 8000, 1)
 # RFC 3551 fixes L16 payload types 10/11 at 44.1 kHz; 16 kHz mono takes a dynamic type.
 L16_16K = Codec("L16", 96, 16000, 2)
+# Opus (protocol/opus.py): 16 kHz mono speech, 24 kbit/s, in-band FEC; dynamic payload type 111,
+# RTP clock 48 kHz (960 per frame). Our endpoint only: plain RTP speakers get PCMU.
+OPUS_BITRATE = 24000
+OPUS = Codec("opus", 111, 16000, 0, clock=48000)
 
-CODECS = {"pcmu": PCMU, "l16": L16_16K}
+CODECS = {"pcmu": PCMU, "l16": L16_16K, "opus": OPUS}
+
+
+class FrameEncoder(Protocol):
+    """One stream's encoder: 20 ms of PCM in, one payload out, frames in order."""
+
+    def encode(self, pcm: bytes) -> bytes:
+        """One payload for one 20 ms frame."""
+        ...
+
+
+class FrameDecoder(Protocol):
+    """One stream's decoder: payloads in play order; a lost frame may be concealed."""
+
+    fec: bool  # conceal(next) rebuilds a lost frame from the next packet's redundancy
+
+    def decode(self, payload: bytes) -> bytes:
+        """20 ms of PCM from one payload."""
+        ...
+
+    def conceal(self, next_payload: bytes | None = None) -> bytes | None:
+        """20 ms standing in for a lost frame, or None when the codec cannot (silence)."""
+        ...
+
+
+class _Stateless:
+    """Encoder and decoder of a stateless codec: each frame alone, a lost frame is silence."""
+
+    fec = False
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+
+    def encode(self, pcm: bytes) -> bytes:
+        return self.codec.encode(pcm)
+
+    def decode(self, payload: bytes) -> bytes:
+        return self.codec.decode(payload)
+
+    def conceal(self, next_payload: bytes | None = None) -> bytes | None:
+        return None
 
 
 def codec_by_name(name: str) -> Codec:
-    """Look up a codec by its wire name (pcmu, l16)."""
+    """Look up a codec by its wire name (pcmu, l16, opus)."""
     try:
         return CODECS[name.lower()]
     except KeyError:

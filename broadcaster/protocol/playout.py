@@ -1,15 +1,19 @@
 """The playout of one broadcast on one speaker: jitter buffer and play schedule; pure, no I/O.
 
-Frame n (RTP timestamp base_ts + n * frame_samples) plays at controller time base_time + n * 20 ms,
+Frame n (RTP timestamp base_ts + n * ts_step) plays at controller time base_time + n * 20 ms,
 which the speaker converts to its own clock with its offset estimate. A frame plays only if its
-packet arrived before that instant; otherwise the sound card plays silence and the frame is lost.
+packet arrived before that instant; otherwise the frame is lost, and the sound card plays
+silence — or, with Opus, a concealed frame: rebuilt from the next packet's in-band FEC when that
+packet is already buffered, else by the decoder's packet-loss concealment. Payloads are decoded
+at play time, in frame order, because a stateful decoder must see the stream in order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from broadcaster.protocol.codecs import FRAME_MS, Codec
+from broadcaster.errors import InvalidInput
+from broadcaster.protocol.codecs import FRAME_MS, Codec, FrameDecoder
 from broadcaster.protocol.rtp import RtpPacket, SenderReport
 
 MAX_AHEAD_FRAMES = 3000  # a packet more than 60 s ahead of the play head is not ours
@@ -35,7 +39,9 @@ class PlayoutStats:
     """What a speaker reports about one broadcast."""
 
     packets: int = 0  # frames played from a received packet
-    lost: int = 0  # frames played as silence (never arrived, or arrived late)
+    lost: int = 0  # frames whose packet never arrived, or arrived late
+    concealed: int = 0  # of the lost frames, those the decoder filled in (Opus FEC or PLC)
+    fec: int = 0  # of the concealed frames, those rebuilt from the next packet's FEC
     late: int = 0  # packets that arrived after their play instant
     duplicates: int = 0
     foreign: int = 0  # packets of another stream (SSRC or payload type)
@@ -66,7 +72,10 @@ class Playout:
     join_late: bool = False
     first_index: int = 0  # the first frame this speaker played
     _buffer: dict[int, tuple[bytes, float]] = field(default_factory=dict)
+    _decoder: FrameDecoder = field(init=False)
 
+    def __post_init__(self) -> None:
+        self._decoder = self.codec.decoder()  # one per stream, fed in frame order
     @property
     def frame_seconds(self) -> float:
         """Duration of one frame."""
@@ -74,7 +83,7 @@ class Playout:
 
     def _index(self, ts: int) -> int | None:
         delta = (ts - self.base_ts) & 0xFFFFFFFF
-        n, rem = divmod(delta, self.codec.frame_samples)
+        n, rem = divmod(delta, self.codec.ts_step)
         if rem or n > MAX_AHEAD_FRAMES + self.next_index:
             return None
         return n
@@ -104,11 +113,11 @@ class Playout:
             return
         delta = (sr.rtp_timestamp - self.base_ts) & 0xFFFFFFFF
         if delta < 1 << 31:
-            self.base_time = sr.unix_time - delta / self.codec.rate
+            self.base_time = sr.unix_time - delta / self.codec.rtp_clock
         if final and delta < 1 << 31:
             # the final report's RTP timestamp marks the stream's end (frames a live source never
             # produced are not sent, so the packet count may be smaller)
-            self.end_index = delta // self.codec.frame_samples
+            self.end_index = delta // self.codec.ts_step
 
     def instant(self, n: int, offset: float) -> float:
         """Local-clock instant at which frame n plays, given offset = controller - local."""
@@ -132,22 +141,45 @@ class Playout:
                 break
             got = self._buffer.pop(self.next_index, None)
             pcm = None
-            if local_now - at > UNDERRUN:
+            underrun = local_now - at > UNDERRUN
+            if underrun:
                 # the instant passed before we could write the frame (no start time yet, or the
                 # process stalled): a real card played silence then, so the frame is lost
                 got = None
             if got is not None and got[1] <= at:
-                pcm = self.codec.decode(got[0])
+                pcm = self._decode(got[0])
+            if pcm is not None:
                 self.stats.packets += 1
             else:
-                if got is not None:
+                if got is not None and got[1] > at:
                     self.stats.late += 1
                 self.stats.lost += 1
+                if not underrun:
+                    pcm = self._conceal()
             if self.stats.first_local is None:
                 self.stats.first_local, self.stats.first_offset = at, offset
             out.append(Frame(self.next_index, at, pcm))
             self.next_index += 1
         return out
+
+    def _decode(self, payload: bytes) -> bytes | None:
+        try:
+            return self._decoder.decode(payload)
+        except InvalidInput:  # authentic but undecodable: played as a lost frame
+            return None
+
+    def _conceal(self) -> bytes | None:
+        """A stand-in for the lost frame next_index, counted; None when the codec has none."""
+        nxt = self._buffer.get(self.next_index + 1)
+        try:
+            pcm = self._decoder.conceal(nxt[0] if nxt else None)
+        except InvalidInput:  # the next packet's FEC is undecodable: plain concealment
+            nxt, pcm = None, self._decoder.conceal(None)
+        if pcm is not None:
+            self.stats.concealed += 1
+            if nxt is not None and self._decoder.fec:
+                self.stats.fec += 1
+        return pcm
 
     def finished(self, local_now: float) -> bool:
         """True when the stream has ended, been stopped, never started, or gone silent too long."""

@@ -1,9 +1,11 @@
 """The sending side of one RTP stream: packets and sender reports for frames the core hands it.
 
-Frame n carries RTP timestamp base_ts + n * frame_samples and plays at controller time
-base_time + n * 20 ms on every in-step speaker. The sender does no pacing and no I/O of its own:
-the core calls `frame()` at the right moment and `send` puts the bytes on the wire. With an SRTP
-key every packet is protected (our endpoint); without one it is plain RTP (paging speakers).
+Frame n carries RTP timestamp base_ts + n * ts_step (frame_samples; 960 for Opus, whose RTP clock
+is 48 kHz) and plays at controller time base_time + n * 20 ms on every in-step speaker. The
+sender does no pacing and no I/O of its own: the core calls `frame()` at the right moment and
+`send` puts the bytes on the wire. With an SRTP key every packet is protected (our endpoint);
+without one it is plain RTP (paging speakers). Each sender has its own encoder (Opus is
+stateful), so one broadcast stream is encoded once however many speakers it fans out to.
 Sender reports repeat the RTP-time-to-controller-time mapping: every 100 ms in the first second
 (a speaker cannot start without one), then every second. The final report, bundled with a BYE,
 carries the stream's end as its RTP timestamp and the packets actually sent as its count.
@@ -27,7 +29,7 @@ SR_EARLY = 0.1
 
 @dataclass
 class Destination:
-    """Where the stream goes: RTP address, and RTCP address (the next port, or the same when muxed)."""
+    """Where the stream goes: RTP address, and RTCP address (next port, or the same when muxed)."""
 
     rtp: tuple[str, int]
     rtcp: tuple[str, int]
@@ -52,6 +54,7 @@ class RtpSender:
 
     def __post_init__(self) -> None:
         self._srtp = SrtpSender(self.key) if self.key else None
+        self._encoder = self.codec.encoder()  # one per stream: Opus carries state across frames
 
     @property
     def rate(self) -> int:
@@ -66,7 +69,7 @@ class RtpSender:
                 log.debug("send to %s failed: %s", d, exc)
 
     def _report(self, index: int, final: bool = False) -> None:
-        ts = self.base_ts + index * self.codec.frame_samples
+        ts = self.base_ts + index * self.codec.ts_step
         sr = SenderReport(self.ssrc, unix_to_ntp(self.base_time + index * FRAME_MS / 1000),
                           ts & 0xFFFFFFFF, self.sent, self.octets)
         raw = bytes(sr) + (bytes(Bye(self.ssrc)) if final else b"")
@@ -82,8 +85,8 @@ class RtpSender:
     def frame(self, index: int, pcm: bytes, now: float) -> None:
         """Send frame `index`; a sender report follows when one is due."""
         pkt = RtpPacket(self.codec.payload_type, (self.seq0 + self.sent) & 0xFFFF,
-                        (self.base_ts + index * self.codec.frame_samples) & 0xFFFFFFFF,
-                        self.ssrc, self.codec.encode(pcm), marker=self.sent == 0)
+                        (self.base_ts + index * self.codec.ts_step) & 0xFFFFFFFF,
+                        self.ssrc, self._encoder.encode(pcm), marker=self.sent == 0)
         raw = bytes(pkt)
         self._send_all(self._srtp.rtp(raw) if self._srtp else raw, rtcp=False)
         self.sent += 1
