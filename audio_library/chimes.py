@@ -34,12 +34,21 @@ _C5, _E5, _G4, _G5, _A4, _F4 = 523.25, 659.26, 392.00, 783.99, 440.00, 349.23
 CHIMES: dict[str, Chime] = {
     chime.name: chime
     for chime in (
-        Chime("two-tone", "two falling notes (ding-dong), E5 then C5",
-              ((_E5, 0.0, 1.1), (_C5, 0.55, 1.5))),
-        Chime("four-tone", "four rising notes G4 C5 E5 G5, the classic station chime",
-              ((_G4, 0.0, 0.9), (_C5, 0.35, 0.9), (_E5, 0.70, 0.9), (_G5, 1.05, 1.6))),
-        Chime("four-tone-down", "four falling notes G5 E5 C5 G4, played after an announcement",
-              ((_G5, 0.0, 0.9), (_E5, 0.35, 0.9), (_C5, 0.70, 0.9), (_G4, 1.05, 1.6))),
+        Chime(
+            "two-tone",
+            "two falling notes (ding-dong), E5 then C5",
+            ((_E5, 0.0, 1.1), (_C5, 0.55, 1.5)),
+        ),
+        Chime(
+            "four-tone",
+            "four rising notes G4 C5 E5 G5, the classic station chime",
+            ((_G4, 0.0, 0.9), (_C5, 0.35, 0.9), (_E5, 0.70, 0.9), (_G5, 1.05, 1.6)),
+        ),
+        Chime(
+            "four-tone-down",
+            "four falling notes G5 E5 C5 G4, played after an announcement",
+            ((_G5, 0.0, 0.9), (_E5, 0.35, 0.9), (_C5, 0.70, 0.9), (_G4, 1.05, 1.6)),
+        ),
     )
 }
 
@@ -55,7 +64,8 @@ def lookup(name: str) -> Chime:
         return CHIMES[name]
     except KeyError:
         raise InvalidRequestError(
-            f"no chime called {name!r} (choose from {', '.join(chime_names())})") from None
+            f"no chime called {name!r} (choose from {', '.join(chime_names())})"
+        ) from None
 
 
 @lru_cache(maxsize=16)
@@ -70,8 +80,11 @@ def synthesize(name: str, rate: int, peak: float = 0.7) -> bytes:
         n = min(int(length * rate), count - first)
         # Partials at or above 45% of the rate are left out: generated at the output rate, so
         # nothing above Nyquist is ever made and there is nothing to alias.
-        partials = [(2 * math.pi * freq * m / rate, amp, decay / rate)
-                    for m, amp, decay in PARTIALS if freq * m < 0.9 * nyquist]
+        partials = [
+            (2 * math.pi * freq * m / rate, amp, decay / rate)
+            for m, amp, decay in PARTIALS
+            if freq * m < 0.9 * nyquist
+        ]
         attack = max(1, int(ATTACK_SECONDS * rate))
         fade = max(1, int(0.02 * rate))
         for i in range(n):

@@ -72,8 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str], data_dir: Path, *, stdout: TextIO | None = None,
-         stderr: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str],
+    data_dir: Path,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """Run one library command; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
@@ -99,15 +104,23 @@ def _add(lib: Library, args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     total = len(args.files)
     for n, name in enumerate(args.files, 1):
         try:
-            clip, new = lib.ingest(Path(name), title=args.title, tags=args.tag,
-                                   category=args.category, added_by=args.by)
+            clip, new = lib.ingest(
+                Path(name),
+                title=args.title,
+                tags=args.tag,
+                category=args.category,
+                added_by=args.by,
+            )
         except LibraryError as exc:
             failed += 1
             print(f"[{n}/{total}] error: {exc.message}", file=err)
             continue
         what = "added" if new else "already in the library as"
-        print(f"[{n}/{total}] {Path(name).name}: {what} {clip.id} ({clip.duration:.1f} s, "
-              f"{clip.loudness_before:.1f} -> {clip.loudness_after:.1f} LUFS)", file=err)
+        print(
+            f"[{n}/{total}] {Path(name).name}: {what} {clip.id} ({clip.duration:.1f} s, "
+            f"{clip.loudness_before:.1f} -> {clip.loudness_after:.1f} LUFS)",
+            file=err,
+        )
         print(clip.id, file=out)
     if total > 1:
         print(f"{total - failed} of {total} files in the library, {failed} failed", file=err)
@@ -163,8 +176,9 @@ def _remove(lib: Library, args: argparse.Namespace, out: TextIO, err: TextIO) ->
 
 
 def _tts(lib: Library, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    clip = lib.tts(args.text, title=args.title, tags=args.tag, category=args.category,
-                   added_by=args.by)
+    clip = lib.tts(
+        args.text, title=args.title, tags=args.tag, category=args.category, added_by=args.by
+    )
     print(clip.id, file=out)
     return 0
 
@@ -179,20 +193,36 @@ def _chimes(lib: Library, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     rows: list[dict[str, Any]] = []
     for name in chimes.chime_names():
         clip = lib.add_chime(name)
-        rows.append({"name": name, "id": clip.id, "duration": clip.duration,
-                     "description": chimes.lookup(name).description})
+        rows.append(
+            {
+                "name": name,
+                "id": clip.id,
+                "duration": clip.duration,
+                "description": chimes.lookup(name).description,
+            }
+        )
     if args.json:
         json.dump(rows, out, ensure_ascii=False, indent=2)
         out.write("\n")
     else:
-        _table(["NAME", "ID", "LENGTH", "DESCRIPTION"],
-               [[r["name"], r["id"], f"{r['duration']:.1f}s", r["description"]] for r in rows], out)
+        _table(
+            ["NAME", "ID", "LENGTH", "DESCRIPTION"],
+            [[r["name"], r["id"], f"{r['duration']:.1f}s", r["description"]] for r in rows],
+            out,
+        )
     return 0
 
 
 _HANDLERS = {
-    "add": _add, "list": _list, "show": _show, "rename": _rename, "tag": _tag,
-    "remove": _remove, "tts": _tts, "export": _export, "chimes": _chimes,
+    "add": _add,
+    "list": _list,
+    "show": _show,
+    "rename": _rename,
+    "tag": _tag,
+    "remove": _remove,
+    "tts": _tts,
+    "export": _export,
+    "chimes": _chimes,
 }
 
 

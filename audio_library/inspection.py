@@ -7,10 +7,18 @@ from pathlib import Path
 
 # Leading bytes of the containers people upload, to tell "broken audio" from "not audio at all".
 SIGNATURES = (
-    (0, b"RIFF", "a WAV file"), (0, b"ID3", "an MP3 file"), (0, b"\xff\xfb", "an MP3 file"),
-    (0, b"\xff\xf3", "an MP3 file"), (0, b"\xff\xf2", "an MP3 file"), (0, b"OggS", "an Ogg file"),
-    (0, b"fLaC", "a FLAC file"), (4, b"ftyp", "an MP4/M4A file"), (0, b"#!AMR", "an AMR file"),
-    (0, b"\xff\xf1", "an AAC file"), (0, b"\xff\xf9", "an AAC file"), (0, b"FORM", "an AIFF file"),
+    (0, b"RIFF", "a WAV file"),
+    (0, b"ID3", "an MP3 file"),
+    (0, b"\xff\xfb", "an MP3 file"),
+    (0, b"\xff\xf3", "an MP3 file"),
+    (0, b"\xff\xf2", "an MP3 file"),
+    (0, b"OggS", "an Ogg file"),
+    (0, b"fLaC", "a FLAC file"),
+    (4, b"ftyp", "an MP4/M4A file"),
+    (0, b"#!AMR", "an AMR file"),
+    (0, b"\xff\xf1", "an AAC file"),
+    (0, b"\xff\xf9", "an AAC file"),
+    (0, b"FORM", "an AIFF file"),
 )
 OGG_TAIL = 128 * 1024
 
@@ -101,8 +109,13 @@ def _ogg_truncation(path: Path) -> str | None:
         segments = tail[at + 26] if at + 27 <= len(tail) else 0
         table = tail[at + 27 : at + 27 + segments]
         end = at + 27 + segments + sum(table)
-        if at + 27 <= len(tail) and len(table) == segments and end <= len(tail) \
-                and tail[at + 4] == 0 and _ogg_page_ok(tail[at:end]):
+        if (
+            at + 27 <= len(tail)
+            and len(table) == segments
+            and end <= len(tail)
+            and tail[at + 4] == 0
+            and _ogg_page_ok(tail[at:end])
+        ):
             break
     if end != len(tail):
         return "the last Ogg page is incomplete"

@@ -30,9 +30,14 @@ EXTRA_RATE_CACHE = 16
 class Library:
     """A catalogue of broadcast-ready clips stored under `data_dir/library/`."""
 
-    def __init__(self, data_dir: str | Path, *, settings: Settings | None = None,
-                 speech: SpeechEngine | None = None,
-                 orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        settings: Settings | None = None,
+        speech: SpeechEngine | None = None,
+        orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS,
+    ) -> None:
         self.root = Path(data_dir) / "library"
         self.settings = settings or Settings()
         self.speech: SpeechEngine = speech or EspeakEngine()
@@ -56,16 +61,39 @@ class Library:
 
     # -- adding -----------------------------------------------------------------------------
 
-    def add(self, path: str | Path, *, title: str | None = None, tags: Iterable[str] = (),
-            category: str = "", added_by: str = "", original_name: str | None = None) -> Clip:
+    def add(
+        self,
+        path: str | Path,
+        *,
+        title: str | None = None,
+        tags: Iterable[str] = (),
+        category: str = "",
+        added_by: str = "",
+        original_name: str | None = None,
+    ) -> Clip:
         """Ingest an audio file; returns its clip (the existing one if this audio is already in)."""
-        return self.ingest(path, title=title, tags=tags, category=category, added_by=added_by,
-                           original_name=original_name)[0]
+        return self.ingest(
+            path,
+            title=title,
+            tags=tags,
+            category=category,
+            added_by=added_by,
+            original_name=original_name,
+        )[0]
 
-    def ingest(self, path: str | Path, *, title: str | None = None, tags: Iterable[str] = (),
-               category: str = "", added_by: str = "", original_name: str | None = None,
-               kind: str = "upload", text: str | None = None,
-               engine: str = "") -> tuple[Clip, bool]:
+    def ingest(
+        self,
+        path: str | Path,
+        *,
+        title: str | None = None,
+        tags: Iterable[str] = (),
+        category: str = "",
+        added_by: str = "",
+        original_name: str | None = None,
+        kind: str = "upload",
+        text: str | None = None,
+        engine: str = "",
+    ) -> tuple[Clip, bool]:
         """Ingest an audio file; returns (clip, True if new, False if it was a duplicate)."""
         path = Path(path)
         name = safe_name(original_name if original_name is not None else path.name)
@@ -74,8 +102,9 @@ class Library:
         if size == 0:
             raise EmptyAudioError("is empty (0 bytes)", file=name)
         if size > limits.max_bytes:
-            raise TooLargeError(f"is {_mb(size)}, more than the {_mb(limits.max_bytes)} limit",
-                                file=name)
+            raise TooLargeError(
+                f"is {_mb(size)}, more than the {_mb(limits.max_bytes)} limit", file=name
+            )
         source_sha = _sha256_file(path, name)
         existing = self.catalogue.find_source(source_sha, limits.target_lufs)
         if existing is not None:
@@ -84,15 +113,26 @@ class Library:
         made = master(decoded.pcm, decoded.rate, limits, name=name)
         digest = hashlib.sha256(made.pcm).hexdigest()
         clip = Clip(
-            id=digest[:16], sha256=digest, source_sha256=source_sha, kind=kind,
+            id=digest[:16],
+            sha256=digest,
+            source_sha256=source_sha,
+            kind=kind,
             title=clean_title(title if title is not None else default_title_for(name, text)),
-            tags=clean_tags(tags), category=category.strip(),
+            tags=clean_tags(tags),
+            category=category.strip(),
             original_name=name if kind == "upload" else "",
-            source_format=decoded.container, source_codec=decoded.codec,
-            duration=round(made.seconds, 3), target_lufs=limits.target_lufs,
-            loudness_before=made.before.integrated, true_peak_before=made.before.true_peak,
-            loudness_after=made.after.integrated, true_peak_after=made.after.true_peak,
-            added_by=added_by.strip(), added_at=_now(), text=text, engine=engine,
+            source_format=decoded.container,
+            source_codec=decoded.codec,
+            duration=round(made.seconds, 3),
+            target_lufs=limits.target_lufs,
+            loudness_before=made.before.integrated,
+            true_peak_before=made.before.true_peak,
+            loudness_after=made.after.integrated,
+            true_peak_after=made.after.true_peak,
+            added_by=added_by.strip(),
+            added_at=_now(),
+            text=text,
+            engine=engine,
         )
         return self._store(clip, made.pcm)
 
@@ -103,8 +143,9 @@ class Library:
         published = False
         try:
             for rate in TRANSPORT_RATES:
-                pcm = (pcm48 if rate == MASTER_RATE
-                       else transcoder.resample(pcm48, MASTER_RATE, rate))
+                pcm = (
+                    pcm48 if rate == MASTER_RATE else transcoder.resample(pcm48, MASTER_RATE, rate)
+                )
                 self.files.write_wav(staging / f"{rate}.wav", pcm, rate)
             with self._lock:
                 if self.catalogue.exists(clip.id):
@@ -129,18 +170,32 @@ class Library:
         finally:
             self.files.discard(staging)
 
-    def tts(self, text: str, *, title: str | None = None, tags: Iterable[str] = (),
-            category: str = "tts", added_by: str = "") -> Clip:
+    def tts(
+        self,
+        text: str,
+        *,
+        title: str | None = None,
+        tags: Iterable[str] = (),
+        category: str = "tts",
+        added_by: str = "",
+    ) -> Clip:
         """Speak Mandarin `text` with the speech engine and catalogue it, keeping the text."""
         text = clean_text(text)
         work = self.files.new_staging()
         try:
             spoken = work / "speech.wav"
             self.speech.synthesize(text, spoken)
-            clip, _ = self.ingest(spoken, title=title or default_title(text), tags=tags,
-                                  category=category, added_by=added_by,
-                                  original_name="text-to-speech", kind="tts", text=text,
-                                  engine=self.speech.name)
+            clip, _ = self.ingest(
+                spoken,
+                title=title or default_title(text),
+                tags=tags,
+                category=category,
+                added_by=added_by,
+                original_name="text-to-speech",
+                kind="tts",
+                text=text,
+                engine=self.speech.name,
+            )
             return clip
         finally:
             self.files.discard(work)
@@ -152,9 +207,16 @@ class Library:
         try:
             wav = work / f"{name}.wav"
             self.files.write_wav(wav, chimes.synthesize(name, MASTER_RATE), MASTER_RATE)
-            clip, _ = self.ingest(wav, title=f"Chime: {name}", category="chime",
-                                  tags=("chime",), added_by="system", kind="chime",
-                                  text=chime.description, engine="audio_library.chimes")
+            clip, _ = self.ingest(
+                wav,
+                title=f"Chime: {name}",
+                category="chime",
+                tags=("chime",),
+                added_by="system",
+                kind="chime",
+                text=chime.description,
+                engine="audio_library.chimes",
+            )
             return clip
         finally:
             self.files.discard(work)
@@ -165,8 +227,9 @@ class Library:
         """The clip with this id (or a unique prefix of at least 4 characters)."""
         return self.catalogue.get(clip_id)
 
-    def search(self, query: str | None = None, *, tag: str | None = None,
-               category: str | None = None) -> list[Clip]:
+    def search(
+        self, query: str | None = None, *, tag: str | None = None, category: str | None = None
+    ) -> list[Clip]:
         """All clips, or those matching a text query, a tag and/or a category."""
         return self.catalogue.search(query, tag=tag, category=category)
 
@@ -194,8 +257,12 @@ class Library:
         with self._lock:
             made = self._chimes.get(name)
         if made is None:
-            made = master(chimes.synthesize(name, MASTER_RATE), MASTER_RATE, self.settings,
-                          name=f"chime {name}")
+            made = master(
+                chimes.synthesize(name, MASTER_RATE),
+                MASTER_RATE,
+                self.settings,
+                name=f"chime {name}",
+            )
             with self._lock:
                 self._chimes[name] = made
         return transcoder.resample(made.pcm, MASTER_RATE, rate)

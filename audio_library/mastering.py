@@ -40,7 +40,8 @@ class Settings:
             raise InvalidRequestError(f"loudness target {self.target_lufs} LUFS is outside -40..-5")
         if not -12.0 <= self.true_peak_dbtp <= 0.0:
             raise InvalidRequestError(
-                f"true-peak limit {self.true_peak_dbtp} dBTP is outside -12..0")
+                f"true-peak limit {self.true_peak_dbtp} dBTP is outside -12..0"
+            )
         if self.max_bytes <= 0 or self.max_seconds <= 0:
             raise InvalidRequestError("size and duration limits must be positive")
 

@@ -26,8 +26,9 @@ class SpeechEngine(Protocol):
 class EspeakEngine:
     """espeak-ng, offline. Voice cmn-latn-pinyin reads Chinese characters (plain cmn, zh do not)."""
 
-    def __init__(self, voice: str = "cmn-latn-pinyin", speed_wpm: int = 150,
-                 program: str = "espeak-ng") -> None:
+    def __init__(
+        self, voice: str = "cmn-latn-pinyin", speed_wpm: int = 150, program: str = "espeak-ng"
+    ) -> None:
         self.voice = voice
         self.speed_wpm = speed_wpm
         self.program = program
@@ -41,7 +42,10 @@ class EspeakEngine:
         # The text goes in on stdin, so text that starts with "-" is never read as an option.
         proc = subprocess.run(
             [exe, "-v", self.voice, "-s", str(self.speed_wpm), "-w", str(out), "--stdin"],
-            input=text.encode("utf-8"), capture_output=True, check=False, timeout=120,
+            input=text.encode("utf-8"),
+            capture_output=True,
+            check=False,
+            timeout=120,
         )
         if proc.returncode != 0 or not out.exists() or out.stat().st_size <= 44:
             reason = proc.stderr.decode(errors="replace").strip() or "no audio produced"

@@ -83,8 +83,11 @@ class Catalogue:
         table = self._db.table(TABLE)
         if table.exists():
             return
-        columns = {name: _sql_type(f.type) for name, f in Clip.__dataclass_fields__.items()
-                   if name != "extra"}
+        columns = {
+            name: _sql_type(f.type)
+            for name, f in Clip.__dataclass_fields__.items()
+            if name != "extra"
+        }
         table.create(columns, pk="id", not_null={"title", "sha256", "added_at"})
         table.create_index(["source_sha256"])
         table.create_index(["title"])
@@ -121,8 +124,11 @@ class Catalogue:
     def find_source(self, source_sha256: str, target_lufs: float) -> Clip | None:
         """A clip made from exactly these original bytes at this loudness target, if any."""
         with self._lock:
-            rows = list(self._db.table(TABLE).rows_where(
-                "source_sha256 = ? AND target_lufs = ?", [source_sha256, target_lufs], limit=1))
+            rows = list(
+                self._db.table(TABLE).rows_where(
+                    "source_sha256 = ? AND target_lufs = ?", [source_sha256, target_lufs], limit=1
+                )
+            )
         return Clip.from_row(rows[0]) if rows else None
 
     def exists(self, clip_id: str) -> bool:
@@ -130,15 +136,22 @@ class Catalogue:
         with self._lock:
             return bool(list(self._db.table(TABLE).rows_where("id = ?", [clip_id], limit=1)))
 
-    def search(self, query: str | None = None, tag: str | None = None,
-               category: str | None = None, kind: str | None = None) -> list[Clip]:
+    def search(
+        self,
+        query: str | None = None,
+        tag: str | None = None,
+        category: str | None = None,
+        kind: str | None = None,
+    ) -> list[Clip]:
         """Clips whose title, text, tags or category contain `query`, filtered by tag/category."""
         where, args = [], []
         if query:
             like = f"%{_escape_like(query)}%"
-            where.append("(title LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\' "
-                         "OR category LIKE ? ESCAPE '\\' OR tags LIKE ? ESCAPE '\\' "
-                         "OR original_name LIKE ? ESCAPE '\\')")
+            where.append(
+                "(title LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\' "
+                "OR category LIKE ? ESCAPE '\\' OR tags LIKE ? ESCAPE '\\' "
+                "OR original_name LIKE ? ESCAPE '\\')"
+            )
             args += [like] * 5
         if tag:
             where.append("EXISTS (SELECT 1 FROM json_each(clips.tags) WHERE value = ?)")
@@ -150,8 +163,9 @@ class Catalogue:
             where.append("kind = ?")
             args.append(kind)
         with self._lock:
-            rows = self._db.table(TABLE).rows_where(" AND ".join(where) or None, args,
-                                              order_by="added_at, id")
+            rows = self._db.table(TABLE).rows_where(
+                " AND ".join(where) or None, args, order_by="added_at, id"
+            )
             return [Clip.from_row(r) for r in rows]
 
     def update(self, clip_id: str, **changes: Any) -> Clip:

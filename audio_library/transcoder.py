@@ -74,8 +74,9 @@ def decode(path: Path, rate: int, *, name: str, max_seconds: float | None = None
     except av.error.InvalidDataError:
         kind = inspection.sniff(path)
         if kind:
-            raise CorruptAudioError(f"looks like {kind} but cannot be read: damaged or truncated",
-                                    file=name) from None
+            raise CorruptAudioError(
+                f"looks like {kind} but cannot be read: damaged or truncated", file=name
+            ) from None
         raise NotAudioError("not a recognised audio format", file=name) from None
     except av.error.FFmpegError as exc:
         raise CorruptAudioError(f"cannot be opened ({_reason(exc)})", file=name) from None
@@ -106,8 +107,9 @@ def decode(path: Path, rate: int, *, name: str, max_seconds: float | None = None
     return Decoded(pcm=pcm, rate=rate, codec=codec, container=fmt, declared_seconds=declared)
 
 
-def _declared_seconds(container: av.container.InputContainer,
-                      stream: av.AudioStream) -> float | None:
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.AudioStream
+) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -168,7 +170,9 @@ def _too_long(seconds: float, limit: float) -> str:
 def _run(args: list[str], pcm: bytes | None, what: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [ffmpeg_path(), "-nostdin", "-hide_banner", "-v", "info", *args],
-        input=pcm, capture_output=True, check=False,
+        input=pcm,
+        capture_output=True,
+        check=False,
     )
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
@@ -182,25 +186,41 @@ def _raw_input(rate: int) -> list[str]:
     return ["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0"]
 
 
-def render(pcm: bytes, rate: int, gain_db: float,
-           limit_dbtp: float | None) -> tuple[bytes, Loudness]:
+def render(
+    pcm: bytes, rate: int, gain_db: float, limit_dbtp: float | None
+) -> tuple[bytes, Loudness]:
     """Apply `gain_db`, then (if `limit_dbtp`) a 4x-oversampled peak limiter; PCM and loudness."""
     chain = f"{LAYOUT},volume={gain_db:.3f}dB"
     if limit_dbtp is not None:
         # Limiting at 4x the rate catches inter-sample peaks, which is what a true-peak limit means.
         ceiling = 10 ** (limit_dbtp / 20)
-        chain += (f",aresample={rate * 4}:{RESAMPLE},alimiter=limit={ceiling:.6f}"
-                  f":attack=2:release=60:level=disabled,aresample={rate}:{RESAMPLE}")
+        chain += (
+            f",aresample={rate * 4}:{RESAMPLE},alimiter=limit={ceiling:.6f}"
+            f":attack=2:release=60:level=disabled,aresample={rate}:{RESAMPLE}"
+        )
     chain += f",ebur128=peak=true:framelog=verbose,{MONO}"
-    proc = _run([*_raw_input(rate), "-af", chain, "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"],
-                pcm, "loudness normalization")
+    proc = _run(
+        [*_raw_input(rate), "-af", chain, "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"],
+        pcm,
+        "loudness normalization",
+    )
     return proc.stdout, _ebur128_summary(proc.stderr)
 
 
 def measure(pcm: bytes, rate: int) -> Loudness:
     """Integrated loudness and true peak of mono s16le `pcm`, by ffmpeg's ebur128 filter."""
-    proc = _run([*_raw_input(rate), "-af", f"{LAYOUT},ebur128=peak=true:framelog=verbose",
-                 "-f", "null", "-"], pcm, "loudness measurement")
+    proc = _run(
+        [
+            *_raw_input(rate),
+            "-af",
+            f"{LAYOUT},ebur128=peak=true:framelog=verbose",
+            "-f",
+            "null",
+            "-",
+        ],
+        pcm,
+        "loudness measurement",
+    )
     return _ebur128_summary(proc.stderr)
 
 
@@ -218,16 +238,44 @@ def resample(pcm: bytes, rate: int, new_rate: int) -> bytes:
     """Resample mono s16le `pcm` with the anti-alias filter (never pydub's set_frame_rate)."""
     if rate == new_rate:
         return pcm
-    proc = _run([*_raw_input(rate), "-af", f"aresample={new_rate}:{RESAMPLE},{MONO}",
-                 "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"], pcm, "resampling")
+    proc = _run(
+        [
+            *_raw_input(rate),
+            "-af",
+            f"aresample={new_rate}:{RESAMPLE},{MONO}",
+            "-f",
+            "s16le",
+            "-c:a",
+            "pcm_s16le",
+            "pipe:1",
+        ],
+        pcm,
+        "resampling",
+    )
     return proc.stdout
 
 
 def encode(pcm: bytes, rate: int, fmt: str, out: Path) -> None:
     """Write mono s16le `pcm` to `out` as a WAV file or as raw G.711 µ-law ("pcmu")."""
-    codec = {"wav": ["-c:a", "pcm_s16le", "-f", "wav"],
-             "pcmu": ["-c:a", "pcm_mulaw", "-f", "mulaw"]}
+    codec = {
+        "wav": ["-c:a", "pcm_s16le", "-f", "wav"],
+        "pcmu": ["-c:a", "pcm_mulaw", "-f", "mulaw"],
+    }
     if fmt not in codec:
         raise InvalidRequestError(f"unknown export format {fmt!r} (use wav or pcmu)")
-    _run([*_raw_input(rate), "-fflags", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1",
-          *codec[fmt], "-y", str(out)], pcm, "export")
+    _run(
+        [
+            *_raw_input(rate),
+            "-fflags",
+            "+bitexact",
+            "-flags:a",
+            "+bitexact",
+            "-map_metadata",
+            "-1",
+            *codec[fmt],
+            "-y",
+            str(out),
+        ],
+        pcm,
+        "export",
+    )

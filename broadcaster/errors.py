@@ -12,8 +12,14 @@ class BroadcasterError(Exception):
     code = "error"
     status = 400
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 detail: dict | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        detail: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code:
@@ -57,8 +63,10 @@ class ZonesError(BroadcasterError):
         self.problems = problems
         text = "; ".join(str(p) for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        super().__init__(f"{len(problems)} problem(s) in zones file: {text}{more}",
-                         detail={"problems": [p.to_dict() for p in problems]})
+        super().__init__(
+            f"{len(problems)} problem(s) in zones file: {text}{more}",
+            detail={"problems": [p.to_dict() for p in problems]},
+        )
 
 
 class UnknownTarget(BroadcasterError):

@@ -36,17 +36,30 @@ def summary(values: list[float], scale: float = 1.0) -> dict:
     """n, p50, p99, max (and min, mean) of values, multiplied by scale (1000 for ms)."""
     vals = [v * scale for v in values if v is not None]
     if not vals:
-        return {"n": 0, "p50": None, "p99": None, "max": None, "min": None, "mean": None,
-                "p1": None}
-    return {"n": len(vals), "p1": percentile(vals, 1), "p50": percentile(vals, 50),
-            "p99": percentile(vals, 99),
-            "max": max(vals), "min": min(vals), "mean": statistics.fmean(vals)}
+        return {
+            "n": 0,
+            "p50": None,
+            "p99": None,
+            "max": None,
+            "min": None,
+            "mean": None,
+            "p1": None,
+        }
+    return {
+        "n": len(vals),
+        "p1": percentile(vals, 1),
+        "p50": percentile(vals, 50),
+        "p99": percentile(vals, 99),
+        "max": max(vals),
+        "min": min(vals),
+        "mean": statistics.fmean(vals),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
     raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     # fields[0] is state (field 3 of stat); utime and stime are fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -70,14 +83,19 @@ def fmt(v, digits: int = 1) -> str:
 def table(headers: list[str], rows: list[list], digits: int = 1) -> str:
     """A plain text table with right-aligned numbers."""
     cells = [[fmt(c, digits) if not isinstance(c, str) else c for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
-                     enumerate(zip(headers, widths)))
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    line = "  ".join(
+        h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths))
+    )
     out = [line, "-" * len(line)]
     for r in cells:
-        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                             enumerate(zip(r, widths))))
+        out.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
+        )
     return "\n".join(out)
 
 

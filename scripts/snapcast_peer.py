@@ -3,12 +3,12 @@
 A writer feeds the fifo in real time (20 ms writes of 48 kHz/16-bit/stereo silence) with a click
 every SPACING seconds and notes when each click's bytes were handed to the pipe (the "command").
 Each snapclient runs the file player writing to stdout (`--player file:filename=stdout`). In
-Snapcast 0.26 that player asks the stream every 50 ms for the 2400 frames that must reach the DAC
-10 ms later (getPlayerChunkOrSilence(buf, 10ms, frames)), writes and flushes them. So frame j of
-chunk k plays at  request_time(k) + 10 ms + j / 48000.  request_time(k) is estimated from when the
-chunk shows up on our end of the pipe: the requests run on a 50 ms steady timer, so for each chunk
-we take the earliest (read time - n * 50 ms) over its +-20 neighbours, which removes our own reader's
-wake-up delay. What is measured is Snapcast's own schedule, the same idealised sound card as the
+Snapcast 0.26 that player asks the stream every 50 ms for the 2400 frames that must reach the DAC 10
+ms later (getPlayerChunkOrSilence(buf, 10ms, frames)), writes and flushes them. So frame j of chunk
+k plays at request_time(k) + 10 ms + j / 48000. request_time(k) is estimated from when the chunk
+shows up on our end of the pipe: the requests run on a 50 ms steady timer, so for each chunk we take
+the earliest (read time - n * 50 ms) over its +-20 neighbours, which removes our own reader's wake-
+up delay. What is measured is Snapcast's own schedule, the same idealised sound card as the
 broadcaster simulator's first_sample_at; a real DAC adds its own fixed latency to both.
 """
 
@@ -66,8 +66,12 @@ def ensure_installed() -> str | None:
     upd = subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env)
     if upd.returncode:
         return f"apt-get update failed: {upd.stderr[-500:]}"
-    inst = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "snapserver",
-                           "snapclient"], capture_output=True, text=True, env=env)
+    inst = subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", "snapserver", "snapclient"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if inst.returncode:
         return f"apt-get install snapserver snapclient failed: {inst.stderr[-500:]}"
     if not (shutil.which("snapserver") and shutil.which("snapclient")):
@@ -122,15 +126,16 @@ def chunk_times(reads: list[tuple[float, int]], total: int) -> tuple[list[float]
             r += 1
         raw.append(reads[r][0])
     base = [t - k * PLAYER_PERIOD for k, t in enumerate(raw)]
-    est = [min(base[max(0, k - 20):k + 21]) + k * PLAYER_PERIOD for k in range(n)]
+    est = [min(base[max(0, k - 20) : k + 21]) + k * PLAYER_PERIOD for k in range(n)]
     return raw, est
 
 
 def find_clicks(data: bytes) -> list[int]:
     """Frame indices where a click starts (left channel jumps above half the click amplitude)."""
     import array
+
     pcm = array.array("h")
-    pcm.frombytes(bytes(data[:len(data) - len(data) % FRAME_BYTES]))
+    pcm.frombytes(bytes(data[: len(data) - len(data) % FRAME_BYTES]))
     left = pcm[0::CHANNELS]
     out, last = [], -10 * RATE
     thr = CLICK_AMP // 2
@@ -150,23 +155,54 @@ def run_buffer(buffer_ms: int, opt: Options, work: Path) -> dict:
     conf = work / "snapserver.conf"
     conf.write_text("")
     port = benchlib.free_port()
-    src = (f"pipe://{fifo}?name=bench&codec={opt.codec}&sampleformat={RATE}:16:{CHANNELS}"
-           f"&chunk_ms={WRITE_MS}")
+    src = (
+        f"pipe://{fifo}?name=bench&codec={opt.codec}&sampleformat={RATE}:16:{CHANNELS}"
+        f"&chunk_ms={WRITE_MS}"
+    )
     server = subprocess.Popen(
-        ["snapserver", "-c", str(conf), f"--server.datadir={work}", "--http.enabled=0",
-         "--tcp.enabled=0", "--stream.bind_to_address=127.0.0.1", f"--stream.port={port}",
-         f"--stream.source={src}", f"--stream.buffer={buffer_ms}", "--logging.sink=stderr"],
-        stdout=subprocess.DEVNULL, stderr=open(work / f"server-{buffer_ms}.log", "wb"))
+        [
+            "snapserver",
+            "-c",
+            str(conf),
+            f"--server.datadir={work}",
+            "--http.enabled=0",
+            "--tcp.enabled=0",
+            "--stream.bind_to_address=127.0.0.1",
+            f"--stream.port={port}",
+            f"--stream.source={src}",
+            f"--stream.buffer={buffer_ms}",
+            "--logging.sink=stderr",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / f"server-{buffer_ms}.log", "wb"),
+    )
     clients: list[subprocess.Popen] = []
     reader: Reader | None = None
     writes: list[float] = []
     try:
         time.sleep(0.5)
         for i in range(opt.clients):
-            clients.append(subprocess.Popen(
-                ["snapclient", "-h", "127.0.0.1", "-p", str(port), "--hostID", f"bench{i}",
-                 "-i", str(i + 1), "--player", "file:filename=stdout", "--logsink", "null"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+            clients.append(
+                subprocess.Popen(
+                    [
+                        "snapclient",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "--hostID",
+                        f"bench{i}",
+                        "-i",
+                        str(i + 1),
+                        "--player",
+                        "file:filename=stdout",
+                        "--logsink",
+                        "null",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         reader = Reader(clients)
         reader.start()
         old = sys.getswitchinterval()
@@ -187,17 +223,24 @@ def run_buffer(buffer_ms: int, opt: Options, work: Path) -> dict:
                 wait = due - time.time()
                 if wait > 0:
                     time.sleep(wait)
-                is_click = n >= first_click and (n - first_click) % per == 0 \
-                    and len(writes) < opt.clicks
+                is_click = (
+                    n >= first_click and (n - first_click) % per == 0 and len(writes) < opt.clicks
+                )
                 if n == first_click:
-                    cpu0 = (benchlib.cpu_seconds(server.pid),
-                            [benchlib.cpu_seconds(c.pid) for c in clients], time.time())
+                    cpu0 = (
+                        benchlib.cpu_seconds(server.pid),
+                        [benchlib.cpu_seconds(c.pid) for c in clients],
+                        time.time(),
+                    )
                 t = time.time()
                 os.write(fd, click if is_click else silence)
                 if is_click:
                     writes.append(t)
-            cpu1 = (benchlib.cpu_seconds(server.pid),
-                    [benchlib.cpu_seconds(c.pid) for c in clients], time.time())
+            cpu1 = (
+                benchlib.cpu_seconds(server.pid),
+                [benchlib.cpu_seconds(c.pid) for c in clients],
+                time.time(),
+            )
             time.sleep(0.3)
             os.close(fd)
         finally:
@@ -260,8 +303,11 @@ def analyse(buffer_ms: int, opt: Options, reader: Reader, writes: list[float], c
             devs += [abs(g - med) * 1000 for g in got]
     minutes = (cpu1[2] - cpu0[2]) / 60 if cpu0 and cpu1 else float("nan")
     return {
-        "buffer_ms": buffer_ms, "clients": opt.clients, "codec": opt.codec,
-        "clicks_written": len(writes), "clicks_found_per_client": found,
+        "buffer_ms": buffer_ms,
+        "clients": opt.clients,
+        "codec": opt.codec,
+        "clicks_written": len(writes),
+        "clicks_found_per_client": found,
         "complete_clicks": len(spreads),
         "latency_first_ms": benchlib.summary(lat_first),
         "latency_last_ms": benchlib.summary(lat_last),
@@ -269,10 +315,14 @@ def analyse(buffer_ms: int, opt: Options, reader: Reader, writes: list[float], c
         "spread_ms": benchlib.summary(spreads),
         "spread_unfitted_ms": benchlib.summary(spreads_raw),
         "deviation_from_median_ms": benchlib.summary(devs),
-        "server_cpu_per_client_min": ((cpu1[0] - cpu0[0]) / (opt.clients * minutes)
-                                      if cpu0 and cpu1 else None),
-        "client_cpu_per_min": (statistics.fmean(b - a for a, b in zip(cpu0[1], cpu1[1])) / minutes
-                               if cpu0 and cpu1 else None),
+        "server_cpu_per_client_min": (
+            (cpu1[0] - cpu0[0]) / (opt.clients * minutes) if cpu0 and cpu1 else None
+        ),
+        "client_cpu_per_min": (
+            statistics.fmean(b - a for a, b in zip(cpu0[1], cpu1[1])) / minutes
+            if cpu0 and cpu1
+            else None
+        ),
     }
 
 
@@ -285,8 +335,10 @@ def run(opt: Options) -> dict:
     work = Path(tempfile.mkdtemp(prefix="snapbench-"))
     try:
         for b in opt.buffers_ms:
-            print(f"snapcast: buffer {b} ms, {opt.clients} clients, {opt.clicks} clicks ...",
-                  flush=True)
+            print(
+                f"snapcast: buffer {b} ms, {opt.clients} clients, {opt.clicks} clicks ...",
+                flush=True,
+            )
             out["runs"].append(run_buffer(b, opt, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -299,9 +351,11 @@ def print_report(snap: dict) -> None:
         print(f"\n=== snapcast: not measured — {snap.get('reason')} ===")
         return
     for r in snap["runs"]:
-        print(f"\n=== snapcast ({snap['version']}): buffer {r['buffer_ms']} ms, {r['clients']} "
-              f"clients, codec {r['codec']}, clicks written {r['clicks_written']}, found per "
-              f"client {r['clicks_found_per_client']} ===")
+        print(
+            f"\n=== snapcast ({snap['version']}): buffer {r['buffer_ms']} ms, {r['clients']} "
+            f"clients, codec {r['codec']}, clicks written {r['clicks_written']}, found per "
+            f"client {r['clicks_found_per_client']} ==="
+        )
         rows = [
             benchlib.stat_row("pipe write -> sound (earliest client)", r["latency_first_ms"]),
             benchlib.stat_row("pipe write -> sound (latest client)", r["latency_last_ms"]),
@@ -310,31 +364,63 @@ def print_report(snap: dict) -> None:
             benchlib.stat_row("skew: |client - median|", r["deviation_from_median_ms"]),
         ]
         print(benchlib.table(benchlib.STAT_HEADERS, rows, digits=3))
-        print(f"snapserver CPU {benchlib.fmt(r['server_cpu_per_client_min'] * 1000, 1)} cpu-ms "
-              f"per client-minute; each snapclient {benchlib.fmt(r['client_cpu_per_min'], 2)} "
-              "cpu-s per minute")
+        print(
+            f"snapserver CPU {benchlib.fmt(r['server_cpu_per_client_min'] * 1000, 1)} cpu-ms "
+            f"per client-minute; each snapclient {benchlib.fmt(r['client_cpu_per_min'], 2)} "
+            "cpu-s per minute"
+        )
 
 
 def side_by_side(bc_results: list[dict], snap: dict) -> str:
     """broadcaster's scenarios and Snapcast's buffer sizes in one table."""
-    headers = ["system", "receivers", "cmd->sound p50", "p99", "max", "skew spread p50", "p99",
-               "max", "|dev| p99", "loss %"]
+    headers = [
+        "system",
+        "receivers",
+        "cmd->sound p50",
+        "p99",
+        "max",
+        "skew spread p50",
+        "p99",
+        "max",
+        "|dev| p99",
+        "loss %",
+    ]
     rows = []
     for r in bc_results:
         s = r["summary"]
-        rows.append([f"broadcaster {r['scenario']}", str(r["speakers"]),
-                     s["latency_last_ms"]["p50"], s["latency_last_ms"]["p99"],
-                     s["latency_last_ms"]["max"], s["spread_ms"]["p50"], s["spread_ms"]["p99"],
-                     s["spread_ms"]["max"], s["deviation_from_median_ms"]["p99"],
-                     s["loss_pct"]])
+        rows.append(
+            [
+                f"broadcaster {r['scenario']}",
+                str(r["speakers"]),
+                s["latency_last_ms"]["p50"],
+                s["latency_last_ms"]["p99"],
+                s["latency_last_ms"]["max"],
+                s["spread_ms"]["p50"],
+                s["spread_ms"]["p99"],
+                s["spread_ms"]["max"],
+                s["deviation_from_median_ms"]["p99"],
+                s["loss_pct"],
+            ]
+        )
     if snap.get("available"):
         for r in snap["runs"]:
-            rows.append([f"snapcast buffer {r['buffer_ms']} ms", str(r["clients"]),
-                         r["latency_last_ms"]["p50"], r["latency_last_ms"]["p99"],
-                         r["latency_last_ms"]["max"], r["spread_ms"]["p50"],
-                         r["spread_ms"]["p99"], r["spread_ms"]["max"],
-                         r["deviation_from_median_ms"]["p99"], "-"])
+            rows.append(
+                [
+                    f"snapcast buffer {r['buffer_ms']} ms",
+                    str(r["clients"]),
+                    r["latency_last_ms"]["p50"],
+                    r["latency_last_ms"]["p99"],
+                    r["latency_last_ms"]["max"],
+                    r["spread_ms"]["p50"],
+                    r["spread_ms"]["p99"],
+                    r["spread_ms"]["max"],
+                    r["deviation_from_median_ms"]["p99"],
+                    "-",
+                ]
+            )
     else:
         rows.append(["snapcast", "-", "not measured: " + str(snap.get("reason"))[:60]] + [""] * 7)
-    return ("\n=== side by side (ms; cmd->sound = command to the LAST receiver's first sample) ===\n"
-            + benchlib.table(headers, rows, digits=2))
+    return (
+        "\n=== side by side (ms; cmd->sound = command to the LAST receiver's first sample) ===\n"
+        + benchlib.table(headers, rows, digits=2)
+    )

@@ -37,8 +37,15 @@ def examples() -> dict[str, object]:
 
 def kind(v: object) -> str:
     """A JSON value's type."""
-    return {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null",
-            list: "array", dict: "object"}[type(v)]
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        type(None): "null",
+        list: "array",
+        dict: "object",
+    }[type(v)]
 
 
 def same_shape(doc: dict, real: dict, where: str) -> None:
@@ -51,8 +58,15 @@ def same_shape(doc: dict, real: dict, where: str) -> None:
 
 
 def test_the_examples_are_valid_json_and_all_there():
-    assert set(examples()) >= {"status", "play", "play-answer", "outranked", "refusal",
-                               "playout-record", "key-file"}
+    assert set(examples()) >= {
+        "status",
+        "play",
+        "play-answer",
+        "outranked",
+        "refusal",
+        "playout-record",
+        "key-file",
+    }
 
 
 async def test_a_real_endpoint_matches_the_documented_examples(tmp_path):
@@ -76,8 +90,9 @@ async def test_a_real_endpoint_matches_the_documented_examples(tmp_path):
         # the documented /play body is accepted as it stands (with a real sealed key)
         stream = Stream("20261127-205909-bc1b06", 21, [sp])
         body = dict(ex["play"])
-        body.update(ssrc=stream.sender.ssrc, base_ts=stream.sender.base_ts,
-                    key=stream.body(sp)["key"])
+        body.update(
+            ssrc=stream.sender.ssrc, base_ts=stream.sender.base_ts, key=stream.body(sp)["key"]
+        )
         answer = await call("POST", "/play", body)
         same_shape(ex["play-answer"], answer, "play answer")
         assert sp.status()["playing"] == body["broadcast"] and sp.volume == body["volume"]
@@ -102,8 +117,11 @@ async def test_a_real_endpoint_matches_the_documented_examples(tmp_path):
         async with aiohttp.ClientSession() as http:
             raw = json.dumps(low.body(sp)).encode()
             auth = sign_request("horn-01-01-1", key, "POST", "/play", raw, time.time())
-            async with http.post(f"http://127.0.0.1:{sp.control_port}/play", data=raw,
-                                 headers={"Authorization": auth}) as resp:
+            async with http.post(
+                f"http://127.0.0.1:{sp.control_port}/play",
+                data=raw,
+                headers={"Authorization": auth},
+            ) as resp:
                 assert resp.status == 409 and "X-BC-MAC" in resp.headers  # errors are signed
                 out = await resp.json()
             same_shape(ex["outranked"], out, "outranked")
@@ -113,8 +131,11 @@ async def test_a_real_endpoint_matches_the_documented_examples(tmp_path):
             # an unauthenticated request: 401, the documented shape, and no MAC
             raw = json.dumps({"volume": 10}).encode()
             auth = sign_request("horn-01-01-1", key, "POST", "/volume", raw, time.time() - 41)
-            async with http.post(f"http://127.0.0.1:{sp.control_port}/volume", data=raw,
-                                 headers={"Authorization": auth}) as resp:
+            async with http.post(
+                f"http://127.0.0.1:{sp.control_port}/volume",
+                data=raw,
+                headers={"Authorization": auth},
+            ) as resp:
                 assert resp.status == 401 and "X-BC-MAC" not in resp.headers
                 out = await resp.json()
             same_shape(ex["refusal"], out, "refusal")
@@ -123,8 +144,9 @@ async def test_a_real_endpoint_matches_the_documented_examples(tmp_path):
         low.close()
         # every counter the speaker kept is named in the document
         counters = (await call("GET", "/status"))["counters"]
-        undocumented = [c for c in counters if f"`{c}`" not in DOC
-                        and not c.startswith("control_refused_")]
+        undocumented = [
+            c for c in counters if f"`{c}`" not in DOC and not c.startswith("control_refused_")
+        ]
         assert not undocumented, undocumented
     finally:
         ticker.cancel()
@@ -135,9 +157,24 @@ async def test_a_real_endpoint_matches_the_documented_examples(tmp_path):
 def test_the_key_file_is_as_documented(tmp_path):
     path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=0)
     out = tmp_path / "h.key"
-    subprocess.run([sys.executable, "-m", "broadcaster.cli.main", "--data", str(tmp_path / "d"),
-                    "speaker", "pair", "h1-1", "--out", str(out)], cwd=ROOT, check=True,
-                   capture_output=True, env={**os.environ, "BROADCASTER_ZONES": str(path)})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--data",
+            str(tmp_path / "d"),
+            "speaker",
+            "pair",
+            "h1-1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "BROADCASTER_ZONES": str(path)},
+    )
     info = json.loads(out.read_text())
     same_shape(examples()["key-file"], info, "key file")
     assert info["speaker"] == "h1-1" and info["site"] == "sd" and len(info["key"]) == 64
@@ -147,14 +184,16 @@ def test_the_key_file_is_as_documented(tmp_path):
 async def test_a_real_controller_sends_and_records_as_documented(tmp_path, data, tag):
     ex = examples()
     port = free_port()
-    path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=0,
-                      static={"h1-1": f"127.0.0.1:{port}"})
+    path = small_site(
+        tmp_path / "z.yaml", villages=1, horns=1, columns=0, static={"h1-1": f"127.0.0.1:{port}"}
+    )
     text = Path(path).read_text().replace("kind: horn,", "kind: horn, volume: 65,")
     Path(path).write_text(text)
     site = zones.load(path)
     key = KeyStore(data / "speaker-keys.json").ensure(list(site.speakers))["h1-1"]
-    sp = Speaker(SpeakerSpec("h1-1", "horn", key, tag, control_port=port,
-                             record_dir=tmp_path / "rec"))
+    sp = Speaker(
+        SpeakerSpec("h1-1", "horn", key, tag, control_port=port, record_dir=tmp_path / "rec")
+    )
     bodies: list[dict] = []
     play = sp._play
 
@@ -180,8 +219,11 @@ async def test_a_real_controller_sends_and_records_as_documented(tmp_path, data,
         rec = sp.reports[b["id"]]
         same_shape(ex["playout-record"], rec, "speaker's record")
         res = b["speakers"][0]
-        assert (res["packets"], res["lost"], res["samples"]) == (rec["packets"], rec["lost"],
-                                                                 rec["samples"])
+        assert (res["packets"], res["lost"], res["samples"]) == (
+            rec["packets"],
+            rec["lost"],
+            rec["samples"],
+        )
         assert res["first_sample_at"] == rec["first_sample_at"]
         assert abs(rec["first_sample_at"] - b["started_at"]) < 0.01
         assert res["state"] == "played" and rec["ended"] == "end"

@@ -76,8 +76,15 @@ def lockout(failures: int) -> float:
 class Accounts:
     """Users with scopes and roles, their tokens and sessions, and login throttling."""
 
-    def __init__(self, store: Store, site: Site, clock: Callable[[], float] = time.time,
-                 audit: AuditLog | None = None, *, kdf_params: dict | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        site: Site,
+        clock: Callable[[], float] = time.time,
+        audit: AuditLog | None = None,
+        *,
+        kdf_params: dict | None = None,
+    ) -> None:
         self.store = store
         self.site = site
         self.clock = clock
@@ -89,14 +96,18 @@ class Accounts:
 
     # --- users ----------------------------------------------------------------------------------
 
-    def add_user(self, name: str, password: str, scope: str, role: str,
-                 by: Principal | None = None) -> dict:
+    def add_user(
+        self, name: str, password: str, scope: str, role: str, by: Principal | None = None
+    ) -> dict:
         """Create a user; `by` must be an admin at or above the scope (None: the local CLI)."""
         _check_name(name)
         if scope not in self.site.zones:
-            raise InvalidInput(f"scope {scope!r} is not a zone of {self.site.source}: give the "
-                               "subdistrict, the seat, an area or a village id",
-                               code="unknown_scope", detail={"scope": scope})
+            raise InvalidInput(
+                f"scope {scope!r} is not a zone of {self.site.source}: give the "
+                "subdistrict, the seat, an area or a village id",
+                code="unknown_scope",
+                detail={"scope": scope},
+            )
         policy.can_manage(self.site, by or self.local, scope, role)
         pw_hash = self._hash(password)
         now = self.clock()
@@ -105,13 +116,18 @@ class Accounts:
             cur = db.conn.execute(
                 "INSERT OR IGNORE INTO users (name, pw_hash, scope, role, created_at, created_by, "
                 "changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, pw_hash, scope, role, now, (by or self.local).name, now))
+                (name, pw_hash, scope, role, now, (by or self.local).name, now),
+            )
             db.conn.commit()
             return cur.rowcount == 1
 
         if not self.store.run(insert):
-            raise BroadcasterError(f"user {name!r} already exists", code="user_exists",
-                                   status=409, detail={"user": name})
+            raise BroadcasterError(
+                f"user {name!r} already exists",
+                code="user_exists",
+                status=409,
+                detail={"user": name},
+            )
         self._audit("user_added", by, targets=(scope,), what={"user": name, "role": role})
         return self.get_user(name)
 
@@ -130,8 +146,10 @@ class Accounts:
 
         def delete(db) -> None:
             db.conn.execute("DELETE FROM users WHERE name = ?", (name,))
-            db.conn.execute("UPDATE tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS "
-                            "NULL", (now, name))
+            db.conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL",
+                (now, name),
+            )
             db.conn.commit()
 
         self.store.run(delete)
@@ -146,10 +164,14 @@ class Accounts:
         now = self.clock()
 
         def update(db) -> None:
-            db.conn.execute("UPDATE users SET pw_hash = ?, changed_at = ? WHERE name = ?",
-                            (pw_hash, now, name))
-            db.conn.execute("UPDATE tokens SET revoked_at = ? WHERE user = ? AND kind = 'session' "
-                            "AND revoked_at IS NULL", (now, name))
+            db.conn.execute(
+                "UPDATE users SET pw_hash = ?, changed_at = ? WHERE name = ?", (pw_hash, now, name)
+            )
+            db.conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE user = ? AND kind = 'session' "
+                "AND revoked_at IS NULL",
+                (now, name),
+            )
             db.conn.commit()
 
         self.store.run(update)
@@ -157,9 +179,12 @@ class Accounts:
 
     def list_users(self, by: Principal | None = None) -> list[dict]:
         """Users at or below by's scope (all for the local CLI), sorted by name."""
-        rows = self.store.run(lambda db: db.conn.execute(
-            "SELECT name, scope, role, created_at, created_by, changed_at, last_login_at "
-            "FROM users ORDER BY name").fetchall())
+        rows = self.store.run(
+            lambda db: db.conn.execute(
+                "SELECT name, scope, role, created_at, created_by, changed_at, last_login_at "
+                "FROM users ORDER BY name"
+            ).fetchall()
+        )
         out = [self._public(r) for r in rows]
         if by is None or by.kind == "system" or by.scope == self.site.root.id:
             return out
@@ -167,8 +192,9 @@ class Accounts:
 
     # --- tokens and sessions --------------------------------------------------------------------
 
-    def issue_token(self, name: str, expires_s: float | None, kind: str = "token",
-                    by: Principal | None = None) -> Issued:
+    def issue_token(
+        self, name: str, expires_s: float | None, kind: str = "token", by: Principal | None = None
+    ) -> Issued:
         """A new API token or browser session for a user; expires_s None never expires a token."""
         if kind not in ("token", "session"):
             raise InvalidInput(f"kind {kind!r} is not token or session")
@@ -184,18 +210,39 @@ class Accounts:
         csrf = secrets.token_urlsafe(24) if kind == "session" else None
         token_id = "tok_" + secrets.token_hex(6)
         expires_at = None if expires_s is None else now + expires_s
-        self.store.run(lambda db: _commit(db, db.conn.execute(
-            "INSERT INTO tokens (id, user, kind, hash, csrf_hash, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (token_id, name, kind, _sha(secret), _sha(csrf) if csrf else None, now, expires_at))))
-        self._audit("token_issued", by, targets=(user["scope"],),
-                    what={"user": name, "token": token_id, "kind": kind, "expires_at": expires_at})
+        self.store.run(
+            lambda db: _commit(
+                db,
+                db.conn.execute(
+                    "INSERT INTO tokens (id, user, kind, hash, csrf_hash, created_at, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        token_id,
+                        name,
+                        kind,
+                        _sha(secret),
+                        _sha(csrf) if csrf else None,
+                        now,
+                        expires_at,
+                    ),
+                ),
+            )
+        )
+        self._audit(
+            "token_issued",
+            by,
+            targets=(user["scope"],),
+            what={"user": name, "token": token_id, "kind": kind, "expires_at": expires_at},
+        )
         return Issued(token_id, secret, csrf)
 
     def token_id_of(self, secret: str) -> str | None:
         """The id of the token or session with this secret (for logging out), or None."""
-        row = self.store.run(lambda db: db.conn.execute(
-            "SELECT id FROM tokens WHERE hash = ?", (_sha(secret),)).fetchone())
+        row = self.store.run(
+            lambda db: db.conn.execute(
+                "SELECT id FROM tokens WHERE hash = ?", (_sha(secret),)
+            ).fetchone()
+        )
         return row[0] if row else None
 
     def list_tokens(self, name: str | None = None) -> list[dict]:
@@ -204,21 +251,29 @@ class Accounts:
         params: tuple = ()
         if name:
             sql, params = sql + " WHERE user = ?", (name,)
-        rows = self.store.run(lambda db: db.conn.execute(sql + " ORDER BY created_at",
-                                                         params).fetchall())
+        rows = self.store.run(
+            lambda db: db.conn.execute(sql + " ORDER BY created_at", params).fetchall()
+        )
         now = self.clock()
         keys = ("id", "user", "kind", "created_at", "expires_at", "revoked_at")
         out = [dict(zip(keys, r, strict=True)) for r in rows]
         for t in out:
-            t["state"] = ("revoked" if t["revoked_at"] is not None else
-                          "expired" if t["expires_at"] is not None and now >= t["expires_at"]
-                          else "active")
+            t["state"] = (
+                "revoked"
+                if t["revoked_at"] is not None
+                else "expired"
+                if t["expires_at"] is not None and now >= t["expires_at"]
+                else "active"
+            )
         return out
 
     def revoke_token(self, token_id: str, by: Principal | None = None) -> None:
         """Revoke one token or session by id; effective at its next use."""
-        row = self.store.run(lambda db: db.conn.execute(
-            "SELECT user FROM tokens WHERE id = ?", (token_id,)).fetchone())
+        row = self.store.run(
+            lambda db: db.conn.execute(
+                "SELECT user FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+        )
         if row is None:
             raise NotFound(f"no token {token_id!r}", detail={"token": token_id})
         owner = self._user_row(row[0])
@@ -226,30 +281,53 @@ class Accounts:
             # A token of a removed user: only an admin of the whole site may touch it.
             scope, role = (owner[2], owner[3]) if owner else (self.site.root.id, "operator")
             policy.can_manage(self.site, by, scope, role)
-        self.store.run(lambda db: _commit(db, db.conn.execute(
-            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            (self.clock(), token_id))))
-        self._audit("token_revoked", by, targets=(owner[2],) if owner else (),
-                    what={"user": row[0], "token": token_id})
+        self.store.run(
+            lambda db: _commit(
+                db,
+                db.conn.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (self.clock(), token_id),
+                ),
+            )
+        )
+        self._audit(
+            "token_revoked",
+            by,
+            targets=(owner[2],) if owner else (),
+            what={"user": row[0], "token": token_id},
+        )
 
     def revoke_all(self, name: str, by: Principal | None = None) -> int:
         """Revoke every token and session of a user; returns how many were open."""
         user = self.get_user(name)
         if by is not None and by.name != name:
             policy.can_manage(self.site, by, user["scope"], user["role"])
-        count = self.store.run(lambda db: _commit(db, db.conn.execute(
-            "UPDATE tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL",
-            (self.clock(), name)).rowcount))
-        self._audit("token_revoked", by, targets=(user["scope"],),
-                    what={"user": name, "token": "*", "count": count})
+        count = self.store.run(
+            lambda db: _commit(
+                db,
+                db.conn.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL",
+                    (self.clock(), name),
+                ).rowcount,
+            )
+        )
+        self._audit(
+            "token_revoked",
+            by,
+            targets=(user["scope"],),
+            what={"user": name, "token": "*", "count": count},
+        )
         return count
 
     def authenticate_token(self, secret: str, origin: str = "") -> Principal:
         """The principal a token or session secret stands for; Unauthorized if it is not valid."""
-        row = self.store.run(lambda db: db.conn.execute(
-            "SELECT t.expires_at, t.revoked_at, u.name, u.scope, u.role FROM tokens t "
-            "LEFT JOIN users u ON u.name = t.user WHERE t.hash = ?",
-            (_sha(secret or ""),)).fetchone())
+        row = self.store.run(
+            lambda db: db.conn.execute(
+                "SELECT t.expires_at, t.revoked_at, u.name, u.scope, u.role FROM tokens t "
+                "LEFT JOIN users u ON u.name = t.user WHERE t.hash = ?",
+                (_sha(secret or ""),),
+            ).fetchone()
+        )
         if row is None:
             raise Unauthorized("unknown token")
         expires_at, revoked_at, name, scope, role = row
@@ -261,8 +339,9 @@ class Accounts:
 
     def check_csrf(self, session_secret: str, csrf: str) -> None:
         """Forbidden unless csrf is the CSRF token issued with this session."""
-        row = self.store.fetchone("SELECT csrf_hash FROM tokens WHERE hash = ?",
-                                  (_sha(session_secret or ""),))
+        row = self.store.fetchone(
+            "SELECT csrf_hash FROM tokens WHERE hash = ?", (_sha(session_secret or ""),)
+        )
         if row is None or row[0] is None or not secrets.compare_digest(row[0], _sha(csrf or "")):
             raise BroadcasterError("missing or wrong CSRF token", code="csrf_failed", status=403)
 
@@ -274,13 +353,18 @@ class Accounts:
         row = self._user_row(name) if NAME_RE.fullmatch(name or "") else None
         # The audit names an attempted user only if it exists: a password typed into the name
         # field must not end up in the log.
-        who = (Principal(row[0], row[2], row[3], origin) if row
-               else Principal("(unknown)", "", "operator", origin, "anonymous"))
+        who = (
+            Principal(row[0], row[2], row[3], origin)
+            if row
+            else Principal("(unknown)", "", "operator", origin, "anonymous")
+        )
         wait = self.throttled_for(name, origin)
         if wait > 0:
             self._audit("login_failed", who, origin=origin, outcome={"reason": "throttled"})
-            raise LoginThrottled(f"too many failed logins: try again in {int(wait) + 1} s",
-                                 detail={"retry_after": int(wait) + 1})
+            raise LoginThrottled(
+                f"too many failed logins: try again in {int(wait) + 1} s",
+                detail={"retry_after": int(wait) + 1},
+            )
         ok = self._verify(row[1] if row else self._decoy_hash(), password or "")
         if row is None or not ok:
             self.store.run(lambda db: _record_failure(db, now, _sha(name or ""), origin))
@@ -288,10 +372,20 @@ class Accounts:
             raise Unauthorized(LOGIN_FAILED, code="login_failed")
         if self._hasher.check_needs_rehash(row[1]):
             new_hash = self._hash(password)
-            self.store.run(lambda db: _commit(db, db.conn.execute(
-                "UPDATE users SET pw_hash = ? WHERE name = ?", (new_hash, name))))
-        self.store.run(lambda db: _commit(db, db.conn.execute(
-            "UPDATE users SET last_login_at = ? WHERE name = ?", (now, name))))
+            self.store.run(
+                lambda db: _commit(
+                    db,
+                    db.conn.execute(
+                        "UPDATE users SET pw_hash = ? WHERE name = ?", (new_hash, name)
+                    ),
+                )
+            )
+        self.store.run(
+            lambda db: _commit(
+                db,
+                db.conn.execute("UPDATE users SET last_login_at = ? WHERE name = ?", (now, name)),
+            )
+        )
         self._audit("login", who, origin=origin)
         return who
 
@@ -308,7 +402,8 @@ class Accounts:
         for clause, key, start in checks:
             count, last = self.store.fetchone(
                 f"SELECT COUNT(*), MAX(at) FROM login_failures WHERE {clause} AND at > ?",
-                (key, start))
+                (key, start),
+            )
             if count:
                 wait = max(wait, last + lockout(count) - now)
         return wait
@@ -317,11 +412,13 @@ class Accounts:
 
     def _hash(self, password: str) -> str:
         if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-            raise InvalidInput(f"password too short: at least {MIN_PASSWORD} characters",
-                               code="weak_password")
+            raise InvalidInput(
+                f"password too short: at least {MIN_PASSWORD} characters", code="weak_password"
+            )
         if len(password) > MAX_PASSWORD:
-            raise InvalidInput(f"password too long: at most {MAX_PASSWORD} characters",
-                               code="weak_password")
+            raise InvalidInput(
+                f"password too long: at most {MAX_PASSWORD} characters", code="weak_password"
+            )
         return self._hasher.hash(password)
 
     def _decoy_hash(self) -> str:
@@ -339,26 +436,37 @@ class Accounts:
             return False
 
     def _user_row(self, name: str) -> tuple | None:
-        return self.store.run(lambda db: db.conn.execute(
-            "SELECT name, pw_hash, scope, role, created_at, created_by, changed_at, last_login_at "
-            "FROM users WHERE name = ?", (name,)).fetchone())
+        return self.store.run(
+            lambda db: db.conn.execute(
+                "SELECT name, pw_hash, scope, role, created_at, created_by, changed_at, "
+                "last_login_at FROM users WHERE name = ?",
+                (name,),
+            ).fetchone()
+        )
 
     def _public(self, row: tuple) -> dict:
         if len(row) == 8:  # a full row: drop the hash
             row = row[:1] + row[2:]
-        keys = ("name", "scope", "role", "created_at", "created_by", "changed_at",
-                "last_login_at")
+        keys = ("name", "scope", "role", "created_at", "created_by", "changed_at", "last_login_at")
         user = dict(zip(keys, row, strict=True))
         user["scope_name"] = policy.scope_name(self.site, user["scope"])
         user["scope_exists"] = user["scope"] in self.site.zones
         return user
 
-    def _audit(self, action: str, by: Principal | None, *, origin: str = "",
-               targets: tuple = (), what: dict | None = None,
-               outcome: dict | None = None) -> None:
+    def _audit(
+        self,
+        action: str,
+        by: Principal | None,
+        *,
+        origin: str = "",
+        targets: tuple = (),
+        what: dict | None = None,
+        outcome: dict | None = None,
+    ) -> None:
         if self.audit is not None:
-            self.audit.append(action, by or self.local, origin=origin, targets=targets,
-                              what=what, outcome=outcome)
+            self.audit.append(
+                action, by or self.local, origin=origin, targets=targets, what=what, outcome=outcome
+            )
 
 
 def _commit(db, result):
@@ -369,12 +477,17 @@ def _commit(db, result):
 def _record_failure(db, now: float, name_key: str, origin: str) -> None:
     # Rows older than a day no longer count for throttling; the audit log keeps the history.
     db.conn.execute("DELETE FROM login_failures WHERE at < ?", (now - 86400,))
-    db.conn.execute("INSERT INTO login_failures (at, name_key, origin) VALUES (?, ?, ?)",
-                    (now, name_key, origin))
+    db.conn.execute(
+        "INSERT INTO login_failures (at, name_key, origin) VALUES (?, ?, ?)",
+        (now, name_key, origin),
+    )
     db.conn.commit()
 
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise InvalidInput(f"user name {name!r} must be 1-32 of a-z, 0-9, '_', '.', '-'",
-                           code="bad_name", detail={"name": name})
+        raise InvalidInput(
+            f"user name {name!r} must be 1-32 of a-z, 0-9, '_', '.', '-'",
+            code="bad_name",
+            detail={"name": name},
+        )

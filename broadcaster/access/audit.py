@@ -22,8 +22,19 @@ from broadcaster.site import Site
 from broadcaster.storage.db import Store
 
 GENESIS = "0" * 64
-_FIELDS = ("seq", "at", "actor", "actor_scope", "origin", "action", "targets", "what", "outcome",
-           "broadcast", "prev_hash")
+_FIELDS = (
+    "seq",
+    "at",
+    "actor",
+    "actor_scope",
+    "origin",
+    "action",
+    "targets",
+    "what",
+    "outcome",
+    "broadcast",
+    "prev_hash",
+)
 _COLUMNS = (*_FIELDS, "hash")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit"
 _PAGE = 1000
@@ -53,8 +64,13 @@ class VerifyResult:
 
     def to_dict(self) -> dict:
         """JSON form."""
-        return {"ok": self.ok, "rows": self.rows, "first_bad_seq": self.first_bad_seq,
-                "problem": self.problem, "kind": self.kind}
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "first_bad_seq": self.first_bad_seq,
+            "problem": self.problem,
+            "kind": self.kind,
+        }
 
 
 def _canon(value: object) -> str:
@@ -77,9 +93,17 @@ class AuditLog:
         self.clock = clock
         store.run(lambda db: db.conn.executescript(_SCHEMA))
 
-    def append(self, action: str, principal: Principal | None, *, origin: str = "",
-               targets: Iterable[str] = (), what: dict | None = None,
-               outcome: dict | None = None, broadcast: str | None = None) -> dict:
+    def append(
+        self,
+        action: str,
+        principal: Principal | None,
+        *,
+        origin: str = "",
+        targets: Iterable[str] = (),
+        what: dict | None = None,
+        outcome: dict | None = None,
+        broadcast: str | None = None,
+    ) -> dict:
         """Add one row, chained to the last; returns it (with seq and hash)."""
         if isinstance(targets, str):
             targets = (targets,)
@@ -98,13 +122,23 @@ class AuditLog:
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the newest row, (0, 64 zeros) when empty: publish it as an anchor."""
-        last = self.store.run(lambda db: db.conn.execute(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone())
+        last = self.store.run(
+            lambda db: db.conn.execute(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        )
         return (last[0], last[1]) if last else (0, GENESIS)
 
-    def rows(self, since: float | None = None, until: float | None = None,
-             actor: str | None = None, zone: str | None = None, site: Site | None = None,
-             scope: str | None = None, limit: int = 500) -> list[dict]:
+    def rows(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        actor: str | None = None,
+        zone: str | None = None,
+        site: Site | None = None,
+        scope: str | None = None,
+        limit: int = 500,
+    ) -> list[dict]:
         """Rows newest first, filtered by time, actor, zone touched, and the reader's scope."""
         if site is None:
             if zone or scope:
@@ -138,8 +172,7 @@ class AuditLog:
 
     def verify(self, anchor: tuple[int, str] | None = None) -> VerifyResult:
         """Recompute the chain; name the first row changed, removed or reordered."""
-        raws = self.store.run(lambda db: db.conn.execute(
-            f"{_SELECT} ORDER BY seq").fetchall())
+        raws = self.store.run(lambda db: db.conn.execute(f"{_SELECT} ORDER BY seq").fetchall())
         rows = [_as_dict(r) for r in raws]
         result = _check_chain(rows)
         if result.ok and anchor is not None and anchor[0] > 0:
@@ -163,8 +196,10 @@ def _insert(conn, row: dict) -> dict:
         row = dict(row, seq=(last[0] + 1) if last else 1, prev_hash=last[1] if last else GENESIS)
         row["hash"] = row_hash(row)
         marks = ", ".join("?" * len(_COLUMNS))
-        conn.execute(f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({marks})",
-                     [row[c] for c in _COLUMNS])
+        conn.execute(
+            f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({marks})",
+            [row[c] for c in _COLUMNS],
+        )
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -211,16 +246,23 @@ def _check_chain(rows: list[dict]) -> VerifyResult:
     for row in rows:
         seq = row["seq"]
         if seq != expected:
-            why = (f"the log starts at row {seq}" if expected == 1
-                   else f"the log jumps from row {expected - 1} to row {seq}")
+            why = (
+                f"the log starts at row {seq}"
+                if expected == 1
+                else f"the log jumps from row {expected - 1} to row {seq}"
+            )
             return _bad(len(rows), expected, "removed", why)
         if row_hash(row) != row["hash"]:
             return _misplaced_or_changed(rows, row, hashes)
         if row["prev_hash"] != prev:
             if seq == 1:
                 return _bad(len(rows), 1, "removed", "the first row does not start the chain")
-            return _bad(len(rows), seq - 1, "changed",
-                        f"its hash was recomputed, and row {seq} does not chain to it")
+            return _bad(
+                len(rows),
+                seq - 1,
+                "changed",
+                f"its hash was recomputed, and row {seq} does not chain to it",
+            )
         prev, expected = row["hash"], seq + 1
     return VerifyResult(True, len(rows))
 
@@ -229,11 +271,16 @@ def _misplaced_or_changed(rows: list[dict], row: dict, hashes: set[str]) -> Veri
     """A row whose hash fails: intact contents from another position, or edited contents."""
     seq, count = row["seq"], len(rows)
     top = max(r["seq"] for r in rows) + count + 1
-    home = next((s for s in range(1, top + 1) if s != seq and row_hash(row, s) == row["hash"]),
-                None)
+    home = next(
+        (s for s in range(1, top + 1) if s != seq and row_hash(row, s) == row["hash"]), None
+    )
     if home is None:
         return _bad(count, seq, "changed", "its contents do not match its hash")
     if row["prev_hash"] in hashes or row["prev_hash"] == GENESIS:
         return _bad(count, seq, "reordered", f"it holds the contents of row {home}")
-    return _bad(count, seq, "removed",
-                f"it holds the contents of row {home}; the rows before it were removed")
+    return _bad(
+        count,
+        seq,
+        "removed",
+        f"it holds the contents of row {home}; the rows before it were removed",
+    )

@@ -18,16 +18,21 @@ TIER_RANK = {"village": 1, "area": 2, "subdistrict": 3}
 CLASSES = ("background", "announcement", "live", "emergency")
 CLASS_RANK = {name: i + 1 for i, name in enumerate(CLASSES)}
 # The seat is run by the subdistrict's own office, so it shares the subdistrict's tier.
-_TIER_OF_KIND = {"subdistrict": "subdistrict", "seat": "subdistrict", "area": "area",
-                 "village": "village"}
+_TIER_OF_KIND = {
+    "subdistrict": "subdistrict",
+    "seat": "subdistrict",
+    "area": "area",
+    "village": "village",
+}
 
 
 def tier_of(site: Site, zone_id: str) -> str:
     """The permission tier of a scope: 'subdistrict' (root and seat), 'area' or 'village'."""
     zone = site.zones.get(zone_id)
     if zone is None:
-        raise UnknownTarget(f"scope {zone_id!r} is not a zone of the site",
-                            detail={"scope": zone_id})
+        raise UnknownTarget(
+            f"scope {zone_id!r} is not a zone of the site", detail={"scope": zone_id}
+        )
     return _TIER_OF_KIND[zone.kind]
 
 
@@ -59,8 +64,9 @@ def target_inside(site: Site, scope: str, target: str) -> bool:
     group = site.groups.get(target)
     if group is None:
         return covers(site, scope, target)
-    return (all(covers(site, scope, z) for z in group.zones)
-            and all(covers(site, scope, s) for s in group.speakers))
+    return all(covers(site, scope, z) for z in group.zones) and all(
+        covers(site, scope, s) for s in group.speakers
+    )
 
 
 def scope_name(site: Site, scope: str) -> str:
@@ -83,13 +89,19 @@ def check_targets(site: Site, principal: Principal, targets: Iterable[str]) -> f
         targets = (targets,)
     targets = list(targets)
     if not targets:
-        raise InvalidInput("no targets given: name a speaker, village, area, group or the "
-                           "subdistrict", code="no_targets")
+        raise InvalidInput(
+            "no targets given: name a speaker, village, area, group or the subdistrict",
+            code="no_targets",
+        )
     speakers = site.resolve_many(targets)  # unknown ids are named before any scope question
     scope = principal.scope
     if scope not in site.zones:
-        raise Forbidden(f"your scope {scope} is no longer in the zones file; ask an admin to "
-                        "give you a new one", code="scope_gone", detail={"scope": scope})
+        raise Forbidden(
+            f"your scope {scope} is no longer in the zones file; ask an admin to "
+            "give you a new one",
+            code="scope_gone",
+            detail={"scope": scope},
+        )
     for target in targets:
         if not target_inside(site, scope, target):
             outside = first_outside(site, scope, site.resolve(target))
@@ -99,7 +111,8 @@ def check_targets(site: Site, principal: Principal, targets: Iterable[str]) -> f
             raise Forbidden(
                 f"target {target} ({target_name(site, target)}) is outside your scope "
                 f"{scope_name(site, scope)}{where}",
-                detail={"target": target, "scope": scope, "speaker": outside})
+                detail={"target": target, "scope": scope, "speaker": outside},
+            )
     return speakers
 
 
@@ -136,20 +149,27 @@ def can_manage(site: Site, admin: Principal, user_scope: str, role: str) -> None
     if not admin.is_admin:
         raise Forbidden(f"{admin.name} is an operator; only an admin manages users")
     if admin.scope not in site.zones:
-        raise Forbidden(f"your scope {admin.scope} is no longer in the zones file",
-                        code="scope_gone", detail={"scope": admin.scope})
+        raise Forbidden(
+            f"your scope {admin.scope} is no longer in the zones file",
+            code="scope_gone",
+            detail={"scope": admin.scope},
+        )
     if not covers(site, admin.scope, user_scope):
         raise Forbidden(
             f"scope {user_scope} ({scope_name(site, user_scope)}) is not at or below your scope "
             f"{scope_name(site, admin.scope)}",
-            detail={"scope": user_scope, "admin_scope": admin.scope})
+            detail={"scope": user_scope, "admin_scope": admin.scope},
+        )
 
 
 def rank(priority_class: str, tier: str) -> int:
     """A comparable priority: class first (×10), then tier; a larger number wins."""
     if priority_class not in CLASS_RANK:
-        raise InvalidInput(f"priority {priority_class!r} is not one of {', '.join(CLASSES)}",
-                           code="bad_priority", detail={"priority": priority_class})
+        raise InvalidInput(
+            f"priority {priority_class!r} is not one of {', '.join(CLASSES)}",
+            code="bad_priority",
+            detail={"priority": priority_class},
+        )
     if tier not in TIER_RANK:
         raise InvalidInput(f"tier {tier!r} is not one of {', '.join(TIER_RANK)}")
     return CLASS_RANK[priority_class] * 10 + TIER_RANK[tier]
@@ -158,14 +178,19 @@ def rank(priority_class: str, tier: str) -> int:
 def check_priority(site: Site, principal: Principal, priority_class: str) -> int:
     """The caller's rank for a class; Forbidden if emergency is asked below the subdistrict."""
     if principal.scope not in site.zones:
-        raise Forbidden(f"your scope {principal.scope} is no longer in the zones file",
-                        code="scope_gone", detail={"scope": principal.scope})
+        raise Forbidden(
+            f"your scope {principal.scope} is no longer in the zones file",
+            code="scope_gone",
+            detail={"scope": principal.scope},
+        )
     tier = tier_of(site, principal.scope)
     value = rank(priority_class, tier)
     if priority_class == "emergency" and tier != "subdistrict":
-        raise Forbidden(f"only the subdistrict may start an emergency broadcast; your scope "
-                        f"{scope_name(site, principal.scope)} is {tier} tier",
-                        detail={"priority": priority_class, "tier": tier})
+        raise Forbidden(
+            f"only the subdistrict may start an emergency broadcast; your scope "
+            f"{scope_name(site, principal.scope)} is {tier} tier",
+            detail={"priority": priority_class, "tier": tier},
+        )
     return value
 
 
@@ -180,14 +205,17 @@ def check_stop(site: Site, principal: Principal, owner: str, owner_scope: str) -
         return
     if principal.is_admin and owner_scope and covers(site, principal.scope, owner_scope):
         return
-    raise Forbidden(f"this broadcast was started by {owner}; only they, or an admin whose scope "
-                    f"covers {scope_name(site, owner_scope) if owner_scope else 'it'}, may stop it",
-                    code="not_yours")
+    raise Forbidden(
+        f"this broadcast was started by {owner}; only they, or an admin whose scope "
+        f"covers {scope_name(site, owner_scope) if owner_scope else 'it'}, may stop it",
+        code="not_yours",
+    )
 
 
 def check_library_admin(site: Site, principal: Principal) -> None:
     """Removing clips from the shared library is for subdistrict-scope admins."""
     if principal.kind == "system" or (principal.is_admin and principal.scope == site.root.id):
         return
-    raise Forbidden("only a subdistrict admin may remove clips from the shared library",
-                    code="forbidden")
+    raise Forbidden(
+        "only a subdistrict admin may remove clips from the shared library", code="forbidden"
+    )

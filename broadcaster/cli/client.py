@@ -28,15 +28,22 @@ class ClientError(Exception):
 class Client:
     """Calls the controller's HTTP API."""
 
-    def __init__(self, url: str | None = None, token: str | None = None,
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 60.0
+    ) -> None:
         self.url = (url or os.environ.get("BROADCASTER_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else os.environ.get("BROADCASTER_TOKEN")
         self.timeout = timeout
 
-    def call(self, method: str, path: str, params: Iterable[tuple[str, Any]] = (),
-             json_body: dict | None = None, data: bytes | Iterable[bytes] | None = None,
-             content_type: str = "application/octet-stream") -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        params: Iterable[tuple[str, Any]] = (),
+        json_body: dict | None = None,
+        data: bytes | Iterable[bytes] | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> Any:
         """One request; returns the decoded JSON answer or raises ClientError."""
         query = urllib.parse.urlencode([(k, v) for k, v in params if v is not None])
         url = f"{self.url}{path}" + (f"?{query}" if query else "")
@@ -55,13 +62,17 @@ class Client:
         except urllib.error.HTTPError as exc:
             try:
                 err = json.loads(exc.read())
-                raise ClientError(err.get("message", str(exc)), err.get("error", "error"),
-                                  exc.code) from None
+                raise ClientError(
+                    err.get("message", str(exc)), err.get("error", "error"), exc.code
+                ) from None
             except ValueError:
                 raise ClientError(f"{exc.code} {exc.reason}", "http", exc.code) from None
         except urllib.error.URLError as exc:
-            raise ClientError(f"cannot reach the controller at {self.url} ({exc.reason}); "
-                              "is `broadcaster serve` running?", "unreachable") from None
+            raise ClientError(
+                f"cannot reach the controller at {self.url} ({exc.reason}); "
+                "is `broadcaster serve` running?",
+                "unreachable",
+            ) from None
 
     def get(self, path: str, **params: Any) -> Any:
         """GET with query parameters."""

@@ -23,8 +23,9 @@ from broadcaster.protocol.auth import KeyStore
 from broadcaster.site import Site, load
 from broadcaster.storage.db import Store
 
-ANNOUNCEMENT = ("各位村民请注意：现在是秋冬季防火禁烧关键时期，严禁焚烧秸秆和垃圾，"
-                "发现火情请立即拨打一一九。")
+ANNOUNCEMENT = (
+    "各位村民请注意：现在是秋冬季防火禁烧关键时期，严禁焚烧秸秆和垃圾，发现火情请立即拨打一一九。"
+)
 
 
 DEMO_ADMIN = "admin"
@@ -69,13 +70,18 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
     t0 = time.monotonic()
     tag = ["--site-tag", args.site_tag] if args.site_tag else []
     procs = [
-        subprocess.Popen(py + ["serve", "--zones", str(zones_file), "--listen",
-                               f"127.0.0.1:{args.port}"] + tag),
-        subprocess.Popen(py + ["speaker", "--simulate", str(zones_file), "--record", str(record)]
-                         + tag, stdout=subprocess.DEVNULL),
+        subprocess.Popen(
+            py + ["serve", "--zones", str(zones_file), "--listen", f"127.0.0.1:{args.port}"] + tag
+        ),
+        subprocess.Popen(
+            py + ["speaker", "--simulate", str(zones_file), "--record", str(record)] + tag,
+            stdout=subprocess.DEVNULL,
+        ),
     ]
-    print(f"starting the controller on {base} and {len(site.speakers)} simulated speakers …",
-          flush=True)
+    print(
+        f"starting the controller on {base} and {len(site.speakers)} simulated speakers …",
+        flush=True,
+    )
     try:
         counts: dict = {}
         while time.monotonic() - t0 < 90:
@@ -89,39 +95,63 @@ def run_demo(args: argparse.Namespace, data: Path) -> int:
                 print("error: a demo process exited; see its messages above", file=sys.stderr)
                 return 1
             time.sleep(0.3)
-        print(f"{counts.get('online', 0)}/{counts.get('total', 0)} speakers online after "
-              f"{time.monotonic() - t0:.1f} s", flush=True)
-        b = client.post("/api/broadcasts", [("to", site.root.id), ("tts", ANNOUNCEMENT),
-                                            ("chime", "four-tone"), ("priority", "announcement")])
-        print(f"playing the fire-ban notice (four-tone chime + Mandarin text-to-speech) to the "
-              f"whole subdistrict: broadcast {b['id']}", flush=True)
+        print(
+            f"{counts.get('online', 0)}/{counts.get('total', 0)} speakers online after "
+            f"{time.monotonic() - t0:.1f} s",
+            flush=True,
+        )
+        b = client.post(
+            "/api/broadcasts",
+            [
+                ("to", site.root.id),
+                ("tts", ANNOUNCEMENT),
+                ("chime", "four-tone"),
+                ("priority", "announcement"),
+            ],
+        )
+        print(
+            f"playing the fire-ban notice (four-tone chime + Mandarin text-to-speech) to the "
+            f"whole subdistrict: broadcast {b['id']}",
+            flush=True,
+        )
         while b["state"] in ACTIVE:
             time.sleep(0.5)
             b = client.get(f"/api/broadcasts/{b['id']}")
         recs = playout_records(record, b["id"])
         # the acoustic truth a simulated speaker adds (first_sample_at is controller time)
-        starts = [r.get("first_sample_true", r["first_sample_at"]) for r in recs.values()
-                  if r["first_sample_at"]]
+        starts = [
+            r.get("first_sample_true", r["first_sample_at"])
+            for r in recs.values()
+            if r["first_sample_at"]
+        ]
         spread = (max(starts) - min(starts)) * 1000 if starts else float("nan")
         med = statistics.median(starts) if starts else 0
         lost = sum(r["lost"] for r in recs.values())
-        print(f"broadcast {b['state']}: {b['summary']['heard']}/{b['summary']['speakers']} "
-              f"speakers played it ({b['summary']['played']} in full; {lost} frames lost in all, "
-              f"by the speakers' own reports); first sample spread across speakers "
-              f"{spread:.2f} ms; "
-              f"first sound {(med - b['created_at']) * 1000:.0f} ms after the command")
+        print(
+            f"broadcast {b['state']}: {b['summary']['heard']}/{b['summary']['speakers']} "
+            f"speakers played it ({b['summary']['played']} in full; {lost} frames lost in all, "
+            f"by the speakers' own reports); first sample spread across speakers "
+            f"{spread:.2f} ms; "
+            f"first sound {(med - b['created_at']) * 1000:.0f} ms after the command"
+        )
         print("\nwhere to look:")
-        print(f"  the console     {base}/   (open it in a browser on this machine; log in "
-              "with the name and password below)")
+        print(
+            f"  the console     {base}/   (open it in a browser on this machine; log in "
+            "with the name and password below)"
+        )
         print(f"  recordings      {record}/<speaker-id>/{b['id']}.wav and playout.jsonl")
-        print(f"  speakers        {base}/api/speakers   (or: broadcaster --controller {base} "
-              "speakers)")
+        print(
+            f"  speakers        {base}/api/speakers   (or: broadcaster --controller {base} "
+            "speakers)"
+        )
         print(f"  the broadcast   {base}/api/broadcasts/{b['id']}")
         print(f"  the zone tree   {base}/api/zones")
         print(f"  data directory  {data}")
-        print(f"\nlog in as {user!r} with password {password!r} (made for this demo, kept in "
-              f"{data / 'demo-admin.txt'}); for the command line: "
-              f"export BROADCASTER_TOKEN=$(broadcaster --data {data} users token {user})")
+        print(
+            f"\nlog in as {user!r} with password {password!r} (made for this demo, kept in "
+            f"{data / 'demo-admin.txt'}); for the command line: "
+            f"export BROADCASTER_TOKEN=$(broadcaster --data {data} users token {user})"
+        )
         if args.once:
             return 0 if b["state"] == "done" else 1
         print("\nthe controller and speakers keep running; press Ctrl-C to stop", flush=True)

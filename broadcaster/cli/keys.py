@@ -29,30 +29,44 @@ def paired_speakers(site: Site) -> list[str]:
 
 
 def _repair_note(ids: list[str]) -> None:
-    print(f"re-pair {'this speaker' if len(ids) == 1 else f'these {len(ids)} speakers'} "
-          "(until then each refuses the controller and shows offline):")
+    print(
+        f"re-pair {'this speaker' if len(ids) == 1 else f'these {len(ids)} speakers'} "
+        "(until then each refuses the controller and shows offline):"
+    )
     for sid in ids:
-        print(f"  broadcaster speaker pair {sid} --out {sid}.key   # copy to the speaker, "
-              "restart it")
+        print(
+            f"  broadcaster speaker pair {sid} --out {sid}.key   # copy to the speaker, restart it"
+        )
     print("then restart the controller: it loads the keys when it starts")
 
 
 def _cmd_list(args: argparse.Namespace, data: Path, site: Site) -> int:
     keys = KeyStore(data / KEY_FILE).read()
     if keys is None:
-        print(f"error: {data / KEY_FILE}: no key store yet; `broadcaster keys init` makes one",
-              file=sys.stderr)
+        print(
+            f"error: {data / KEY_FILE}: no key store yet; `broadcaster keys init` makes one",
+            file=sys.stderr,
+        )
         return 1
     wanted = paired_speakers(site)
-    rows = [{"speaker": sid, "fingerprint": fingerprint(keys[sid]) if sid in keys else None,
-             "in_zones": sid in site.speakers} for sid in sorted(set(keys) | set(wanted))]
+    rows = [
+        {
+            "speaker": sid,
+            "fingerprint": fingerprint(keys[sid]) if sid in keys else None,
+            "in_zones": sid in site.speakers,
+        }
+        for sid in sorted(set(keys) | set(wanted))
+    ]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"{'speaker':<20}{'fingerprint':<13}note")
     for r in rows:
-        note = "" if r["in_zones"] and r["fingerprint"] else (
-            "not in zones.yaml" if r["fingerprint"] else "no key: `broadcaster keys init`")
+        note = (
+            ""
+            if r["in_zones"] and r["fingerprint"]
+            else ("not in zones.yaml" if r["fingerprint"] else "no key: `broadcaster keys init`")
+        )
         print(f"{r['speaker']:<20}{r['fingerprint'] or '-':<13}{note}")
     have = sum(1 for r in rows if r["fingerprint"] and r["in_zones"])
     print(f"{have}/{len(wanted)} speakers of zones.yaml have a key")
@@ -61,8 +75,10 @@ def _cmd_list(args: argparse.Namespace, data: Path, site: Site) -> int:
 
 def _cmd_init(args: argparse.Namespace, data: Path, site: Site) -> int:
     minted = KeyStore(data / KEY_FILE).init(paired_speakers(site))
-    print(f"{data / KEY_FILE}: keys minted for {len(minted)} speakers"
-          + (f": {', '.join(minted)}" if minted else " (every speaker already has one)"))
+    print(
+        f"{data / KEY_FILE}: keys minted for {len(minted)} speakers"
+        + (f": {', '.join(minted)}" if minted else " (every speaker already has one)")
+    )
     if minted:
         print("pair each: broadcaster speaker pair ID --out ID.key, copy the file to the speaker")
     return 0
@@ -76,8 +92,10 @@ def _cmd_rekey(args: argparse.Namespace, data: Path, site: Site) -> int:
     ids = wanted if args.all else list(dict.fromkeys(args.speakers))
     unknown = [sid for sid in ids if sid not in wanted]
     if unknown:
-        print(f"error: not a speaker of {args.zones} with a pairing key: {', '.join(unknown)}",
-              file=sys.stderr)
+        print(
+            f"error: not a speaker of {args.zones} with a pairing key: {', '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
     keys = KeyStore(data / KEY_FILE).rekey(ids, everyone=args.all)
     print(f"{data / KEY_FILE}: new keys for {len(ids)} speaker(s) (mode 0600):")
@@ -87,9 +105,11 @@ def _cmd_rekey(args: argparse.Namespace, data: Path, site: Site) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn,
-             load_site_fn: LoadSiteFn) -> None:
+def register(
+    subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn, load_site_fn: LoadSiteFn
+) -> None:
     """Add the `keys` command to a `broadcaster` sub-command parser."""
+
     def bind(fn: Callable[[argparse.Namespace, Path, Site], int]) -> Callable[..., int]:
         return lambda args: fn(args, data_dir_fn(args), load_site_fn(args.zones))
 
@@ -106,5 +126,8 @@ def register(subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn,
     rk.add_argument("--all", action="store_true", help="every speaker: a new key store")
     rk.set_defaults(func=bind(_cmd_rekey))
     for p in (ls, ini, rk):
-        p.add_argument("--zones", default=zones_default,
-                       help=f"the zones file (default $BROADCASTER_ZONES or {DEFAULT_ZONES})")
+        p.add_argument(
+            "--zones",
+            default=zones_default,
+            help=f"the zones file (default $BROADCASTER_ZONES or {DEFAULT_ZONES})",
+        )

@@ -54,8 +54,10 @@ def load_site(path: str) -> zones_mod.Site:
 
 # --- the controller's API, through the one client -------------------------------------------
 
-def api(args: argparse.Namespace, method: str, path: str, params: list | None = None,
-        **kw: object) -> dict:
+
+def api(
+    args: argparse.Namespace, method: str, path: str, params: list | None = None, **kw: object
+) -> dict:
     """Call the controller's API; an error is printed as its plain message and exits non-zero."""
     try:
         return Client(args.controller).call(method, path, params or [], **kw)  # type: ignore[arg-type]
@@ -73,11 +75,13 @@ def fmt_time(t: float | None, tz: ZoneInfo) -> str:
 
 def site_tz(args: argparse.Namespace) -> ZoneInfo:
     """The display time zone: --tz, $BROADCASTER_TZ, else Asia/Shanghai."""
-    return ZoneInfo(getattr(args, "tz", None) or os.environ.get("BROADCASTER_TZ")
-                    or "Asia/Shanghai")
+    return ZoneInfo(
+        getattr(args, "tz", None) or os.environ.get("BROADCASTER_TZ") or "Asia/Shanghai"
+    )
 
 
 # --- commands --------------------------------------------------------------------------------
+
 
 def cmd_zones(args: argparse.Namespace) -> int:
     """zones check [FILE] / zones show [FILE] [--json]."""
@@ -101,21 +105,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     one line naming the file and what to do, and a non-zero exit: never a traceback.
     """
     from broadcaster.web.server import serve, startup_problem
+
     site = load_site(args.zones)
     try:
         host, port = hostport(args.listen, 8600)
     except ValueError:
-        print(f"error: --listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:8600",
-              file=sys.stderr)
+        print(
+            f"error: --listen {args.listen}: give HOST:PORT, e.g. 127.0.0.1:8600", file=sys.stderr
+        )
         return 2
     from broadcaster.web import tls
-    files = tls.choose(data_dir(args), host, site.id, auto=args.tls == "auto",
-                       cert=args.tls_cert, key=args.tls_key)
+
+    files = tls.choose(
+        data_dir(args), host, site.id, auto=args.tls == "auto", cert=args.tls_cert, key=args.tls_key
+    )
     try:
-        return asyncio.run(serve(site, data_dir(args), host=host, port=port,
-                                 interface=args.interface,
-                                 playout_delay=args.playout_delay / 1000,
-                                 site_tag=args.site_tag, mdns=not args.no_mdns, tls=files))
+        return asyncio.run(
+            serve(
+                site,
+                data_dir(args),
+                host=host,
+                port=port,
+                interface=args.interface,
+                playout_delay=args.playout_delay / 1000,
+                site_tag=args.site_tag,
+                mdns=not args.no_mdns,
+                tls=files,
+            )
+        )
     except OSError as exc:
         print(f"error: {startup_problem(exc, args.listen)}", file=sys.stderr)
         return 1
@@ -124,6 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_speaker(args: argparse.Namespace) -> int:
     """Run one speaker endpoint, or simulate every speaker of a zones file, or pair one."""
     import broadcaster.cli.speaker as speaker_cmd
+
     return speaker_cmd.run(args, data_dir(args))
 
 
@@ -138,9 +156,11 @@ def cmd_speakers(args: argparse.Namespace) -> int:
     for s in out["speakers"]:
         alerts = sum(s.get("attacks", {}).values())
         zone = s["zone_path"] if s["assigned"] else "(unassigned: not in zones.yaml)"
-        print(f"{s['id']:<16}{s['kind'] or '-':<8}{'yes' if s['online'] else 'NO':<8}"
-              f"{s['address'] or '-':<22}{fmt_time(s['last_seen'], tz):<21}"
-              f"{alerts or '-'!s:<10}{zone}")
+        print(
+            f"{s['id']:<16}{s['kind'] or '-':<8}{'yes' if s['online'] else 'NO':<8}"
+            f"{s['address'] or '-':<22}{fmt_time(s['last_seen'], tz):<21}"
+            f"{alerts or '-'!s:<10}{zone}"
+        )
     c = out["counts"]
     print(f"{c['online']}/{c['total']} online, {c['unassigned']} unassigned")
     return 0
@@ -150,24 +170,38 @@ def print_broadcast(b: dict, tz: ZoneInfo) -> None:
     """A broadcast's state and per-speaker outcome, for people."""
     s = b["summary"]
     src = b["source"]
-    what = src.get("name") or src.get("title") or src.get("text") or src.get("label") \
-        or src.get("kind") if isinstance(src, dict) else src
+    what = (
+        src.get("name")
+        or src.get("title")
+        or src.get("text")
+        or src.get("label")
+        or src.get("kind")
+        if isinstance(src, dict)
+        else src
+    )
     others = ", ".join(f"{n} {k}" for k, n in sorted(s.get("states", {}).items()) if k != "played")
-    print(f"broadcast {b['id']}: {b['state']} — {s['played']}/{s['speakers']} speakers played it"
-          f" in full{f' ({others})' if others else ''} ({what}, {b['codec']}, started "
-          f"{fmt_time(b['started_at'], tz)})")
+    print(
+        f"broadcast {b['id']}: {b['state']} — {s['played']}/{s['speakers']} speakers played it"
+        f" in full{f' ({others})' if others else ''} ({what}, {b['codec']}, started "
+        f"{fmt_time(b['started_at'], tz)})"
+    )
     if b.get("error"):
         print(f"  error: {b['error']}")
     for r in b["speakers"]:
         if not r["played"] or r["state"] != "played" or r["lost"]:
-            print(f"  {r['speaker']}: {r['state']} packets={r['packets']} lost={r['lost']}"
-                  + (f" — {r['error']}" if r["error"] else ""))
+            print(
+                f"  {r['speaker']}: {r['state']} packets={r['packets']} lost={r['lost']}"
+                + (f" — {r['error']}" if r["error"] else "")
+            )
 
 
 def cmd_play(args: argparse.Namespace) -> int:
     """Upload a file (or name a library clip, or TTS text) and play it to the targets."""
-    params = [("to", t) for t in args.to] + [("codec", args.codec), ("priority", args.priority),
-                                             ("chime", args.chime)]
+    params = [("to", t) for t in args.to] + [
+        ("codec", args.codec),
+        ("priority", args.priority),
+        ("chime", args.chime),
+    ]
     data = None
     if args.clip or args.tts:
         params += [("clip", args.clip), ("tts", args.tts)]
@@ -216,21 +250,26 @@ def cmd_broadcasts(args: argparse.Namespace) -> int:
 def cmd_library(args: argparse.Namespace) -> int:
     """Forward to the audio library's command line."""
     from audio_library import cli as lib_cli
+
     return lib_cli.main(args.rest, data_dir(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Controller + every simulated speaker + an announcement to the whole subdistrict."""
     from broadcaster.cli.demo import run_demo
+
     return run_demo(args, data_dir(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     p = argparse.ArgumentParser(prog="broadcaster", description=__doc__)
-    p.add_argument("--data", help="data directory (default $BROADCASTER_DATA or "
-                                  "~/.local/share/broadcaster)")
-    p.add_argument("--controller", help=f"controller URL (default $BROADCASTER_URL or {DEFAULT_URL})")
+    p.add_argument(
+        "--data", help="data directory (default $BROADCASTER_DATA or ~/.local/share/broadcaster)"
+    )
+    p.add_argument(
+        "--controller", help=f"controller URL (default $BROADCASTER_URL or {DEFAULT_URL})"
+    )
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--tz", help="time zone for displayed times (default Asia/Shanghai)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -243,17 +282,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the controller")
     s.add_argument("--zones", default=DEFAULT_ZONES)
-    s.add_argument("--listen", default="127.0.0.1:8600", help="HTTP address (default 127.0.0.1:8600)")
-    s.add_argument("--interface", default="127.0.0.1",
-                   help="address to send audio, browse mDNS and serve the clock on; a real site "
-                        "gives its LAN address here (default 127.0.0.1: loopback only)")
+    s.add_argument(
+        "--listen", default="127.0.0.1:8600", help="HTTP address (default 127.0.0.1:8600)"
+    )
+    s.add_argument(
+        "--interface",
+        default="127.0.0.1",
+        help="address to send audio, browse mDNS and serve the clock on; a real site "
+        "gives its LAN address here (default 127.0.0.1: loopback only)",
+    )
     s.add_argument("--playout-delay", type=float, default=100.0, help="milliseconds (default 100)")
     s.add_argument("--site-tag", help="mDNS site tag to accept (default: the site id)")
     s.add_argument("--no-mdns", action="store_true", help="static addresses only")
-    s.add_argument("--tls", choices=["auto"], help="serve HTTPS with a certificate made on first "
-                   "run under DATA/tls (trust DATA/tls/ca.pem on the devices; README)")
-    s.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with the site's certificate "
-                   "(PEM, chain included)")
+    s.add_argument(
+        "--tls",
+        choices=["auto"],
+        help="serve HTTPS with a certificate made on first "
+        "run under DATA/tls (trust DATA/tls/ca.pem on the devices; README)",
+    )
+    s.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve HTTPS with the site's certificate (PEM, chain included)",
+    )
     s.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     s.set_defaults(func=cmd_serve)
 
@@ -267,22 +318,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key-file", help="this speaker's key file (from `speaker pair`)")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     sp.add_argument("--port", type=int, default=8700, help="control API port (default 8700)")
-    sp.add_argument("--rtp-port", type=int, default=5004, help="RTP port, RTCP is +1 (default 5004)")
-    sp.add_argument("--output", help="a real speaker's audio output: alsa[:DEVICE] (aplay) or "
-                                     "pipe:COMMAND reading s16le mono on stdin ({rate} is filled in)")
-    sp.add_argument("--output-latency", type=float, default=0.0,
-                    help="milliseconds from writing to the output until sound leaves it")
+    sp.add_argument(
+        "--rtp-port", type=int, default=5004, help="RTP port, RTCP is +1 (default 5004)"
+    )
+    sp.add_argument(
+        "--output",
+        help="a real speaker's audio output: alsa[:DEVICE] (aplay) or "
+        "pipe:COMMAND reading s16le mono on stdin ({rate} is filled in)",
+    )
+    sp.add_argument(
+        "--output-latency",
+        type=float,
+        default=0.0,
+        help="milliseconds from writing to the output until sound leaves it",
+    )
     sp.add_argument("--impair", help="test faults: 'ID=delay=50ms,jitter=5ms,loss=1%%;*=...'")
-    sp.add_argument("--clock-skew", type=float, default=0.0,
-                    help="simulate speaker clocks off by up to this many seconds")
-    sp.add_argument("--clock-step", metavar="ID=AT:STEP",
-                    help="test: step a simulated speaker's wall clock by STEP s, AT s after start "
-                         "(e.g. h1-1=3:+5; several separated by ';')")
+    sp.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        help="simulate speaker clocks off by up to this many seconds",
+    )
+    sp.add_argument(
+        "--clock-step",
+        metavar="ID=AT:STEP",
+        help="test: step a simulated speaker's wall clock by STEP s, AT s after start "
+        "(e.g. h1-1=3:+5; several separated by ';')",
+    )
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--site-tag", help="mDNS site tag (default: the site id)")
     sp.add_argument("--no-mdns", action="store_true")
-    sp.add_argument("--controller", dest="dial_in", metavar="HOST:PORT",
-                    help="dial in: connect out to this controller (behind NAT, on 4G)")
+    sp.add_argument(
+        "--controller",
+        dest="dial_in",
+        metavar="HOST:PORT",
+        help="dial in: connect out to this controller (behind NAT, on 4G)",
+    )
     sp.add_argument("--ready-file", help="write the simulated addresses here as JSON when ready")
     sp.set_defaults(func=cmd_speaker)
 
@@ -295,11 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--clip", help="play this audio-library clip instead of a file")
     pl.add_argument("--tts", help="read this text aloud (Mandarin) instead of a file")
     pl.add_argument("--chime", help="a chime before the audio (two-tone, four-tone, …)")
-    pl.add_argument("--to", action="append", required=True,
-                    help="a speaker, village, area, group or the subdistrict (repeatable)")
+    pl.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        help="a speaker, village, area, group or the subdistrict (repeatable)",
+    )
     pl.add_argument("--codec", default="pcmu", choices=["pcmu", "l16"])
-    pl.add_argument("--priority", default="announcement",
-                    choices=["background", "announcement", "live", "emergency"])
+    pl.add_argument(
+        "--priority",
+        default="announcement",
+        choices=["background", "announcement", "live", "emergency"],
+    )
     pl.add_argument("--wait", action="store_true", help="wait until it ends and print the outcome")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_play)
@@ -313,12 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--json", action="store_true")
     bc.set_defaults(func=cmd_broadcasts)
 
-    lib = sub.add_parser("library", help="the audio library (add, list, show, tts, export ...)",
-                         add_help=False)
+    lib = sub.add_parser(
+        "library", help="the audio library (add, list, show, tts, export ...)", add_help=False
+    )
     lib.add_argument("rest", nargs=argparse.REMAINDER)
     lib.set_defaults(func=cmd_library)
 
     from broadcaster.cli import keys, page, schedule, users
+
     users.register(sub, data_dir, load_site)
     schedule.register(sub)
     page.register(sub)
@@ -336,8 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args) or 0
     except BroadcasterError as exc:

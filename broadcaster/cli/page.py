@@ -44,13 +44,28 @@ class PageError(Exception):
 class PageClient:
     """One page over the WebSocket: `open`, `send` PCM after `ready`, `end`, `finish`."""
 
-    def __init__(self, url: str, token: str | None, to: list[str], *, chime: str | None = None,
-                 rate: int = 16000, codec: str = "pcmu", priority: str = "live",
-                 on_message: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        to: list[str],
+        *,
+        chime: str | None = None,
+        rate: int = 16000,
+        codec: str = "pcmu",
+        priority: str = "live",
+        on_message: Callable[[dict], None] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
-        self.start = {"type": "start", "to": to, "chime": chime, "rate": rate, "codec": codec,
-                      "priority": priority}
+        self.start = {
+            "type": "start",
+            "to": to,
+            "chime": chime,
+            "rate": rate,
+            "codec": codec,
+            "priority": priority,
+        }
         self.rate = rate
         self.on_message = on_message
         self.messages: list[dict] = []
@@ -72,16 +87,23 @@ class PageClient:
         self._session = aiohttp.ClientSession()
         try:
             self._ws = await self._session.ws_connect(
-                f"{ws_url}/api/page", headers=headers, heartbeat=10.0,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+                f"{ws_url}/api/page",
+                headers=headers,
+                heartbeat=10.0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            )
         except aiohttp.WSServerHandshakeError as exc:
             await self.close()
-            raise PageError(_handshake_message(exc), "unauthorized" if exc.status == 401
-                            else "refused", exc.status) from None
+            raise PageError(
+                _handshake_message(exc),
+                "unauthorized" if exc.status == 401 else "refused",
+                exc.status,
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             await self.close()
-            raise PageError(f"cannot reach the controller at {self.url}: {exc}",
-                            "unreachable") from None
+            raise PageError(
+                f"cannot reach the controller at {self.url}: {exc}", "unreachable"
+            ) from None
         await self._ws.send_str(json.dumps(self.start))
         self._reader = asyncio.ensure_future(self._read())
         try:
@@ -93,8 +115,11 @@ class PageClient:
             err = next((m for m in self.messages if m.get("type") == "error"), None)
             await self.close()
             if err:
-                raise PageError(err.get("message", "refused"), err.get("error", "error"),
-                                int(err.get("status") or 0))
+                raise PageError(
+                    err.get("message", "refused"),
+                    err.get("error", "error"),
+                    int(err.get("status") or 0),
+                )
             raise PageError("the controller closed the page without an answer", "closed")
         return self.accepted
 
@@ -169,6 +194,7 @@ def _handshake_message(exc: aiohttp.WSServerHandshakeError) -> str:
 
 # --- audio inputs ----------------------------------------------------------------------------
 
+
 def wav_stream_rate(stream: BinaryIO) -> tuple[int, bytes]:
     """Read a WAV stream's header (blocking); returns its rate and the PCM after the header."""
     parser = WavStreamParser()
@@ -212,12 +238,18 @@ async def file_frames(path: str) -> AsyncIterator[bytes]:
     try:
         w = wave.open(path, "rb")  # noqa: SIM115 - closed below
     except (OSError, wave.Error, EOFError) as exc:
-        raise PageError(f"cannot read {path} as a WAV file: {exc}; convert it first "
-                        "(ffmpeg -i IN -ac 1 -f wav OUT.wav)", "bad_input") from None
+        raise PageError(
+            f"cannot read {path} as a WAV file: {exc}; convert it first "
+            "(ffmpeg -i IN -ac 1 -f wav OUT.wav)",
+            "bad_input",
+        ) from None
     with w:
         if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise PageError(f"{path}: 16-bit mono WAV only (got {w.getnchannels()} channel(s), "
-                            f"{8 * w.getsampwidth()} bits)", "bad_input")
+            raise PageError(
+                f"{path}: 16-bit mono WAV only (got {w.getnchannels()} channel(s), "
+                f"{8 * w.getsampwidth()} bits)",
+                "bad_input",
+            )
         rate = w.getframerate()
         t0 = time.monotonic()
         k = 0
@@ -243,11 +275,17 @@ def _sounddevice() -> Any:
     try:
         import sounddevice
     except ImportError:
-        raise PageError("the sound input needs the sounddevice package: pip install sounddevice "
-                        "(or use --input FILE|-)", "no_input") from None
+        raise PageError(
+            "the sound input needs the sounddevice package: pip install sounddevice "
+            "(or use --input FILE|-)",
+            "no_input",
+        ) from None
     except OSError as exc:  # the module is there but PortAudio is not
-        raise PageError(f"the sound input needs PortAudio ({exc}): apt-get install libportaudio2 "
-                        "(or use --input FILE|-)", "no_input") from None
+        raise PageError(
+            f"the sound input needs PortAudio ({exc}): apt-get install libportaudio2 "
+            "(or use --input FILE|-)",
+            "no_input",
+        ) from None
     return sounddevice
 
 
@@ -258,8 +296,9 @@ def check_input_device(rate: int) -> None:
         dev = sd.query_devices(kind="input")
         sd.check_input_settings(samplerate=rate, channels=1, dtype="int16")
     except Exception as exc:  # noqa: BLE001 - PortAudio reports a missing device many ways
-        raise PageError(f"no sound input device here ({exc}); use --input FILE|- instead",
-                        "no_input") from None
+        raise PageError(
+            f"no sound input device here ({exc}); use --input FILE|- instead", "no_input"
+        ) from None
     if not dev:
         raise PageError("no sound input device here; use --input FILE|- instead", "no_input")
 
@@ -273,13 +312,20 @@ async def mic_frames(rate: int) -> AsyncIterator[bytes]:
     def callback(data: Any, frames: int, when: Any, status: Any) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, bytes(data))
 
-    with sd.RawInputStream(samplerate=rate, channels=1, dtype="int16", blocksize=rate // 50,
-                           latency="low", callback=callback):
+    with sd.RawInputStream(
+        samplerate=rate,
+        channels=1,
+        dtype="int16",
+        blocksize=rate // 50,
+        latency="low",
+        callback=callback,
+    ):
         while True:
             yield await queue.get()
 
 
 # --- the command -----------------------------------------------------------------------------
+
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
@@ -302,16 +348,25 @@ def _print_message(m: dict) -> None:
         _say(f"cut: broadcast {m['by']}{who} took {scope}")
     elif kind == "ended":
         s = m.get("summary") or {}
-        _say(f"page {m['broadcast']} ended: {m['state']} — {s.get('played', 0)}/"
-             f"{s.get('speakers', 0)} speaker(s) played it")
+        _say(
+            f"page {m['broadcast']} ended: {m['state']} — {s.get('played', 0)}/"
+            f"{s.get('speakers', 0)} speaker(s) played it"
+        )
     elif kind == "recorded":
         _say(f"recorded as library clip {m['clip']}")
     elif kind == "error":
         _say(f"error: {m.get('message')}")
 
 
-async def run_page(url: str, token: str | None, to: list[str], chime: str | None,
-                   source: str | None, rate: int | None = None, codec: str = "pcmu") -> int:
+async def run_page(
+    url: str,
+    token: str | None,
+    to: list[str],
+    chime: str | None,
+    source: str | None,
+    rate: int | None = None,
+    codec: str = "pcmu",
+) -> int:
     """Page from the input until it ends or Ctrl-C; returns the exit status."""
     stdin_pcm = b""
     if source == "-":
@@ -324,8 +379,9 @@ async def run_page(url: str, token: str | None, to: list[str], chime: str | None
     frames: AsyncIterator[bytes] | None = None
     if source == "-":  # read from now on: what comes before `ready` is dropped, not queued
         frames = stream_frames(sys.stdin.buffer, in_rate, stdin_pcm)
-    client = PageClient(url, token, to, chime=chime, rate=in_rate, codec=codec,
-                        on_message=_print_message)
+    client = PageClient(
+        url, token, to, chime=chime, rate=in_rate, codec=codec, on_message=_print_message
+    )
     await client.open()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -335,8 +391,10 @@ async def run_page(url: str, token: str | None, to: list[str], chime: str | None
     try:
         feed = asyncio.ensure_future(_feed(client, frames, source, in_rate))
         stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({feed, stopper, asyncio.ensure_future(client.closed.wait())},
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {feed, stopper, asyncio.ensure_future(client.closed.wait())},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         feed.cancel()
         stopper.cancel()
         await asyncio.gather(feed, return_exceptions=True)
@@ -352,8 +410,9 @@ async def run_page(url: str, token: str | None, to: list[str], chime: str | None
     return 0 if ended is not None and ended.get("state") in ("done", "stopped") else 1
 
 
-async def _feed(client: PageClient, frames: AsyncIterator[bytes] | None, source: str | None,
-                rate: int) -> None:
+async def _feed(
+    client: PageClient, frames: AsyncIterator[bytes] | None, source: str | None, rate: int
+) -> None:
     """Send the input's frames once the page is ready (earlier ones are dropped)."""
     if frames is not None:  # a live stream: keep reading, send only from `ready` on
         async for frame in frames:
@@ -371,8 +430,17 @@ def cmd_page(args: argparse.Namespace) -> int:
     """broadcaster page --to T [--to …] [--chime NAME] [--input FILE|-]."""
     url = args.controller or os.environ.get("BROADCASTER_URL") or DEFAULT_URL
     try:
-        return asyncio.run(run_page(url, os.environ.get("BROADCASTER_TOKEN"), args.to, args.chime,
-                                    args.input, args.rate, args.codec))
+        return asyncio.run(
+            run_page(
+                url,
+                os.environ.get("BROADCASTER_TOKEN"),
+                args.to,
+                args.chime,
+                args.input,
+                args.rate,
+                args.codec,
+            )
+        )
     except PageError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
@@ -380,15 +448,24 @@ def cmd_page(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `page` command to a `broadcaster` sub-command parser."""
-    p = subparsers.add_parser("page", help="speak live to speakers (sound input, WAV file or "
-                                           "a WAV stream on stdin)")
-    p.add_argument("--to", action="append", required=True,
-                   help="a speaker, village, area, group or the subdistrict (repeatable)")
+    p = subparsers.add_parser(
+        "page", help="speak live to speakers (sound input, WAV file or a WAV stream on stdin)"
+    )
+    p.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        help="a speaker, village, area, group or the subdistrict (repeatable)",
+    )
     p.add_argument("--chime", help="a chime before the voice (two-tone, four-tone, …)")
-    p.add_argument("--input", metavar="FILE|-",
-                   help="a WAV file (sent at its real-time pace) or - for a WAV stream on stdin "
-                        "(as `sox … -t wav -` writes it); default: the sound input")
-    p.add_argument("--rate", type=int, default=16000,
-                   help="sound input sample rate (default 16000)")
+    p.add_argument(
+        "--input",
+        metavar="FILE|-",
+        help="a WAV file (sent at its real-time pace) or - for a WAV stream on stdin "
+        "(as `sox … -t wav -` writes it); default: the sound input",
+    )
+    p.add_argument(
+        "--rate", type=int, default=16000, help="sound input sample rate (default 16000)"
+    )
     p.add_argument("--codec", default="pcmu", choices=["pcmu", "l16"])
     p.set_defaults(func=cmd_page)

@@ -15,8 +15,16 @@ from typing import Any
 from broadcaster.cli.client import Client, ClientError
 from broadcaster.errors import InvalidInput
 
-FORMS = ("--at", "--daily", "--weekdays", "--lunar-days", "--lunar-date", "--before-term",
-         "--after-term", "--cron")
+FORMS = (
+    "--at",
+    "--daily",
+    "--weekdays",
+    "--lunar-days",
+    "--lunar-date",
+    "--before-term",
+    "--after-term",
+    "--cron",
+)
 
 
 def _csv(text: str | None) -> list[str]:
@@ -27,14 +35,20 @@ def when_from_args(a: argparse.Namespace) -> dict[str, Any]:
     """The API's `when` object from the `add` options; InvalidInput when they do not fit."""
     given = [f for f in FORMS if getattr(a, f[2:].replace("-", "_")) is not None]
     if len(given) != 1:
-        raise InvalidInput(f"give exactly one of {', '.join(FORMS)}"
-                           + (f" (not {' and '.join(given)})" if given else ""), code="bad_rule")
+        raise InvalidInput(
+            f"give exactly one of {', '.join(FORMS)}"
+            + (f" (not {' and '.join(given)})" if given else ""),
+            code="bad_rule",
+        )
     times = [t for chunk in (a.time or []) for t in _csv(chunk)]
     form = given[0]
     if form == "--at":
         if times or a.workdays_only or a.skip_holidays or a.from_ or a.until or a.except_:
-            raise InvalidInput("--at is a one-off: --time, --from, --until, --except and the "
-                               "holiday options apply to recurring forms", code="bad_rule")
+            raise InvalidInput(
+                "--at is a one-off: --time, --from, --until, --except and the "
+                "holiday options apply to recurring forms",
+                code="bad_rule",
+            )
         return {"kind": "once", "at": a.at}
     when: dict[str, Any]
     if form == "--daily":
@@ -50,8 +64,9 @@ def when_from_args(a: argparse.Namespace) -> dict[str, Any]:
             days = _csv(a.lunar_days)
             bad = [d for d in days if not d.isdigit()]
             if bad:
-                raise InvalidInput(f"--lunar-days takes day numbers such as 1,6 (not {bad[0]!r})",
-                                   code="bad_rule")
+                raise InvalidInput(
+                    f"--lunar-days takes day numbers such as 1,6 (not {bad[0]!r})", code="bad_rule"
+                )
             when = {"kind": "lunar_days", "days": [int(d) for d in days]}
         elif form == "--lunar-date":
             when = {"kind": "lunar_date", "date": a.lunar_date}
@@ -84,15 +99,25 @@ def describe(when: dict[str, Any]) -> str:
         "weekly": f"{','.join(when.get('days', []))} {times}",
         "cron": f"cron {when.get('cron')}",
         "lunar_days": f"lunar days {','.join(str(d) for d in when.get('days', []))} {times}",
-        "lunar_date": (f"lunar {'闰' if when.get('leap') else ''}{when.get('month')}-"
-                       f"{when.get('day')}{' ' + str(when['year']) if 'year' in when else ''} "
-                       f"{times}"),
-        "relative": (f"{abs(when.get('offset_days', 0))} days "
-                     f"{'before' if when.get('offset_days', 0) < 0 else 'after'} "
-                     f"{when.get('anchor')} {times}"),
+        "lunar_date": (
+            f"lunar {'闰' if when.get('leap') else ''}{when.get('month')}-"
+            f"{when.get('day')}{' ' + str(when['year']) if 'year' in when else ''} "
+            f"{times}"
+        ),
+        "relative": (
+            f"{abs(when.get('offset_days', 0))} days "
+            f"{'before' if when.get('offset_days', 0) < 0 else 'after'} "
+            f"{when.get('anchor')} {times}"
+        ),
     }.get(str(kind), str(kind))
-    extra = [x for x, on in (("workdays only", when.get("workdays_only")),
-                             ("no holidays", when.get("skip_holidays"))) if on]
+    extra = [
+        x
+        for x, on in (
+            ("workdays only", when.get("workdays_only")),
+            ("no holidays", when.get("skip_holidays")),
+        )
+        if on
+    ]
     if when.get("start") or when.get("end"):
         extra.append(f"{when.get('start', '…')}..{when.get('end', '…')}")
     if when.get("except"):
@@ -100,8 +125,9 @@ def describe(when: dict[str, Any]) -> str:
     return text + (f" ({'; '.join(extra)})" if extra else "")
 
 
-def _api(a: argparse.Namespace, method: str, path: str, params: list | None = None,
-         **kw: Any) -> Any:
+def _api(
+    a: argparse.Namespace, method: str, path: str, params: list | None = None, **kw: Any
+) -> Any:
     try:
         return Client(getattr(a, "controller", None)).call(method, path, params or [], **kw)
     except ClientError as exc:
@@ -125,11 +151,21 @@ def cmd_schedule(a: argparse.Namespace) -> int:
         if bool(a.clip) == bool(a.tts):
             print("error: give exactly one of --clip ID or --tts TEXT", file=sys.stderr)
             return 2
-        body = {"to": a.to, "when": when, "clip": a.clip, "tts": a.tts, "chime": a.chime,
-                "repeat": a.repeat, "priority": a.priority, "volume": a.volume,
-                "title": a.title, "paused": a.paused}
-        out = _api(a, "POST", "/api/schedules",
-                   json_body={k: v for k, v in body.items() if v is not None})
+        body = {
+            "to": a.to,
+            "when": when,
+            "clip": a.clip,
+            "tts": a.tts,
+            "chime": a.chime,
+            "repeat": a.repeat,
+            "priority": a.priority,
+            "volume": a.volume,
+            "title": a.title,
+            "paused": a.paused,
+        }
+        out = _api(
+            a, "POST", "/api/schedules", json_body={k: v for k, v in body.items() if v is not None}
+        )
         if a.json:
             _print_json(out)
         else:
@@ -145,15 +181,20 @@ def cmd_schedule(a: argparse.Namespace) -> int:
         print(f"{'id':<12}{'state':<8}{'owner':<12}{'targets':<18}{'next':<27}when / title")
         for s in out["schedules"]:
             nxt = s["next"][0][:19].replace("T", " ") if s["next"] else "-"
-            print(f"{s['id']:<12}{'paused' if s['paused'] else 'active':<8}{s['owner']:<12}"
-                  f"{','.join(s['targets'])[:17]:<18}{nxt:<27}{describe(s['when'])} / "
-                  f"{s['title']}")
+            print(
+                f"{s['id']:<12}{'paused' if s['paused'] else 'active':<8}{s['owner']:<12}"
+                f"{','.join(s['targets'])[:17]:<18}{nxt:<27}{describe(s['when'])} / "
+                f"{s['title']}"
+            )
             for w in s.get("warnings", []):
                 print(f"{'':<12}warning: {w}")
         return 0
     if act in ("pause", "resume", "show"):
-        out = (_api(a, "POST", f"/api/schedules/{a.id}/{act}") if act != "show"
-               else _api(a, "GET", f"/api/schedules/{a.id}"))
+        out = (
+            _api(a, "POST", f"/api/schedules/{a.id}/{act}")
+            if act != "show"
+            else _api(a, "GET", f"/api/schedules/{a.id}")
+        )
         if a.json or act == "show":
             _print_json(out)
         else:
@@ -169,8 +210,10 @@ def cmd_schedule(a: argparse.Namespace) -> int:
             _print_json(out)
             return 0
         for o in out["occurrences"]:
-            print(f"{o['instant'][:19].replace('T', ' ')}  {o['state']:<11} "
-                  f"{o.get('broadcast') or '-':<24} {o.get('why') or ''}")
+            print(
+                f"{o['instant'][:19].replace('T', ' ')}  {o['state']:<11} "
+                f"{o.get('broadcast') or '-':<24} {o.get('why') or ''}"
+            )
         return 0
     out = _api(a, "GET", "/api/schedules/preview", [("weeks", a.weeks)])
     if a.json:
@@ -187,25 +230,35 @@ def cmd_schedule(a: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `schedule` command to a `broadcaster` sub-command parser."""
-    p = subparsers.add_parser("schedule", help="scheduled announcements: add, list, pause, "
-                              "resume, remove, preview, history")
+    p = subparsers.add_parser(
+        "schedule",
+        help="scheduled announcements: add, list, pause, resume, remove, preview, history",
+    )
     sp = p.add_subparsers(dest="schedule_action", required=True)
     a = sp.add_parser("add", help="save a schedule; prints its id")
-    a.add_argument("--to", action="append", required=True,
-                   help="a speaker, village, area, group or the subdistrict (repeatable)")
+    a.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        help="a speaker, village, area, group or the subdistrict (repeatable)",
+    )
     a.add_argument("--clip", help="a library clip id")
     a.add_argument("--tts", help="text read aloud (rendered once, when saved)")
     a.add_argument("--chime", help="a chime before the audio (two-tone, four-tone, …)")
     a.add_argument("--repeat", type=int, default=1)
-    a.add_argument("--priority", default="announcement",
-                   choices=["background", "announcement", "live", "emergency"])
+    a.add_argument(
+        "--priority",
+        default="announcement",
+        choices=["background", "announcement", "live", "emergency"],
+    )
     a.add_argument("--volume", type=int, help="0-100 (default: each zone's own)")
     a.add_argument("--title")
     a.add_argument("--at", help='once: "YYYY-MM-DD HH:MM:SS" (site time)')
     a.add_argument("--daily", help="every day at HH:MM[,HH:MM…]")
     a.add_argument("--weekdays", help="named days: mon,wed,fri (never numbers)")
-    a.add_argument("--lunar-days",
-                   help="days of every lunar month, e.g. 1,6,11,16,21,26 (逢一逢六)")
+    a.add_argument(
+        "--lunar-days", help="days of every lunar month, e.g. 1,6,11,16,21,26 (逢一逢六)"
+    )
     a.add_argument("--lunar-date", help="a lunar date: 腊月二十三, 正月十五, 12-23")
     a.add_argument("--lunar-year", type=int, help="the lunar year, for a one-year lunar date")
     a.add_argument("--before-term", help="N (--days) days before a solar term or festival: 清明")
@@ -216,16 +269,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--from", dest="from_", help="first date YYYY-MM-DD")
     a.add_argument("--until", help="last date YYYY-MM-DD")
     a.add_argument("--except", dest="except_", action="append", help="dates to skip")
-    a.add_argument("--workdays-only", action="store_true",
-                   help="only official working days (make-up days included)")
+    a.add_argument(
+        "--workdays-only",
+        action="store_true",
+        help="only official working days (make-up days included)",
+    )
     a.add_argument("--skip-holidays", action="store_true", help="skip statutory holidays")
     a.add_argument("--paused", action="store_true", help="save it paused")
     a.add_argument("--json", action="store_true")
     ls = sp.add_parser("list", help="schedules in your scope with their next occurrences")
     ls.add_argument("--next", type=int, default=3)
     ls.add_argument("--json", action="store_true")
-    for name, text in (("show", "one schedule"), ("pause", "pause a schedule"),
-                       ("resume", "resume a schedule"), ("remove", "delete a schedule")):
+    for name, text in (
+        ("show", "one schedule"),
+        ("pause", "pause a schedule"),
+        ("resume", "resume a schedule"),
+        ("remove", "delete a schedule"),
+    ):
         x = sp.add_parser(name, help=text)
         x.add_argument("id")
         x.add_argument("--json", action="store_true")

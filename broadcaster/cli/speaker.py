@@ -18,6 +18,7 @@ from broadcaster.protocol.auth import KeyStore
 def pair(args: argparse.Namespace, data: Path) -> int:
     """Write one speaker's key file from the controller's key store (minting its key if new)."""
     from broadcaster.cli.main import load_site
+
     if not args.speaker_id:
         raise SystemExit("usage: broadcaster speaker pair SPEAKER_ID --out FILE")
     site = load_site(os.environ.get("BROADCASTER_ZONES", "zones.yaml"))
@@ -28,10 +29,19 @@ def pair(args: argparse.Namespace, data: Path) -> int:
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: force owner-only
     with os.fdopen(fd, "w") as fh:
-        json.dump({"speaker": args.speaker_id, "kind": site.speakers[args.speaker_id].kind,
-                   "site": site.id, "key": key.hex()}, fh)
-    print(f"wrote {out}: copy it to the speaker over a trusted channel (USB, SSH) and run "
-          f"`broadcaster speaker --key-file {out.name}` there")
+        json.dump(
+            {
+                "speaker": args.speaker_id,
+                "kind": site.speakers[args.speaker_id].kind,
+                "site": site.id,
+                "key": key.hex(),
+            },
+            fh,
+        )
+    print(
+        f"wrote {out}: copy it to the speaker over a trusted channel (USB, SSH) and run "
+        f"`broadcaster speaker --key-file {out.name}` there"
+    )
     return 0
 
 
@@ -47,25 +57,48 @@ def run(args: argparse.Namespace, data: Path) -> int:
     record = Path(args.record) if args.record else None
     if args.simulate:
         from broadcaster.cli.main import load_site
+
         site = load_site(args.simulate)
         only = [i.strip() for i in args.only.split(",")] if args.only else None
-        specs = build_specs(site, load_keys(data, site), only=only, tag=args.site_tag or site.id,
-                            record_dir=record, impair=args.impair, clock_skew=args.clock_skew,
-                            seed=args.seed, clock_steps=args.clock_step)
-        asyncio.run(run_simulation(specs, mdns=not args.no_mdns,
-                                   ready_file=Path(args.ready_file) if args.ready_file else None))
+        specs = build_specs(
+            site,
+            load_keys(data, site),
+            only=only,
+            tag=args.site_tag or site.id,
+            record_dir=record,
+            impair=args.impair,
+            clock_skew=args.clock_skew,
+            seed=args.seed,
+            clock_steps=args.clock_step,
+        )
+        asyncio.run(
+            run_simulation(
+                specs,
+                mdns=not args.no_mdns,
+                ready_file=Path(args.ready_file) if args.ready_file else None,
+            )
+        )
         return 0
     if not args.key_file:
         raise SystemExit("error: a real speaker needs --key-file (see `broadcaster speaker pair`)")
     info = json.loads(Path(args.key_file).read_text())
-    spec = SpeakerSpec(info["speaker"], info.get("kind", "horn"), bytes.fromhex(info["key"]),
-                       args.site_tag or info["site"], host=args.host, control_port=args.port,
-                       rtp_port=args.rtp_port, record_dir=record, multicast_iface=args.host,
-                       impair=Impairment.parse(args.impair) if args.impair else None,
-                       output=output_command(args.output) if args.output else None,
-                       output_latency=args.output_latency / 1000)
+    spec = SpeakerSpec(
+        info["speaker"],
+        info.get("kind", "horn"),
+        bytes.fromhex(info["key"]),
+        args.site_tag or info["site"],
+        host=args.host,
+        control_port=args.port,
+        rtp_port=args.rtp_port,
+        record_dir=record,
+        multicast_iface=args.host,
+        impair=Impairment.parse(args.impair) if args.impair else None,
+        output=output_command(args.output) if args.output else None,
+        output_latency=args.output_latency / 1000,
+    )
     if getattr(args, "dial_in", None):  # behind NAT: connect out, advertise nothing
         from broadcaster.endpoint.dialin import parse_controller, run_dialin
+
         try:
             target = parse_controller(args.dial_in)
         except ValueError as exc:
@@ -74,4 +107,3 @@ def run(args: argparse.Namespace, data: Path) -> int:
         return 0
     asyncio.run(_run_one(spec, not args.no_mdns))
     return 0
-

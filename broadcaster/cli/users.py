@@ -41,8 +41,11 @@ def parse_duration(text: str) -> float | None:
         return None
     m = _DURATION_RE.fullmatch(text)
     if not m or float(m.group(1)) <= 0:
-        raise InvalidInput(f"duration {text!r}: write a number with s, m, h, d or w (e.g. 12h, "
-                           "30d), or 0 for never", code="bad_duration")
+        raise InvalidInput(
+            f"duration {text!r}: write a number with s, m, h, d or w (e.g. 12h, "
+            "30d), or 0 for never",
+            code="bad_duration",
+        )
     return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
@@ -58,17 +61,25 @@ def parse_when(text: str, tz: ZoneInfo, now: float) -> float:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidInput(f"time {text!r}: give 2026-03-01, 2026-03-01T08:00 or a duration "
-                           "such as 2h or 7d (that long ago)", code="bad_time") from None
+        raise InvalidInput(
+            f"time {text!r}: give 2026-03-01, 2026-03-01T08:00 or a duration "
+            "such as 2h or 7d (that long ago)",
+            code="bad_time",
+        ) from None
     return (when if when.tzinfo else when.replace(tzinfo=tz)).timestamp()
 
 
-def register(subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn,
-             load_site_fn: LoadSiteFn) -> None:
+def register(
+    subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn, load_site_fn: LoadSiteFn
+) -> None:
     """Add the `users` and `audit` commands to a `broadcaster` sub-command parser."""
+
     def with_zones(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--zones", default=DEFAULT_ZONES,
-                       help=f"the zones file, for scope checks (default {DEFAULT_ZONES})")
+        p.add_argument(
+            "--zones",
+            default=DEFAULT_ZONES,
+            help=f"the zones file, for scope checks (default {DEFAULT_ZONES})",
+        )
         return p
 
     def bind(fn: Callable[..., int]) -> Callable[[argparse.Namespace], int]:
@@ -78,11 +89,15 @@ def register(subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn,
     us = u.add_subparsers(dest="users_action", required=True)
     a = with_zones(us.add_parser("add", help="create a user (prompts for the password)"))
     a.add_argument("name")
-    a.add_argument("--scope", required=True,
-                   help="zone id: the subdistrict, the seat, an area or a village")
+    a.add_argument(
+        "--scope", required=True, help="zone id: the subdistrict, the seat, an area or a village"
+    )
     a.add_argument("--role", required=True, choices=["operator", "admin"])
-    a.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of stdin")
+    a.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin",
+    )
     a.set_defaults(func=bind(_cmd_add))
     ls = with_zones(us.add_parser("list", help="list users"))
     ls.add_argument("--json", action="store_true")
@@ -96,8 +111,11 @@ def register(subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn,
     pw.set_defaults(func=bind(_cmd_passwd))
     tk = with_zones(us.add_parser("token", help="issue an API token; prints only the token"))
     tk.add_argument("name")
-    tk.add_argument("--expires", default=DEFAULT_TOKEN_LIFETIME,
-                    help=f"30m, 12h, 7d ... or 0 for never (default {DEFAULT_TOKEN_LIFETIME})")
+    tk.add_argument(
+        "--expires",
+        default=DEFAULT_TOKEN_LIFETIME,
+        help=f"30m, 12h, 7d ... or 0 for never (default {DEFAULT_TOKEN_LIFETIME})",
+    )
     tk.set_defaults(func=bind(_cmd_token))
     tl = with_zones(us.add_parser("tokens", help="list tokens and sessions (ids, never secrets)"))
     tl.add_argument("name", nargs="?")
@@ -116,16 +134,20 @@ def register(subparsers: argparse._SubParsersAction, data_dir_fn: DataDirFn,
     au.add_argument("--user", help="only this actor")
     au.add_argument("--zone", help="only rows whose targets reach this zone (needs --zones)")
     au.add_argument("--limit", type=int, default=500)
-    au.add_argument("--anchor", help="with verify: SEQ:HASH published earlier, to catch a "
-                                     "rewritten or truncated log")
+    au.add_argument(
+        "--anchor",
+        help="with verify: SEQ:HASH published earlier, to catch a rewritten or truncated log",
+    )
     au.add_argument("--zones", default=DEFAULT_ZONES, help="the zones file, for --zone")
     au.set_defaults(func=bind(_cmd_audit))
 
 
 # --- users -----------------------------------------------------------------------------------
 
-def _open(args: argparse.Namespace, data_dir_fn: DataDirFn,
-          load_site_fn: LoadSiteFn) -> tuple[Store, Accounts]:
+
+def _open(
+    args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: LoadSiteFn
+) -> tuple[Store, Accounts]:
     site = load_site_fn(args.zones)
     store = Store.in_data_dir(data_dir_fn(args))
     return store, Accounts(store, site, audit=AuditLog(store))
@@ -171,8 +193,10 @@ def _cmd_list(args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: Lo
     print(f"{'name':<20}{'role':<10}{'scope':<14}{'last login':<21}scope name")
     for u in users:
         missing = "" if u["scope_exists"] else "  (scope not in the zones file)"
-        print(f"{u['name']:<20}{u['role']:<10}{u['scope']:<14}"
-              f"{_fmt(u['last_login_at'], tz):<21}{u['scope_name']}{missing}")
+        print(
+            f"{u['name']:<20}{u['role']:<10}{u['scope']:<14}"
+            f"{_fmt(u['last_login_at'], tz):<21}{u['scope_name']}{missing}"
+        )
     print(f"{len(users)} user(s)")
     return 0
 
@@ -209,8 +233,9 @@ def _cmd_token(args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: L
     finally:
         store.close()
     until = "never expires" if lifetime is None else f"expires in {args.expires}"
-    print(f"token {issued.id} for {args.name} ({until}); use it as BROADCASTER_TOKEN",
-          file=sys.stderr)
+    print(
+        f"token {issued.id} for {args.name} ({until}); use it as BROADCASTER_TOKEN", file=sys.stderr
+    )
     print(issued.secret)  # stdout carries the token and nothing else, for $(...)
     return 0
 
@@ -228,8 +253,10 @@ def _cmd_tokens(args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: 
     print(f"{'id':<18}{'user':<20}{'kind':<9}{'state':<9}{'created':<21}expires")
     for t in tokens:
         expires = "never" if t["expires_at"] is None else _fmt(t["expires_at"], tz)
-        print(f"{t['id']:<18}{t['user']:<20}{t['kind']:<9}{t['state']:<9}"
-              f"{_fmt(t['created_at'], tz):<21}{expires}")
+        print(
+            f"{t['id']:<18}{t['user']:<20}{t['kind']:<9}{t['state']:<9}"
+            f"{_fmt(t['created_at'], tz):<21}{expires}"
+        )
     return 0
 
 
@@ -252,6 +279,7 @@ def _cmd_revoke(args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: 
 
 # --- audit -----------------------------------------------------------------------------------
 
+
 def _cmd_audit(args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: LoadSiteFn) -> int:
     tz = ZoneInfo(getattr(args, "tz", None) or "Asia/Shanghai")
     site = load_site_fn(args.zones) if args.zone else None
@@ -261,9 +289,14 @@ def _cmd_audit(args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: L
         if args.action == "verify":
             return _verify(log, args)
         now = time.time()
-        rows = log.rows(since=parse_when(args.since, tz, now) if args.since else None,
-                        until=parse_when(args.until, tz, now) if args.until else None,
-                        actor=args.user, zone=args.zone, site=site, limit=args.limit)
+        rows = log.rows(
+            since=parse_when(args.since, tz, now) if args.since else None,
+            until=parse_when(args.until, tz, now) if args.until else None,
+            actor=args.user,
+            zone=args.zone,
+            site=site,
+            limit=args.limit,
+        )
     finally:
         store.close()
     if args.json:
@@ -272,8 +305,10 @@ def _cmd_audit(args: argparse.Namespace, data_dir_fn: DataDirFn, load_site_fn: L
     for r in rows:
         extra = " ".join(_compact(k, r[k]) for k in ("targets", "what", "outcome") if r[k])
         bc = f" broadcast={r['broadcast']}" if r["broadcast"] else ""
-        print(f"{r['seq']:>6} {_fmt(r['at'], tz)} {r['actor'] or '-':<14} "
-              f"{r['origin'] or '-':<16} {r['action']:<20}{bc} {extra}".rstrip())
+        print(
+            f"{r['seq']:>6} {_fmt(r['at'], tz)} {r['actor'] or '-':<14} "
+            f"{r['origin'] or '-':<16} {r['action']:<20}{bc} {extra}".rstrip()
+        )
     return 0
 
 

@@ -33,8 +33,12 @@ async def login(c: Call, q: LoginIn) -> dict:
     acc = _acc(c)
     who = await asyncio.to_thread(acc.login, q.name, q.password, c.principal.origin)
     issued = await asyncio.to_thread(acc.issue_token, who.name, None, "session")
-    return {"user": who.to_dict(), "csrf": issued.csrf, "session": issued.secret,
-            "session_id": issued.id}
+    return {
+        "user": who.to_dict(),
+        "csrf": issued.csrf,
+        "session": issued.secret,
+        "session_id": issued.id,
+    }
 
 
 @command("auth/logout", "POST", "/api/logout")
@@ -97,8 +101,9 @@ async def users_add(c: Call, q: UserIn) -> dict:
     """Create a user at or below the caller's scope (admins only)."""
     if not c.principal.is_admin:
         raise Forbidden("only an admin manages users", code="forbidden")
-    return dict(await asyncio.to_thread(_acc(c).add_user, q.name, q.password, q.scope, q.role,
-                                        c.principal))
+    return dict(
+        await asyncio.to_thread(_acc(c).add_user, q.name, q.password, q.scope, q.role, c.principal)
+    )
 
 
 @dataclass
@@ -114,6 +119,7 @@ async def users_remove(c: Call, q: NameIn) -> dict:
     acc = _acc(c)
     user = await asyncio.to_thread(acc.get_user, q.name)
     from broadcaster.access import policy
+
     policy.can_manage(c.services.controller.site, c.principal, user["scope"], user["role"])
     await asyncio.to_thread(acc.remove_user, q.name, c.principal)
     return {"ok": True, "removed": q.name}
@@ -136,7 +142,14 @@ async def audit_list(c: Call, q: AuditIn) -> dict:
     audit = c.services.audit
     if audit is None:
         return {"rows": []}
-    rows = await asyncio.to_thread(audit.rows, since=q.since, until=q.until, actor=q.user,
-                                   zone=q.zone, site=c.services.controller.site,
-                                   scope=c.principal.scope, limit=max(1, min(q.limit, 1000)))
+    rows = await asyncio.to_thread(
+        audit.rows,
+        since=q.since,
+        until=q.until,
+        actor=q.user,
+        zone=q.zone,
+        site=c.services.controller.site,
+        scope=c.principal.scope,
+        limit=max(1, min(q.limit, 1000)),
+    )
     return {"rows": rows}

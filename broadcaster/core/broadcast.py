@@ -17,8 +17,20 @@ PRIORITY_CLASSES = ("background", "announcement", "live", "emergency")
 ACTIVE = ("queued", "starting", "playing")
 FINAL = ("done", "stopped", "cut", "failed", "interrupted")
 # per-speaker states; "sent" is for speakers that cannot report (plain RTP): sent, not confirmed
-SPEAKER_STATES = ("pending", "playing", "played", "partial", "silent", "cut", "stopped", "offline",
-                  "unreachable", "refused", "sent", "interrupted")
+SPEAKER_STATES = (
+    "pending",
+    "playing",
+    "played",
+    "partial",
+    "silent",
+    "cut",
+    "stopped",
+    "offline",
+    "unreachable",
+    "refused",
+    "sent",
+    "interrupted",
+)
 
 
 def new_broadcast_id() -> str:
@@ -49,11 +61,20 @@ class SpeakerResult:
 
     def to_dict(self) -> dict:
         """JSON form."""
-        return {"speaker": self.speaker, "driver": self.driver, "state": self.state,
-                "played": self.played, "route": self.route, "frames_sent": self.frames_sent,
-                "packets": self.packets, "lost": self.lost, "samples": self.samples,
-                "first_sample_at": self.first_sample_at, "cut_by": self.cut_by,
-                "error": self.error}
+        return {
+            "speaker": self.speaker,
+            "driver": self.driver,
+            "state": self.state,
+            "played": self.played,
+            "route": self.route,
+            "frames_sent": self.frames_sent,
+            "packets": self.packets,
+            "lost": self.lost,
+            "samples": self.samples,
+            "first_sample_at": self.first_sample_at,
+            "cut_by": self.cut_by,
+            "error": self.error,
+        }
 
 
 def outcome(res: SpeakerResult, report: Report | None, frames_sent: int, stopped: bool) -> None:
@@ -107,18 +128,33 @@ class Broadcast:
         states: dict[str, int] = {}
         for r in res:
             states[r.state] = states.get(r.state, 0) + 1
-        return {"speakers": len(res), "played": states.get("played", 0),
-                "heard": sum(r.played for r in res), "states": states}
+        return {
+            "speakers": len(res),
+            "played": states.get("played", 0),
+            "heard": sum(r.played for r in res),
+            "states": states,
+        }
 
     def to_dict(self) -> dict:
         """JSON form, with a summary of the speakers."""
         return {
-            "id": self.id, "state": self.state, "targets": self.targets, "source": self.source,
-            "codec": self.codec, "priority": self.priority, "owner": self.owner,
-            "owner_scope": self.owner_scope, "created_at": self.created_at,
-            "requested_at": self.requested_at, "started_at": self.started_at,
-            "ended_at": self.ended_at, "lead": self.lead, "frames": self.frames,
-            "error": self.error, "summary": self.summary(),
-            "speakers": [r.to_dict() for r in sorted(self.results.values(),
-                                                     key=lambda r: r.speaker)],
+            "id": self.id,
+            "state": self.state,
+            "targets": self.targets,
+            "source": self.source,
+            "codec": self.codec,
+            "priority": self.priority,
+            "owner": self.owner,
+            "owner_scope": self.owner_scope,
+            "created_at": self.created_at,
+            "requested_at": self.requested_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "lead": self.lead,
+            "frames": self.frames,
+            "error": self.error,
+            "summary": self.summary(),
+            "speakers": [
+                r.to_dict() for r in sorted(self.results.values(), key=lambda r: r.speaker)
+            ],
         }

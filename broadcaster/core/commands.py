@@ -37,16 +37,24 @@ class Spec:
 REGISTRY: dict[str, Spec] = {}
 
 
-def command(name: str, method: str, path: str, input: type | None = None, *,
-            body: str | None = None, public: bool = False, status: int = 200,
-            returns: str = "application/json"
-            ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+def command(
+    name: str,
+    method: str,
+    path: str,
+    input: type | None = None,
+    *,
+    body: str | None = None,
+    public: bool = False,
+    status: int = 200,
+    returns: str = "application/json",
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Register an operation under `name`, served at `method path`."""
+
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         summary = (fn.__doc__ or name).strip().splitlines()[0]
-        REGISTRY[name] = Spec(name, fn, input, method, path, summary, body, public, status,
-                              returns)
+        REGISTRY[name] = Spec(name, fn, input, method, path, summary, body, public, status, returns)
         return fn
+
     return deco
 
 
@@ -66,8 +74,11 @@ def parse_input(cls: type, raw: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}; this request takes "
-                           f"{', '.join(sorted(names)) or 'no fields'}", code="unknown_field")
+        raise InvalidInput(
+            f"unknown field(s): {', '.join(unknown)}; this request takes "
+            f"{', '.join(sorted(names)) or 'no fields'}",
+            code="unknown_field",
+        )
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in raw:
@@ -127,12 +138,20 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
 
 def _bad(name: str, tp: Any, value: Any) -> Any:
     kind = getattr(tp, "__name__", str(tp))
-    raise InvalidInput(f"{name} must be {'a number' if kind in ('int', 'float') else kind}, "
-                       f"not {value!r:.40}", code="bad_field")
+    raise InvalidInput(
+        f"{name} must be {'a number' if kind in ('int', 'float') else kind}, not {value!r:.40}",
+        code="bad_field",
+    )
 
 
-async def call(name: str, principal: Principal, services: Any, raw: dict[str, Any] | None = None,
-               upload: Any = None, extra: dict[str, Any] | None = None) -> Any:
+async def call(
+    name: str,
+    principal: Principal,
+    services: Any,
+    raw: dict[str, Any] | None = None,
+    upload: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
     """Run a registered command for a principal with raw (JSON or query) input."""
     spec = REGISTRY.get(name)
     if spec is None:

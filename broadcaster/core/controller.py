@@ -74,7 +74,8 @@ class Controller:
         self.tag = config.site_tag or site.id
         self.clock = PlayClock()
         self.keys = KeyStore(config.data_dir / "speaker-keys.json").ensure(
-            [s for s, sp in site.speakers.items() if sp.driver == "bcspeaker"])
+            [s for s, sp in site.speakers.items() if sp.driver == "bcspeaker"]
+        )
         self.events = EventBus(clock=self.clock.now)
         self._logdir = config.data_dir / "log"
         self._logdir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +99,15 @@ class Controller:
 
     def _make_drivers(self) -> dict[str, Driver]:
         from broadcaster.drivers.registry import make_driver
+
         names = sorted({sp.driver for sp in self.site.speakers.values()} | {"bcspeaker"})
-        opts = DriverOptions(self.config.interface, self.config.clock_port, self.tag,
-                         self.config.mdns, self.config.poll_interval)
+        opts = DriverOptions(
+            self.config.interface,
+            self.config.clock_port,
+            self.tag,
+            self.config.mdns,
+            self.config.poll_interval,
+        )
         return {n: make_driver(n, self.site, self.keys, opts) for n in names}
 
     @property
@@ -226,11 +233,22 @@ class Controller:
         except KeyError:
             raise NotFound(f"no broadcast with id {bid!r}") from None
 
-    async def play(self, source: AudioSource | bytes, targets: list[str], *, codec: str = "pcmu",
-                   priority: str = "announcement", owner: str = "system", owner_scope: str = "",
-                   rank: int | None = None, requested_at: float | None = None,
-                   lead: float | None = None, queue: bool = False, at: float | None = None,
-                   volume: int | None = None) -> Broadcast:
+    async def play(
+        self,
+        source: AudioSource | bytes,
+        targets: list[str],
+        *,
+        codec: str = "pcmu",
+        priority: str = "announcement",
+        owner: str = "system",
+        owner_scope: str = "",
+        rank: int | None = None,
+        requested_at: float | None = None,
+        lead: float | None = None,
+        queue: bool = False,
+        at: float | None = None,
+        volume: int | None = None,
+    ) -> Broadcast:
         """Start a broadcast of a source (or raw PCM at the codec's rate) to the targets.
 
         It takes every speaker whose holder it outranks (the holder is cut there); a speaker
@@ -242,35 +260,53 @@ class Controller:
         if isinstance(source, bytes):
             source = PcmSource(source, cod.rate, "pcm")
         if priority not in PRIORITY_CLASSES:
-            raise BroadcasterError(f"unknown priority {priority!r}; use one of "
-                                   f"{', '.join(PRIORITY_CLASSES)}", code="bad_priority")
+            raise BroadcasterError(
+                f"unknown priority {priority!r}; use one of {', '.join(PRIORITY_CLASSES)}",
+                code="bad_priority",
+            )
         if rank is None:
             rank = PRIORITY_CLASSES.index(priority) * 10 + 3  # the system: subdistrict tier
         wanted = sorted(self.site.resolve_many(targets))
         online = [sid for sid in wanted if self.is_online(sid)]
         if not online:
-            raise NoSpeakers(f"none of the {len(wanted)} speaker(s) in {', '.join(targets)} "
-                             "is online")
+            raise NoSpeakers(
+                f"none of the {len(wanted)} speaker(s) in {', '.join(targets)} is online"
+            )
         self._admit(len(online))
         decision = self.holdings.decide(online, rank)
         if decision.blocked and not queue:
             raise self._busy(decision.blocked)
-        b = Broadcast(new_broadcast_id(), list(targets), source.describe(), cod.name.lower(),
-                      priority, owner, owner_scope, rank,
-                      created_at=self.now(), requested_at=requested_at or self.now())
+        b = Broadcast(
+            new_broadcast_id(),
+            list(targets),
+            source.describe(),
+            cod.name.lower(),
+            priority,
+            owner,
+            owner_scope,
+            rank,
+            created_at=self.now(),
+            requested_at=requested_at or self.now(),
+        )
         for sid in wanted:
             res = b.results[sid] = SpeakerResult(sid, self.site.speakers[sid].driver)
             if sid not in online:
                 res.state, res.error = "offline", "offline when the broadcast started"
-        volumes = {s: (100 if priority == "emergency" else
-                       self.site.speakers[s].volume if volume is None else volume)
-                   for s in online}
+        volumes = {
+            s: (
+                100
+                if priority == "emergency"
+                else self.site.speakers[s].volume
+                if volume is None
+                else volume
+            )
+            for s in online
+        }
         if lead is None:
             choice = self.choose_lead(online, live=source.live)
             self._leads[b.id], lead = choice, choice.lead
         b.lead = lead
-        player = Player(b, source, [], lead,
-                        volumes, self.clock.now, self._changed, at=at)
+        player = Player(b, source, [], lead, volumes, self.clock.now, self._changed, at=at)
         self.broadcasts[b.id] = b
         self.players[b.id] = player
         self._trim()
@@ -285,8 +321,11 @@ class Controller:
     def choose_lead(self, speakers: list[str], live: bool = False) -> LeadChoice:
         """The lead their measured paths need (in-step speakers only), from the floor up."""
         floor = self.config.live_lead if live else self.config.playout_delay
-        paths = {s: self.paths.get(s) for s in speakers
-                 if Capability.IN_STEP in self.drivers[self.site.speakers[s].driver].capabilities}
+        paths = {
+            s: self.paths.get(s)
+            for s in speakers
+            if Capability.IN_STEP in self.drivers[self.site.speakers[s].driver].capabilities
+        }
         return choose_lead(paths, floor, cap=self.config.max_lead)
 
     def admit(self, targets: list[str]) -> None:
@@ -297,23 +336,33 @@ class Controller:
         """Refuse what the controller cannot carry in full, rather than play it badly."""
         running = list(self.players.values())
         if len(running) >= self.config.max_broadcasts:
-            raise Overloaded(f"{len(running)} broadcasts are running, the most this controller "
-                             f"carries at once ({self.config.max_broadcasts}); try again when "
-                             "one ends", code="overloaded", detail={"running": len(running)})
+            raise Overloaded(
+                f"{len(running)} broadcasts are running, the most this controller "
+                f"carries at once ({self.config.max_broadcasts}); try again when "
+                "one ends",
+                code="overloaded",
+                detail={"running": len(running)},
+            )
         load = sum(len(p.broadcast.results) for p in running)
         if load + streams > self.config.max_streams:
-            raise Overloaded(f"{load} speaker streams are running; {streams} more would pass the "
-                             f"limit of {self.config.max_streams} this controller sends in step",
-                             code="overloaded", detail={"streams": load})
+            raise Overloaded(
+                f"{load} speaker streams are running; {streams} more would pass the "
+                f"limit of {self.config.max_streams} this controller sends in step",
+                code="overloaded",
+                detail={"streams": load},
+            )
 
     def _busy(self, blocked: dict[str, Hold]) -> Busy:
         sid, hold = sorted(blocked.items())[0]
         holder = self.broadcasts.get(hold.broadcast)
         who = f" by {holder.owner}" if holder else ""
-        return Busy(f"speaker {sid} is held by broadcast {hold.broadcast} ({hold.priority}{who}), "
-                    f"which this request does not outrank; {len(blocked)} speaker(s) are held. "
-                    "Ask to queue, or wait until it ends", code="busy",
-                    detail={"held": {s: h.broadcast for s, h in sorted(blocked.items())}})
+        return Busy(
+            f"speaker {sid} is held by broadcast {hold.broadcast} ({hold.priority}{who}), "
+            f"which this request does not outrank; {len(blocked)} speaker(s) are held. "
+            "Ask to queue, or wait until it ends",
+            code="busy",
+            detail={"held": {s: h.broadcast for s, h in sorted(blocked.items())}},
+        )
 
     def _start(self, player: Player, speakers: list[str]) -> None:
         """Claim the speakers (cutting lower holders there) and run the broadcast."""
@@ -323,8 +372,10 @@ class Controller:
             lower = self.players.get(bid)
             if lower is not None:
                 lower.cut(sids, by=b.id)
-        player.parts = [Part(drv, [s for s in speakers if self.site.speakers[s].driver == name])
-                        for name, drv in self.drivers.items()]
+        player.parts = [
+            Part(drv, [s for s in speakers if self.site.speakers[s].driver == name])
+            for name, drv in self.drivers.items()
+        ]
         player.parts = [p for p in player.parts if p.speakers]
         self._changed(b, "starting")
         self._spawn(player.run())
@@ -352,16 +403,37 @@ class Controller:
                     self._spawn(back.resume(sids))
             self._released.set()
             self._leads.pop(b.id, None)
-            self.events.publish("broadcast_ended", broadcast=b.id, state=b.state,
-                                speakers_list=sorted(b.results), lead=b.lead)
+            self.events.publish(
+                "broadcast_ended",
+                broadcast=b.id,
+                state=b.state,
+                speakers_list=sorted(b.results),
+                lead=b.lead,
+            )
             self._journal("broadcasts.jsonl", b.to_dict())
-        elif what in ("queued", "starting", "prepared", "playing", "stopped", "failed", "done",
-                      "cut", "cut_speakers", "resumed"):
+        elif what in (
+            "queued",
+            "starting",
+            "prepared",
+            "playing",
+            "stopped",
+            "failed",
+            "done",
+            "cut",
+            "cut_speakers",
+            "resumed",
+        ):
             extra: dict[str, Any] = {}
             if what in ("queued", "starting") and b.id in self._leads:  # why this lead
                 extra["lead_choice"] = self._leads[b.id].to_dict()
-            self.events.publish("broadcast", broadcast=b.id, state=b.state,
-                                speakers_list=sorted(b.results), lead=b.lead, **extra)
+            self.events.publish(
+                "broadcast",
+                broadcast=b.id,
+                state=b.state,
+                speakers_list=sorted(b.results),
+                lead=b.lead,
+                **extra,
+            )
 
     def _trim(self) -> None:
         while len(self.broadcasts) > FINISHED_KEPT + len(self.players):

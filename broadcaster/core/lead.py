@@ -55,8 +55,14 @@ class LeadChoice:
 
     def to_dict(self) -> dict[str, object]:
         """JSON form for events and the broadcast record."""
-        return {"lead": round(self.lead, 4), "floor": self.floor, "need": round(self.need, 4),
-                "worst": self.worst, "capped": self.capped, "unmeasured": self.unmeasured}
+        return {
+            "lead": round(self.lead, 4),
+            "floor": self.floor,
+            "need": round(self.need, 4),
+            "worst": self.worst,
+            "capped": self.capped,
+            "unmeasured": self.unmeasured,
+        }
 
 
 def _number(v: object) -> float | None:
@@ -80,8 +86,14 @@ def path_of(clock: object) -> PathFigure | None:
     return PathFigure(rtt / 2, spread)
 
 
-def choose_lead(paths: Mapping[str, PathFigure | None], floor: float, *, k: float = K_JITTER,
-                margin: float = MARGIN, cap: float = CAP) -> LeadChoice:
+def choose_lead(
+    paths: Mapping[str, PathFigure | None],
+    floor: float,
+    *,
+    k: float = K_JITTER,
+    margin: float = MARGIN,
+    cap: float = CAP,
+) -> LeadChoice:
     """max over the speakers of (delay + k × jitter) + margin, never below floor, at most cap."""
     worst, need, unmeasured = None, 0.0, 0
     for sid in sorted(paths):

@@ -45,8 +45,13 @@ class LoopWatch:
         def pct(q: float) -> float:
             return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000, 2)
 
-        return {"p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(xs[-1] * 1000, 2),
-                "worst_ms": round(self.worst * 1000, 2), "samples": len(xs)}
+        return {
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+            "max_ms": round(xs[-1] * 1000, 2),
+            "worst_ms": round(self.worst * 1000, 2),
+            "samples": len(xs),
+        }
 
     async def close(self) -> None:
         """Stop measuring."""

@@ -31,14 +31,20 @@ from broadcaster.sources.sequence import SequenceSource
 
 # --- speakers, zones, events -----------------------------------------------------------------
 
+
 @command("health", "GET", "/api/health", public=True)
 async def health(c: Call) -> dict:
     """Is the controller up: speakers online, broadcasts running, storage state."""
     ctl = c.services.controller
-    return {"ok": True, "site": ctl.site.id, "speakers": ctl.registry.counts(),
-            "broadcasts_running": len(ctl.players), "storage": c.services.storage_health(),
-            "loop_lag": ctl.loopwatch.snapshot(), "clock_wall_error_s": round(
-                ctl.clock.wall_error(), 3)}
+    return {
+        "ok": True,
+        "site": ctl.site.id,
+        "speakers": ctl.registry.counts(),
+        "broadcasts_running": len(ctl.players),
+        "storage": c.services.storage_health(),
+        "loop_lag": ctl.loopwatch.snapshot(),
+        "clock_wall_error_s": round(ctl.clock.wall_error(), 3),
+    }
 
 
 @command("speakers/list", "GET", "/api/speakers")
@@ -46,11 +52,20 @@ async def speakers_list(c: Call) -> dict:
     """Every speaker in the caller's scope with its health, and the counts."""
     ctl = c.services.controller
     mine = policy.scope_speakers(ctl.site, c.principal.scope)
-    rows = [s for s in ctl.speakers()["speakers"]
-            if s["id"] in mine or (not s["assigned"] and c.principal.scope == ctl.site.root.id)]
+    rows = [
+        s
+        for s in ctl.speakers()["speakers"]
+        if s["id"] in mine or (not s["assigned"] and c.principal.scope == ctl.site.root.id)
+    ]
     assigned = [s for s in rows if s["assigned"]]
-    return {"counts": {"online": sum(s["online"] for s in assigned), "total": len(assigned),
-                       "unassigned": len(rows) - len(assigned)}, "speakers": rows}
+    return {
+        "counts": {
+            "online": sum(s["online"] for s in assigned),
+            "total": len(assigned),
+            "unassigned": len(rows) - len(assigned),
+        },
+        "speakers": rows,
+    }
 
 
 @command("zones/tree", "GET", "/api/zones")
@@ -83,7 +98,7 @@ async def events_list(c: Call, q: EventsIn) -> dict:
             continue
         if event_visible(ev, mine, c.principal.scope == ctl.site.root.id):
             out.append(ev.to_dict())
-    return {"events": out[-max(1, min(q.limit, 1000)):]}
+    return {"events": out[-max(1, min(q.limit, 1000)) :]}
 
 
 def event_visible(ev: Event, mine: frozenset[str], whole_site: bool) -> bool:
@@ -94,6 +109,7 @@ def event_visible(ev: Event, mine: frozenset[str], whole_site: bool) -> bool:
 
 
 # --- broadcasts ------------------------------------------------------------------------------
+
 
 @dataclass
 class PlayIn:
@@ -117,9 +133,13 @@ async def broadcasts_play(c: Call, q: PlayIn) -> dict:
     try:
         return await _play(c, q)
     except BroadcasterError as exc:
-        await c.services.audit_now("broadcast_refused", c.principal, targets=q.to,
-                                   what=_what(q), outcome={"error": exc.code,
-                                                           "message": exc.message})
+        await c.services.audit_now(
+            "broadcast_refused",
+            c.principal,
+            targets=q.to,
+            what=_what(q),
+            outcome={"error": exc.code, "message": exc.message},
+        )
         raise
 
 
@@ -142,11 +162,16 @@ async def _play(c: Call, q: PlayIn) -> dict:
     ctl.admit(q.to)  # overload is refused before any decoding
     given = [x for x in (q.clip, q.tts, c.upload is not None and not q.live, q.live) if x]
     if not given:
-        raise AudioInputError("nothing to play: the upload is empty; send an audio file as the "
-                              "body, or give clip, tts or live", code="empty")
+        raise AudioInputError(
+            "nothing to play: the upload is empty; send an audio file as the "
+            "body, or give clip, tts or live",
+            code="empty",
+        )
     if len(given) != 1:
-        raise InvalidInput("give only one of: an audio file as the body, clip, tts, or live",
-                           code="ambiguous_audio")
+        raise InvalidInput(
+            "give only one of: an audio file as the body, clip, tts, or live",
+            code="ambiguous_audio",
+        )
     source: Any
     if q.clip:
         source = ClipSource(svc.library, q.clip)
@@ -167,10 +192,17 @@ async def _play(c: Call, q: PlayIn) -> dict:
         # decode before accepting: a bad file is the caller's 4xx, not a failed broadcast
         await source.prepare(codec_by_name(q.codec).rate)
         source = _Prepared(source)
-    await svc.audit_now("broadcast_requested", c.principal, targets=q.to,
-                        what=source.describe())
-    b = await ctl.play(source, q.to, codec=q.codec, priority=q.priority, owner=c.principal.name,
-                       owner_scope=c.principal.scope, rank=rank, queue=q.queue)
+    await svc.audit_now("broadcast_requested", c.principal, targets=q.to, what=source.describe())
+    b = await ctl.play(
+        source,
+        q.to,
+        codec=q.codec,
+        priority=q.priority,
+        owner=c.principal.name,
+        owner_scope=c.principal.scope,
+        rank=rank,
+        queue=q.queue,
+    )
     return b.to_dict()
 
 
@@ -222,8 +254,9 @@ async def broadcasts_list(c: Call, q: ListIn) -> dict:
         mine = set(policy.scope_speakers(ctl.site, c.principal.scope))
         old = await asyncio.to_thread(hist.broadcasts, limit, speaker_ids=mine)
         items += [b for b in old if b["id"] not in live]
-    items = sorted((b for b in items if _visible(c, b)), key=lambda b: b["created_at"],
-                   reverse=True)
+    items = sorted(
+        (b for b in items if _visible(c, b)), key=lambda b: b["created_at"], reverse=True
+    )
     return {"broadcasts": items[:limit]}
 
 
@@ -255,6 +288,7 @@ async def broadcasts_stop(c: Call, q: IdIn) -> dict:
 
 
 # --- the audio library ---------------------------------------------------------------------
+
 
 async def _lib(c: Call, fn: Any, *args: Any, **kw: Any) -> Any:
     try:
@@ -316,8 +350,15 @@ async def library_add(c: Call, q: LibAddIn) -> dict:
     """Add an uploaded audio file to the library (normalized, catalogued)."""
     if c.upload is None:
         raise AudioInputError("send the audio file as the request body", code="empty")
-    clip = await _lib(c, c.services.library.add, c.upload, title=q.title or q.name,
-                      tags=q.tags, added_by=c.principal.name, original_name=q.name)
+    clip = await _lib(
+        c,
+        c.services.library.add,
+        c.upload,
+        title=q.title or q.name,
+        tags=q.tags,
+        added_by=c.principal.name,
+        original_name=q.name,
+    )
     return clip.to_dict()
 
 

@@ -39,16 +39,20 @@ class Part:
     def delivered(self) -> Delivery:
         """The driver's delivery, once prepared (None here is a bug in the player)."""
         if self.delivery is None:
-            raise BroadcasterError("a driver's part was used before it was prepared",
-                                   code="internal", status=500)
+            raise BroadcasterError(
+                "a driver's part was used before it was prepared", code="internal", status=500
+            )
         return self.delivery
 
     def sender(self) -> FrameSender:
         """The sender of a part whose speakers accepted (a driver that accepts must give one)."""
         d = self.delivered()
         if d.sender is None:
-            raise BroadcasterError(f"driver {d.driver} accepted speakers but gave no sender",
-                                   code="internal", status=500)
+            raise BroadcasterError(
+                f"driver {d.driver} accepted speakers but gave no sender",
+                code="internal",
+                status=500,
+            )
         return d.sender
 
 
@@ -150,18 +154,23 @@ class Player:
     async def _pace(self, parts: list[Part], base_time: float) -> int:
         """Hand frame n to every sender `lead` before its instant; returns frames elapsed."""
         outs = [(p.sender(), p.adapt) for p in parts]
-        frames, sent = await pace(outs, self.source, base_time, self.lead, self.clock,
-                                  lambda: self.stopped)
+        frames, sent = await pace(
+            outs, self.source, base_time, self.lead, self.clock, lambda: self.stopped
+        )
         self.broadcast.frames = sent
         return frames
 
     async def _collect(self, parts: list[Part], frames: int) -> None:
         b = self.broadcast
         if b.started_at is None:
-            raise BroadcasterError(f"broadcast {b.id}: reports collected before it started",
-                                   code="internal", status=500)
-        deadline = time.monotonic() + max(0.0, b.started_at + frames * STEP - self.clock()) \
-            + REPORT_GRACE
+            raise BroadcasterError(
+                f"broadcast {b.id}: reports collected before it started",
+                code="internal",
+                status=500,
+            )
+        deadline = (
+            time.monotonic() + max(0.0, b.started_at + frames * STEP - self.clock()) + REPORT_GRACE
+        )
 
         async def one(p: Part, sid: str) -> None:
             res = b.results[sid]
@@ -175,8 +184,14 @@ class Player:
                 res.error, rep = exc.message, None
             outcome(res, rep, b.frames, self.stopped)
 
-        await asyncio.gather(*(one(p, sid) for p in parts for sid in p.delivered().accepted
-                               if b.results[sid].state == "playing"))
+        await asyncio.gather(
+            *(
+                one(p, sid)
+                for p in parts
+                for sid in p.delivered().accepted
+                if b.results[sid].state == "playing"
+            )
+        )
 
     def cut(self, speakers: list[str], by: str) -> None:
         """A higher broadcast took these speakers: stop sending to them (a multicast group only
@@ -192,8 +207,11 @@ class Player:
             gone = {sid for sid in speakers if sid in d.destinations}
             if not gone:
                 continue
-            keep = {id(dest) for sid, dest in d.destinations.items()
-                    if sid not in gone and b.results[sid].cut_by is None}
+            keep = {
+                id(dest)
+                for sid, dest in d.destinations.items()
+                if sid not in gone and b.results[sid].cut_by is None
+            }
             for sid in gone:
                 dest = d.destinations.pop(sid)
                 if id(dest) not in keep and dest in d.sender.destinations:  # type: ignore[attr-defined]
@@ -226,14 +244,23 @@ class Player:
             self._stopping.append(asyncio.ensure_future(self._stop_parts()))
 
     async def _stop_parts(self) -> None:
-        await asyncio.gather(*(p.driver.stop(p.delivery, list(p.delivery.accepted),
-                                             self.stop_reason)
-                               for p in self.parts if p.delivery and p.delivery.accepted))
+        await asyncio.gather(
+            *(
+                p.driver.stop(p.delivery, list(p.delivery.accepted), self.stop_reason)
+                for p in self.parts
+                if p.delivery and p.delivery.accepted
+            )
+        )
 
 
-async def pace(outs: list[tuple[FrameSender, Resampler | None]], source: AudioSource,
-               base_time: float, lead: float, clock: Callable[[], float],
-               stopped: Callable[[], bool] = lambda: False) -> tuple[int, int]:
+async def pace(
+    outs: list[tuple[FrameSender, Resampler | None]],
+    source: AudioSource,
+    base_time: float,
+    lead: float,
+    clock: Callable[[], float],
+    stopped: Callable[[], bool] = lambda: False,
+) -> tuple[int, int]:
     """Frame n goes to every sender at `base_time + n * 20 ms - lead` (paced on the monotonic
     clock); a gap from the source skips n without waiting for it. Returns (frames, sent)."""
     t0 = time.monotonic() + (base_time - lead - clock())

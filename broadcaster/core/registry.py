@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 OFFLINE_AFTER = 6.0  # seconds without an answer before a speaker is offline
-SECURITY_COUNTERS = ("dropped_unauthenticated", "dropped_replay", "dropped_malformed",
-                     "control_refused", "dropped_clock")
+SECURITY_COUNTERS = (
+    "dropped_unauthenticated",
+    "dropped_replay",
+    "dropped_malformed",
+    "control_refused",
+    "dropped_clock",
+)
 
 
 @dataclass
@@ -33,12 +38,19 @@ class SpeakerState:
     def to_dict(self) -> dict:
         """The JSON form the API and CLI show."""
         return {
-            "id": self.id, "kind": self.kind, "zone_path": self.zone_path,
+            "id": self.id,
+            "kind": self.kind,
+            "zone_path": self.zone_path,
             "address": f"{self.host}:{self.port}" if self.host else None,
-            "rtp_port": self.rtp_port, "source": self.source, "driver": self.driver,
+            "rtp_port": self.rtp_port,
+            "source": self.source,
+            "driver": self.driver,
             "assigned": self.assigned,
-            "online": self.online, "last_seen": self.last_seen, "last_error": self.last_error,
-            "playing": self.playing, "clock_synced": self.clock_synced,
+            "online": self.online,
+            "last_seen": self.last_seen,
+            "last_error": self.last_error,
+            "playing": self.playing,
+            "clock_synced": self.clock_synced,
             "attacks": self.attacks,
         }
 
@@ -75,8 +87,11 @@ class Registry:
         new = {k: v for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, dict) else {}
         if not new:
             return came_online, {}
-        grew = {k: new.get(k, 0) - st.counters.get(k, 0) for k in SECURITY_COUNTERS
-                if new.get(k, 0) > st.counters.get(k, 0)}
+        grew = {
+            k: new.get(k, 0) - st.counters.get(k, 0)
+            for k in SECURITY_COUNTERS
+            if new.get(k, 0) > st.counters.get(k, 0)
+        }
         # on first contact st.counters is empty, so whatever the speaker counted before we knew it
         # counts too
         for k, v in grew.items():
@@ -97,6 +112,7 @@ class Registry:
         """Online / total counts, assigned and unassigned."""
         assigned = [s for s in self.speakers.values() if s.assigned]
         return {
-            "online": sum(s.online for s in assigned), "total": len(assigned),
+            "online": sum(s.online for s in assigned),
+            "total": len(assigned),
             "unassigned": sum(not s.assigned for s in self.speakers.values()),
         }

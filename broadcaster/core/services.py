@@ -25,8 +25,12 @@ from broadcaster.storage.db import Store
 from broadcaster.storage.history import History
 
 log = logging.getLogger(__name__)
-AUDITED_ENDS = {"done": "broadcast_ended", "stopped": "broadcast_stopped",
-                "cut": "broadcast_cut", "failed": "broadcast_failed"}
+AUDITED_ENDS = {
+    "done": "broadcast_ended",
+    "stopped": "broadcast_stopped",
+    "cut": "broadcast_cut",
+    "failed": "broadcast_failed",
+}
 
 
 @dataclass
@@ -42,19 +46,27 @@ class Services:
     history: History | None = None
     scheduler: Any = None
     _audit_pool: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, "audit"))
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, "audit")
+    )
 
     @classmethod
-    def for_controller(cls, controller: Controller, *, accounts: bool = True,
-                       **kw: Any) -> Services:
+    def for_controller(
+        cls, controller: Controller, *, accounts: bool = True, **kw: Any
+    ) -> Services:
         """Services around a controller, with the library, store, accounts, audit and history
         in its data directory (accounts=False: an open controller for tests of other parts)."""
         data = controller.config.data_dir
         store = Store.in_data_dir(data)
         audit = AuditLog(store)
-        svc = cls(controller, Library(data), store=store, audit=audit,
-                  accounts=Accounts(store, controller.site, audit=audit) if accounts else None,
-                  history=History(store, on_fault=controller.storage_fault), **kw)
+        svc = cls(
+            controller,
+            Library(data),
+            store=store,
+            audit=audit,
+            accounts=Accounts(store, controller.site, audit=audit) if accounts else None,
+            history=History(store, on_fault=controller.storage_fault),
+            **kw,
+        )
         controller.events.subscribe(svc._on_event)
         return svc
 
@@ -64,8 +76,12 @@ class Services:
             return
         self.history.start()
         for bid in self.history.mark_interrupted(self.controller.now()):
-            self._append("broadcast_interrupted", None, broadcast=bid,
-                         what={"why": "the controller stopped during this broadcast"})
+            self._append(
+                "broadcast_interrupted",
+                None,
+                broadcast=bid,
+                what={"why": "the controller stopped during this broadcast"},
+            )
 
     def _on_event(self, ev: Event) -> None:
         if self.history is not None:
@@ -80,15 +96,35 @@ class Services:
             self.history.save_broadcast(b.to_dict())
         owner = Principal(b.owner, b.owner_scope, origin="controller")
         if ev.kind == "broadcast" and ev.detail.get("state") == "playing":
-            self._append("broadcast_started", owner, targets=b.targets, what=b.source,
-                         broadcast=b.id, outcome={"lead": b.lead, "speakers": len(b.results)})
+            self._append(
+                "broadcast_started",
+                owner,
+                targets=b.targets,
+                what=b.source,
+                broadcast=b.id,
+                outcome={"lead": b.lead, "speakers": len(b.results)},
+            )
         elif ev.kind == "broadcast_ended":
-            self._append(AUDITED_ENDS.get(b.state, "broadcast_ended"), owner, targets=b.targets,
-                         what=b.source, broadcast=b.id, outcome={
-                             "state": b.state, "summary": b.summary()["states"],
-                             "speakers": {r.speaker: {"state": r.state, "cut_by": r.cut_by,
-                                                      "packets": r.packets, "lost": r.lost}
-                                          for r in b.results.values()}})
+            self._append(
+                AUDITED_ENDS.get(b.state, "broadcast_ended"),
+                owner,
+                targets=b.targets,
+                what=b.source,
+                broadcast=b.id,
+                outcome={
+                    "state": b.state,
+                    "summary": b.summary()["states"],
+                    "speakers": {
+                        r.speaker: {
+                            "state": r.state,
+                            "cut_by": r.cut_by,
+                            "packets": r.packets,
+                            "lost": r.lost,
+                        }
+                        for r in b.results.values()
+                    },
+                },
+            )
 
     def _append(self, action: str, who: Principal | None, **kw: Any) -> None:
         """An audit row, written in order on the audit thread (never on the event loop)."""
@@ -107,7 +143,8 @@ class Services:
         audit = self.audit
         if audit is not None:
             await asyncio.get_running_loop().run_in_executor(
-                self._audit_pool, lambda: audit.append(action, who, **kw))
+                self._audit_pool, lambda: audit.append(action, who, **kw)
+            )
 
     def storage_health(self) -> dict:
         """The history store's state (ok, or the fault that stops it writing)."""

@@ -36,8 +36,12 @@ class LocalClock:
     `wall` is the wall-clock source, injectable so tests can step it.
     """
 
-    def __init__(self, offset: float = 0.0, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        offset: float = 0.0,
+        wall: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.offset = offset
         self._play = clk.PlayClock(wall, mono)
 
@@ -60,8 +64,13 @@ class LocalClock:
 class WallStep:
     """A wall-clock source that jumps by `step` seconds `at` seconds after it is made (tests)."""
 
-    def __init__(self, at: float, step: float, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        at: float,
+        step: float,
+        wall: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.at, self.step = at, step
         self._wall, self._mono = wall, mono
         self._m0 = mono()
@@ -87,8 +96,15 @@ def parse_clock_steps(spec: str | None) -> dict[str, tuple[float, float]]:
 class ClockSync:
     """The exchange with the controller's clock service, and what it says about controller time."""
 
-    def __init__(self, speaker_id: str, key: bytes, host: str, clock: LocalClock,
-                 counters: Counter, impair: Impairment | None = None) -> None:
+    def __init__(
+        self,
+        speaker_id: str,
+        key: bytes,
+        host: str,
+        clock: LocalClock,
+        counters: Counter,
+        impair: Impairment | None = None,
+    ) -> None:
         self.speaker_id, self.key, self.host = speaker_id, key, host
         self.clock = clock
         self.counters = counters
@@ -155,6 +171,10 @@ class ClockSync:
         err = self.clock.wall_error()
         if abs(err - self._wall_error) > WALL_STEP:
             self.counters["wall_clock_steps"] += 1
-            log.info("%s: wall clock stepped by %+.3f s (ignored: play and timeouts run on the "
-                     "monotonic clock)", self.speaker_id, err - self._wall_error)
+            log.info(
+                "%s: wall clock stepped by %+.3f s (ignored: play and timeouts run on the "
+                "monotonic clock)",
+                self.speaker_id,
+                err - self._wall_error,
+            )
         self._wall_error = err

@@ -62,24 +62,43 @@ class DialOut:
                 try:
                     await self._session(http)
                     failures = 0  # a session that was welcomed resets the backoff
-                except (TimeoutError, aiohttp.ClientError, OSError, HandshakeFailed,
-                        msg.DialInError) as exc:
-                    log.info("%s: dial-in to %s failed: %s", self.speaker.spec.speaker_id,
-                             self.url, exc or type(exc).__name__)
+                except (
+                    TimeoutError,
+                    aiohttp.ClientError,
+                    OSError,
+                    HandshakeFailed,
+                    msg.DialInError,
+                ) as exc:
+                    log.info(
+                        "%s: dial-in to %s failed: %s",
+                        self.speaker.spec.speaker_id,
+                        self.url,
+                        exc or type(exc).__name__,
+                    )
                 failures += 1
                 await asyncio.sleep(backoff(failures, self._rng))
 
     async def _session(self, http: aiohttp.ClientSession) -> None:
         sid, key = self.speaker.spec.speaker_id, self.speaker.spec.key
-        async with http.ws_connect(self.url, heartbeat=HEARTBEAT,
-                                   timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-                                   max_msg_size=256 * 1024) as ws:
+        async with http.ws_connect(
+            self.url,
+            heartbeat=HEARTBEAT,
+            timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+            max_msg_size=256 * 1024,
+        ) as ws:
             challenge = msg.parse_frame(await ws.receive_str(timeout=CONNECT_TIMEOUT))
             if challenge["t"] != "challenge" or not isinstance(challenge.get("nonce"), str):
                 raise HandshakeFailed("no challenge")
             mine = secrets.token_hex(16)
-            await ws.send_json({"t": "hello", "v": msg.VERSION, "speaker": sid, "nonce": mine,
-                                "mac": msg.hello_mac(key, challenge["nonce"], sid)})
+            await ws.send_json(
+                {
+                    "t": "hello",
+                    "v": msg.VERSION,
+                    "speaker": sid,
+                    "nonce": mine,
+                    "mac": msg.hello_mac(key, challenge["nonce"], sid),
+                }
+            )
             welcome = msg.parse_frame(await ws.receive_str(timeout=CONNECT_TIMEOUT))
             if not msg.check_mac(msg.welcome_mac(key, mine, sid), welcome.get("mac")):
                 raise HandshakeFailed("the controller did not prove the pairing key")
@@ -113,15 +132,19 @@ class DialOut:
         host = "127.0.0.1" if sp.spec.host in ("0.0.0.0", "") else sp.spec.host
         path, method = str(frame.get("path", "/")), str(frame.get("method", "GET"))
         body = str(frame.get("body", "")).encode()
-        headers = {"Authorization": str(frame.get("auth", "")),
-                   "Content-Type": "application/json"}
+        headers = {"Authorization": str(frame.get("auth", "")), "Content-Type": "application/json"}
         try:
-            async with self._local.request(method, f"http://{host}:{sp.control_port}{path}",
-                                           data=body or None, headers=headers,
-                                           timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            async with self._local.request(
+                method,
+                f"http://{host}:{sp.control_port}{path}",
+                data=body or None,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
                 data = await resp.read()
-                out = msg.answer_frame(int(frame.get("id", 0)), resp.status,
-                                       resp.headers.get("X-BC-MAC", ""), data)
+                out = msg.answer_frame(
+                    int(frame.get("id", 0)), resp.status, resp.headers.get("X-BC-MAC", ""), data
+                )
             await ws.send_str(out)
         except (TimeoutError, aiohttp.ClientError, OSError, UnicodeDecodeError) as exc:
             log.info("%s: request over the channel failed: %s", sp.spec.speaker_id, exc)
@@ -132,9 +155,12 @@ class DialOut:
         while True:
             if self.clock_port:
                 self._seq += 1
-                sp.send_rtp(msg.encode_punch(sp.spec.speaker_id, sp.spec.key,
-                                             sp.sync.controller_now(), self._seq),
-                            (self.controller_host, self.clock_port))
+                sp.send_rtp(
+                    msg.encode_punch(
+                        sp.spec.speaker_id, sp.spec.key, sp.sync.controller_now(), self._seq
+                    ),
+                    (self.controller_host, self.clock_port),
+                )
             await asyncio.sleep(PUNCH_EVERY)
 
 

@@ -42,8 +42,9 @@ class PipeOutput:
         self.volume = volume
         self.dropped = 0
         self.reaped = threading.Event()  # set once the player process has exited and been reaped
-        self._proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            ["/bin/sh", "-c", cmd], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+        )
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         # never let a stuck player block the event loop: a full pipe drops the frame instead
@@ -82,8 +83,9 @@ class PipeOutput:
         try:
             self._proc.wait(timeout=DRAIN_LIMIT)
         except subprocess.TimeoutExpired:
-            log.warning("output player %d did not exit in %.0f s: killed", self._proc.pid,
-                        DRAIN_LIMIT)
+            log.warning(
+                "output player %d did not exit in %.0f s: killed", self._proc.pid, DRAIN_LIMIT
+            )
             self._proc.kill()
             self._proc.wait()
         self.reaped.set()

@@ -39,15 +39,25 @@ class PlayRequest:
         if volume is not None and not 0 <= volume <= 100:
             raise ValueError(f"volume {volume} is outside 0-100")
         base_time = req.get("base_time")
-        if base_time is not None and (isinstance(base_time, bool)
-                                      or not isinstance(base_time, (int, float))
-                                      or not math.isfinite(base_time)):
+        if base_time is not None and (
+            isinstance(base_time, bool)
+            or not isinstance(base_time, (int, float))
+            or not math.isfinite(base_time)
+        ):
             raise ValueError("base_time must be a number or null")
         if not isinstance(req["key"], str):
             raise TypeError("key must be a base64 string")
-        return cls(str(req["broadcast"]), codec_by_name(str(req["codec"])), _int(req, "ssrc"),
-                   _int(req, "base_ts"), None if base_time is None else float(base_time),
-                   _int(req, "priority", 0), volume, req["key"], _group(req.get("multicast")))
+        return cls(
+            str(req["broadcast"]),
+            codec_by_name(str(req["codec"])),
+            _int(req, "ssrc"),
+            _int(req, "base_ts"),
+            None if base_time is None else float(base_time),
+            _int(req, "priority", 0),
+            volume,
+            req["key"],
+            _group(req.get("multicast")),
+        )
 
 
 def volume_of(req: object) -> int:

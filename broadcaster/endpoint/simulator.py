@@ -50,10 +50,18 @@ def parse_impairments(spec: str | None, ids: list[str], seed: int) -> dict[str, 
     return out
 
 
-def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, tag: str,
-                record_dir: Path | None, impair: str | None = None,
-                clock_skew: float = 0.0, seed: int = 1,
-                clock_steps: str | None = None) -> list[SpeakerSpec]:
+def build_specs(
+    site: Site,
+    keys: dict[str, bytes],
+    *,
+    only: list[str] | None,
+    tag: str,
+    record_dir: Path | None,
+    impair: str | None = None,
+    clock_skew: float = 0.0,
+    seed: int = 1,
+    clock_steps: str | None = None,
+) -> list[SpeakerSpec]:
     """One spec per simulated speaker: address, keys, faults, clock offsets and clock steps.
 
     `clock_steps` ('ID=AT:STEP;…', seconds) steps a speaker's wall-clock source by STEP, AT
@@ -82,29 +90,56 @@ def build_specs(site: Site, keys: dict[str, bytes], *, only: list[str] | None, t
         host, port = sim_host(index), 0
         if sp.address and _is_loopback(sp.address[0]):
             host, port = sp.address
-        specs.append(SpeakerSpec(
-            speaker_id=sid, kind=sp.kind, key=keys[sid], site=tag, host=host,
-            control_port=port, volume=sp.volume, record_dir=record_dir,
-            clock_offset=rng.uniform(-clock_skew, clock_skew) if clock_skew else 0.0,
-            impair=faults.get(sid), simulated=True,
-            **({"wall": WallStep(*steps[sid])} if sid in steps else {})))
+        specs.append(
+            SpeakerSpec(
+                speaker_id=sid,
+                kind=sp.kind,
+                key=keys[sid],
+                site=tag,
+                host=host,
+                control_port=port,
+                volume=sp.volume,
+                record_dir=record_dir,
+                clock_offset=rng.uniform(-clock_skew, clock_skew) if clock_skew else 0.0,
+                impair=faults.get(sid),
+                simulated=True,
+            )
+        )
+        if sid in steps:
+            specs[-1].wall = WallStep(*steps[sid])
     return specs
 
 
-async def run_simulation(specs: list[SpeakerSpec], *, mdns: bool = True,
-                         mdns_interfaces: list[str] | None = None,
-                         ready_file: Path | None = None) -> None:
+async def run_simulation(
+    specs: list[SpeakerSpec],
+    *,
+    mdns: bool = True,
+    mdns_interfaces: list[str] | None = None,
+    ready_file: Path | None = None,
+) -> None:
     """Start every speaker, advertise them, and run until cancelled or signalled."""
     speakers = [Speaker(s) for s in specs]
     await asyncio.gather(*(sp.start() for sp in speakers))
-    adverts = [Advert(sp.spec.speaker_id, sp.spec.kind, sp.spec.host, sp.control_port,
-                      sp.rtp_port, sp.spec.site) for sp in speakers]
+    adverts = [
+        Advert(
+            sp.spec.speaker_id,
+            sp.spec.kind,
+            sp.spec.host,
+            sp.control_port,
+            sp.rtp_port,
+            sp.spec.site,
+        )
+        for sp in speakers
+    ]
     azc = open_zeroconf(mdns_interfaces or ["127.0.0.1"]) if mdns else None
     if azc is not None:
         await register(azc, adverts)
     ticker = asyncio.ensure_future(Ticker(speakers).run())
-    info = {"speakers": [{"id": a.speaker_id, "host": a.host, "port": a.port, "rtp": a.rtp_port}
-                         for a in adverts]}
+    info = {
+        "speakers": [
+            {"id": a.speaker_id, "host": a.host, "port": a.port, "rtp": a.rtp_port} for a in adverts
+        ]
+    }
     if ready_file:
         ready_file.write_text(json.dumps(info))
     print(f"READY {len(speakers)} speakers", flush=True)

@@ -14,8 +14,14 @@ from broadcaster.protocol.playout import Frame
 class SoundCard:
     """Writes played frames to DIR/<speaker>/<broadcast>.wav; appends a line to playout.jsonl."""
 
-    def __init__(self, speaker_id: str, broadcast: str, rate: int, record_dir: Path | None,
-                 output: PipeOutput | None = None) -> None:
+    def __init__(
+        self,
+        speaker_id: str,
+        broadcast: str,
+        rate: int,
+        record_dir: Path | None,
+        output: PipeOutput | None = None,
+    ) -> None:
         self.rate = rate
         self.samples = 0
         self.output = output

@@ -137,8 +137,9 @@ class Speaker:
         """Bind the RTP/RTCP sockets and the control API."""
         s = self.spec
         # RTCP may share the RTP port (RFC 5761): a dial-in speaker has one NAT mapping
-        self._rtp, self._rtcp = await open_udp_pair(s.host, s.rtp_port, self._on_rtp_or_rtcp,
-                                                    self._on_rtcp, s.impair)
+        self._rtp, self._rtcp = await open_udp_pair(
+            s.host, s.rtp_port, self._on_rtp_or_rtcp, self._on_rtcp, s.impair
+        )
         app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
         app.router.add_get("/status", self._status)
         app.router.add_post("/play", self._play)
@@ -170,9 +171,15 @@ class Speaker:
         try:
             # freshness is judged on the controller's clock as best known (local before the
             # first sync): neither machine's wall clock, nor a step of it, matters
-            nonce = self.guard.check(self.spec.key, request.method, request.path_qs, body,
-                                     request.headers.get("Authorization", ""),
-                                     self.sync.controller_now(), self.spec.speaker_id)
+            nonce = self.guard.check(
+                self.spec.key,
+                request.method,
+                request.path_qs,
+                body,
+                request.headers.get("Authorization", ""),
+                self.sync.controller_now(),
+                self.spec.speaker_id,
+            )
         except AuthError as exc:
             if exc.code == "auth_stale" and not self.sync.fresh() and "clock" in request.query:
                 # authentic (its MAC verified) but off our clock, and our estimate has gone
@@ -181,8 +188,13 @@ class Speaker:
                 self._set_controller_clock(request.query["clock"])
             self.counters[f"control_refused_{exc.code}"] += 1
             self.counters["control_refused"] += 1
-            log.info("%s refused control request %s %s: %s", self.spec.speaker_id,
-                     request.method, request.path, exc.message)
+            log.info(
+                "%s refused control request %s %s: %s",
+                self.spec.speaker_id,
+                request.method,
+                request.path,
+                exc.message,
+            )
             return web.json_response(exc.to_dict(), status=401)
         clock_addr = request.query.get("clock")
         if clock_addr:
@@ -193,20 +205,25 @@ class Speaker:
             resp = web.json_response(exc.to_dict(), status=exc.status)
         except (ValueError, KeyError, TypeError) as exc:
             resp = web.json_response({"error": "bad_request", "message": str(exc)}, status=400)
-        resp.headers["X-BC-MAC"] = response_mac(self.spec.key, nonce, resp.status,
-                                                resp.body)  # type: ignore[arg-type]
+        resp.headers["X-BC-MAC"] = response_mac(self.spec.key, nonce, resp.status, resp.body)  # type: ignore[arg-type]
         return resp
 
     def status(self) -> dict:
         """The speaker's state as the control API reports it."""
         a = self.active
         return {
-            "id": self.spec.speaker_id, "kind": self.spec.kind, "volume": self.volume,
+            "id": self.spec.speaker_id,
+            "kind": self.spec.kind,
+            "volume": self.volume,
             "rtp_port": self.rtp_port,
             "playing": a.playout.broadcast if a else None,
             "priority": a.priority if a else None,
-            "clock": {"synced": self.estimator.synced, "offset": self.estimator.offset,
-                      "rtt": self.estimator.rtt, "rtt_p90": rtt_p90(self.estimator)},
+            "clock": {
+                "synced": self.estimator.synced,
+                "offset": self.estimator.offset,
+                "rtt": self.estimator.rtt,
+                "rtt_p90": rtt_p90(self.estimator),
+            },
             "counters": dict(self.counters),
         }
 
@@ -223,11 +240,17 @@ class Speaker:
         mcast = None
         if group is not None:
             try:
-                mcast = await open_multicast_receiver(group[0], group[1], self.spec.multicast_iface,
-                                                      self._on_rtp_or_rtcp, self.spec.impair)
+                mcast = await open_multicast_receiver(
+                    group[0],
+                    group[1],
+                    self.spec.multicast_iface,
+                    self._on_rtp_or_rtcp,
+                    self.spec.impair,
+                )
             except OSError as exc:
-                raise BroadcasterError(f"cannot join multicast {group[0]}:{group[1]}: {exc}",
-                                       code="bad_multicast") from None
+                raise BroadcasterError(
+                    f"cannot join multicast {group[0]}:{group[1]}: {exc}", code="bad_multicast"
+                ) from None
             try:  # another request may have taken the speaker while the group was joined
                 self._refuse_if_outranked(bid, ssrc, srtp, priority)
             except Outranked:
@@ -235,8 +258,15 @@ class Speaker:
                 raise
         if self.active:
             self._finish("preempted", by=bid)
-        playout = Playout(bid, codec, ssrc, req.base_ts, req.base_time,
-                          armed_at=self.clock.now(), join_late=req.base_time is not None)
+        playout = Playout(
+            bid,
+            codec,
+            ssrc,
+            req.base_ts,
+            req.base_time,
+            armed_at=self.clock.now(),
+            join_late=req.base_time is not None,
+        )
         if req.volume is not None:
             self.volume = req.volume
         out = None
@@ -255,9 +285,11 @@ class Speaker:
             return
         self.counters["play_outranked"] += 1
         self._remember(ssrc, srtp)  # a group it was sent to may reach us: not an attack
-        raise Outranked(f"broadcast {a.playout.broadcast} holds this speaker at priority "
-                        f"{a.priority}; broadcast {bid} has priority {priority}",
-                        detail={"holder": a.playout.broadcast, "priority": a.priority})
+        raise Outranked(
+            f"broadcast {a.playout.broadcast} holds this speaker at priority "
+            f"{a.priority}; broadcast {bid} has priority {priority}",
+            detail={"holder": a.playout.broadcast, "priority": a.priority},
+        )
 
     async def _stop(self, request: web.Request) -> web.Response:
         bid = broadcast_of(json.loads(await request.read()))
@@ -280,8 +312,14 @@ class Speaker:
             return web.json_response({"state": "playing"})
         if bid in self.reports:
             return web.json_response({"state": "done", **self.reports[bid]})
-        return web.json_response({"state": "unknown", "error": "unknown_broadcast",
-                                  "message": f"no playout record for broadcast {bid}"}, status=404)
+        return web.json_response(
+            {
+                "state": "unknown",
+                "error": "unknown_broadcast",
+                "message": f"no playout record for broadcast {bid}",
+            },
+            status=404,
+        )
 
     # --- audio path --------------------------------------------------------------------------
 
@@ -361,8 +399,13 @@ class Speaker:
         for frame in a.playout.due(now + self.spec.output_latency, self.estimator.offset):
             a.card.play(frame)
         if a.playout.finished(now):
-            self._finish("stopped" if a.playout.stopped else
-                         "end" if a.playout.end_index is not None else "idle")
+            self._finish(
+                "stopped"
+                if a.playout.stopped
+                else "end"
+                if a.playout.end_index is not None
+                else "idle"
+            )
 
     def _finish(self, how: str, by: str | None = None) -> None:
         """End the active broadcast here: release its socket, keep its key and its record."""
@@ -376,23 +419,35 @@ class Speaker:
             a.mcast.close()
         st = a.playout.stats
         report = {
-            "broadcast": a.playout.broadcast, "speaker": self.spec.speaker_id,
+            "broadcast": a.playout.broadcast,
+            "speaker": self.spec.speaker_id,
             # controller time as the speaker knows it: the instant it played against
-            "first_sample_at": (st.first_local + st.first_offset
-                                if st.first_local is not None else None),
-            "sample_rate": a.playout.codec.rate, "samples": a.card.samples,
-            "packets": st.packets, "lost": st.lost, "late": st.late,
-            "concealed": st.concealed, "fec": st.fec,
-            "duplicates": st.duplicates, "foreign": st.foreign, "ended": how,
-            "codec": a.playout.codec.name, "volume": self.volume,
-            "clock_offset": self.estimator.offset, "clock_rtt": self.estimator.rtt,
-            "priority": a.priority, "first_frame": a.playout.first_index,
+            "first_sample_at": (
+                st.first_local + st.first_offset if st.first_local is not None else None
+            ),
+            "sample_rate": a.playout.codec.rate,
+            "samples": a.card.samples,
+            "packets": st.packets,
+            "lost": st.lost,
+            "late": st.late,
+            "concealed": st.concealed,
+            "fec": st.fec,
+            "duplicates": st.duplicates,
+            "foreign": st.foreign,
+            "ended": how,
+            "codec": a.playout.codec.name,
+            "volume": self.volume,
+            "clock_offset": self.estimator.offset,
+            "clock_rtt": self.estimator.rtt,
+            "priority": a.priority,
+            "first_frame": a.playout.first_index,
         }
         if by is not None:
             report["preempted_by"] = by
         if self.spec.simulated:  # the acoustic truth, which only a simulator knows (benchmarks)
-            report["first_sample_true"] = (self.clock.to_true(st.first_local)
-                                           if st.first_local is not None else None)
+            report["first_sample_true"] = (
+                self.clock.to_true(st.first_local) if st.first_local is not None else None
+            )
         a.card.close(report)
         self.reports[a.playout.broadcast] = report
         while len(self.reports) > REPORTS_KEPT:
@@ -438,4 +493,4 @@ def rtt_p90(est: OffsetEstimator) -> float:
 def _ssrc(data: bytes, rtcp: bool) -> int | None:
     """The SSRC in a packet's clear header (RTP bytes 8-11; RTCP sender, bytes 4-7)."""
     at = 4 if rtcp else 8
-    return int.from_bytes(data[at:at + 4], "big") if len(data) >= at + 4 else None
+    return int.from_bytes(data[at : at + 4], "big") if len(data) >= at + 4 else None

@@ -2,7 +2,8 @@
 
 Service type `_bcspeaker._tcp.local.`; the port is the speaker's control API (HTTP). TXT keys:
 `id` speaker id, `kind` column/horn, `pv` protocol version, `rtp` RTP port, `site` the site tag a
-controller filters on (two sites on one LAN, or tests beside a demo, never see each other's speakers).
+controller filters on (two sites on one LAN, or tests beside a demo, never see each other's
+speakers).
 """
 
 from __future__ import annotations
@@ -45,27 +46,37 @@ def _instance(advert: Advert) -> str:
 
 def _info(advert: Advert) -> AsyncServiceInfo:
     return AsyncServiceInfo(
-        SERVICE_TYPE, _instance(advert),
-        addresses=[socket.inet_aton(advert.host)], port=advert.port,
-        properties={"id": advert.speaker_id, "kind": advert.kind, "pv": advert.version,
-                    "rtp": str(advert.rtp_port), "site": advert.site},
+        SERVICE_TYPE,
+        _instance(advert),
+        addresses=[socket.inet_aton(advert.host)],
+        port=advert.port,
+        properties={
+            "id": advert.speaker_id,
+            "kind": advert.kind,
+            "pv": advert.version,
+            "rtp": str(advert.rtp_port),
+            "site": advert.site,
+        },
         server=f"{advert.site}-{advert.speaker_id}.local.",
     )
 
 
 async def register(azc: AsyncZeroconf, adverts: list[Advert]) -> None:
     """Advertise many speakers at once (probing runs concurrently)."""
-    tasks = await asyncio.gather(*(azc.async_register_service(_info(a), allow_name_change=False)
-                                   for a in adverts))
+    tasks = await asyncio.gather(
+        *(azc.async_register_service(_info(a), allow_name_change=False) for a in adverts)
+    )
     await asyncio.gather(*tasks)
 
 
 async def unregister(azc: AsyncZeroconf, adverts: list[Advert]) -> None:
     """Withdraw adverts (sends goodbye packets)."""
-    tasks = await asyncio.gather(*(azc.async_unregister_service(_info(a)) for a in adverts),
-                                 return_exceptions=True)
-    await asyncio.gather(*(t for t in tasks if not isinstance(t, BaseException)),
-                         return_exceptions=True)
+    tasks = await asyncio.gather(
+        *(azc.async_unregister_service(_info(a)) for a in adverts), return_exceptions=True
+    )
+    await asyncio.gather(
+        *(t for t in tasks if not isinstance(t, BaseException)), return_exceptions=True
+    )
 
 
 class Browser:
@@ -76,8 +87,13 @@ class Browser:
     goodbye packet or its records expiring); names never resolved for this site are ignored.
     """
 
-    def __init__(self, azc: AsyncZeroconf, site: str, on_found: Callable[[Advert], None],
-                 on_removed: Callable[[Advert], None] | None = None) -> None:
+    def __init__(
+        self,
+        azc: AsyncZeroconf,
+        site: str,
+        on_found: Callable[[Advert], None],
+        on_removed: Callable[[Advert], None] | None = None,
+    ) -> None:
         self.azc = azc
         self.site = site
         self.on_found = on_found
@@ -89,11 +105,15 @@ class Browser:
     async def start(self) -> None:
         """Begin browsing; QM questions so answers reach every process sharing port 5353."""
         self._browser = AsyncServiceBrowser(
-            self.azc.zeroconf, SERVICE_TYPE, handlers=[self._changed],
-            question_type=DNSQuestionType.QM)
+            self.azc.zeroconf,
+            SERVICE_TYPE,
+            handlers=[self._changed],
+            question_type=DNSQuestionType.QM,
+        )
 
-    def _changed(self, zeroconf, service_type: str, name: str,
-                 state_change: ServiceStateChange) -> None:
+    def _changed(
+        self, zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         if state_change is ServiceStateChange.Removed:
             advert = self._named.pop(name, None)
             if advert is not None and self.on_removed:
@@ -106,8 +126,7 @@ class Browser:
     async def _resolve(self, service_type: str, name: str) -> None:
         info = AsyncServiceInfo(service_type, name)
         for _ in range(3):
-            if await info.async_request(self.azc.zeroconf, 3000,
-                                        question_type=DNSQuestionType.QM):
+            if await info.async_request(self.azc.zeroconf, 3000, question_type=DNSQuestionType.QM):
                 break
         else:
             log.debug("could not resolve %s", name)
@@ -130,8 +149,15 @@ def parse_info(info: AsyncServiceInfo) -> Advert | None:
     props = {k.decode(): (v.decode() if v else "") for k, v in info.properties.items()}
     addrs = info.parsed_addresses(IPVersion.V4Only)
     try:
-        return Advert(props["id"], props.get("kind", ""), addrs[0], int(info.port or 0),
-                      int(props["rtp"]), props.get("site", ""), props.get("pv", ""))
+        return Advert(
+            props["id"],
+            props.get("kind", ""),
+            addrs[0],
+            int(info.port or 0),
+            int(props["rtp"]),
+            props.get("site", ""),
+            props.get("pv", ""),
+        )
     except (KeyError, IndexError, ValueError):
         log.debug("ignoring malformed advert %s: %r", info.name, props)
         return None

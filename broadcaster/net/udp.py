@@ -65,8 +65,9 @@ class Impairment:
             try:
                 vals[name] = float(number) * scale
             except ValueError:
-                raise ValueError(f"impairment {part!r}: {raw!r} is not a number "
-                                 "(e.g. 50ms, 0.05, 1%)") from None
+                raise ValueError(
+                    f"impairment {part!r}: {raw!r} is not a number (e.g. 50ms, 0.05, 1%)"
+                ) from None
         return cls(vals["delay"], vals["jitter"], vals["loss"], seed, direction)
 
 
@@ -123,17 +124,20 @@ class UdpPort:
         self.transport.close()
 
 
-async def open_udp(host: str, port: int, handler: Handler,
-                   impair: Impairment | None = None) -> UdpPort:
+async def open_udp(
+    host: str, port: int, handler: Handler, impair: Impairment | None = None
+) -> UdpPort:
     """Bind a unicast UDP socket."""
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_datagram_endpoint(
-        lambda: _Proto(handler, impair), local_addr=(host, port))
+        lambda: _Proto(handler, impair), local_addr=(host, port)
+    )
     return UdpPort(transport, proto)
 
 
-async def open_udp_pair(host: str, port: int, rtp: Handler, rtcp: Handler,
-                        impair: Impairment | None = None) -> tuple[UdpPort, UdpPort]:
+async def open_udp_pair(
+    host: str, port: int, rtp: Handler, rtcp: Handler, impair: Impairment | None = None
+) -> tuple[UdpPort, UdpPort]:
     """Bind RTP on an even port and RTCP on the next one; port 0 picks a free pair."""
     for _ in range(50):
         a = await open_udp(host, port, rtp, impair)
@@ -151,8 +155,9 @@ async def open_udp_pair(host: str, port: int, rtp: Handler, rtcp: Handler,
     raise OSError(f"no free RTP/RTCP port pair on {host}")
 
 
-async def open_multicast_receiver(group: str, port: int, iface: str, handler: Handler,
-                                  impair: Impairment | None = None) -> UdpPort:
+async def open_multicast_receiver(
+    group: str, port: int, iface: str, handler: Handler, impair: Impairment | None = None
+) -> UdpPort:
     """Join a multicast group on one interface address only (127.0.0.1 keeps it on loopback)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -164,7 +169,8 @@ async def open_multicast_receiver(group: str, port: int, iface: str, handler: Ha
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     transport, proto = await loop.create_datagram_endpoint(
-        lambda: _Proto(handler, impair), sock=sock)
+        lambda: _Proto(handler, impair), sock=sock
+    )
     return UdpPort(transport, proto)
 
 

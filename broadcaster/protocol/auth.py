@@ -43,8 +43,9 @@ def request_mac(key: bytes, method: str, path: str, ts: str, nonce: str, body: b
     return hmac.new(_derive(key, b"control"), msg, hashlib.sha256).hexdigest()
 
 
-def sign_request(speaker_id: str, key: bytes, method: str, path: str, body: bytes,
-                 now: float) -> str:
+def sign_request(
+    speaker_id: str, key: bytes, method: str, path: str, body: bytes, now: float
+) -> str:
     """The Authorization header value for a control request sent at `now`."""
     ts = f"{now:.3f}"
     nonce = secrets.token_hex(12)
@@ -57,7 +58,7 @@ def parse_authorization(value: str) -> dict[str, str]:
     if not value.startswith(SCHEME + " "):
         raise AuthError("missing or foreign Authorization scheme", code="auth_missing")
     fields: dict[str, str] = {}
-    for part in value[len(SCHEME) + 1:].split(","):
+    for part in value[len(SCHEME) + 1 :].split(","):
         name, _, raw = part.strip().partition("=")
         fields[name] = raw.strip('"')
     for need in ("id", "ts", "nonce", "mac"):
@@ -86,13 +87,23 @@ class ReplayGuard:
         self.limit = limit
         self._seen: OrderedDict[str, float] = OrderedDict()
 
-    def check(self, key: bytes, method: str, path: str, body: bytes, header: str,
-              now: float, speaker_id: str) -> str:
-        """Verify a signed request; return its nonce or raise AuthError naming why it was refused."""
+    def check(
+        self,
+        key: bytes,
+        method: str,
+        path: str,
+        body: bytes,
+        header: str,
+        now: float,
+        speaker_id: str,
+    ) -> str:
+        """Verify a signed request; return its nonce, or raise AuthError naming why not."""
         f = parse_authorization(header)
         if f["id"] != speaker_id:
-            raise AuthError(f"request is for speaker {f['id']!r}, this is {speaker_id!r}",
-                            code="auth_wrong_speaker")
+            raise AuthError(
+                f"request is for speaker {f['id']!r}, this is {speaker_id!r}",
+                code="auth_wrong_speaker",
+            )
         expect = request_mac(key, method, path, f["ts"], f["nonce"], body)
         if not hmac.compare_digest(expect, f["mac"]):
             raise AuthError("request MAC does not verify (forged or altered)", code="auth_bad_mac")
@@ -101,8 +112,11 @@ class ReplayGuard:
         except ValueError:
             raise AuthError("request timestamp is not a number", code="auth_malformed") from None
         if abs(now - ts) > self.window:
-            raise AuthError(f"request is stale ({now - ts:+.0f} s old by the signer's clock as "
-                            "this speaker knows it)", code="auth_stale")
+            raise AuthError(
+                f"request is stale ({now - ts:+.0f} s old by the signer's clock as "
+                "this speaker knows it)",
+                code="auth_stale",
+            )
         while self._seen and next(iter(self._seen.values())) < now - 2 * self.window:
             self._seen.popitem(last=False)
         if f["nonce"] in self._seen:
@@ -126,8 +140,9 @@ def unwrap_key(pairing_key: bytes, wrapped: str, context: str) -> bytes:
         raw = base64.b64decode(wrapped, validate=True)
         return AESGCM(_derive(pairing_key, b"wrap")).decrypt(raw[:12], raw[12:], context.encode())
     except Exception:  # noqa: BLE001 - any failure means "not sealed for this speaker"
-        raise AuthError("broadcast key does not unwrap with this speaker's key",
-                        code="auth_bad_key") from None
+        raise AuthError(
+            "broadcast key does not unwrap with this speaker's key", code="auth_bad_key"
+        ) from None
 
 
 def clock_mac(key: bytes, payload: bytes) -> bytes:
@@ -140,8 +155,10 @@ def fingerprint(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:8]
 
 
-REPAIR_HINT = ("restore it from a backup, or re-key every speaker with `broadcaster keys rekey "
-               "--all` and re-pair them")
+REPAIR_HINT = (
+    "restore it from a backup, or re-key every speaker with `broadcaster keys rekey "
+    "--all` and re-pair them"
+)
 
 
 @dataclass
@@ -157,8 +174,9 @@ class KeyStore:
     path: Path
 
     def _fault(self, what: str, hint: str = REPAIR_HINT) -> StorageError:
-        return StorageError(f"{self.path}: {what}; {hint}", code="key_store",
-                            detail={"file": str(self.path)})
+        return StorageError(
+            f"{self.path}: {what}; {hint}", code="key_store", detail={"file": str(self.path)}
+        )
 
     def read(self, damaged_ok: frozenset[str] = frozenset()) -> dict[str, bytes] | None:
         """The keys in the file, None if there is no file; StorageError if it is damaged.
@@ -171,18 +189,22 @@ class KeyStore:
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            raise self._fault("is a directory, not the key store",
-                              "move it aside; the key store is a JSON file") from None
+            raise self._fault(
+                "is a directory, not the key store", "move it aside; the key store is a JSON file"
+            ) from None
         except OSError as exc:
-            raise self._fault(f"cannot be read ({exc.strerror})",
-                              "check its owner and permissions") from None
+            raise self._fault(
+                f"cannot be read ({exc.strerror})", "check its owner and permissions"
+            ) from None
         except UnicodeDecodeError:
             raise self._fault("the speaker key store is damaged (not UTF-8 text)") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise self._fault(f"the speaker key store is damaged (not JSON: {exc.msg}, line "
-                              f"{exc.lineno} column {exc.colno})") from None
+            raise self._fault(
+                f"the speaker key store is damaged (not JSON: {exc.msg}, line "
+                f"{exc.lineno} column {exc.colno})"
+            ) from None
         if not isinstance(data, dict):
             raise self._fault("the speaker key store is damaged (not a JSON object)")
         speakers = data.get("speakers", {})
@@ -193,9 +215,10 @@ class KeyStore:
             key = _parse_key(value)
             if key is None and sid not in damaged_ok:
                 raise self._fault(
-                    f"the key of speaker {sid} is damaged (not {2 * PAIRING_KEY_BYTES} hex "
-                    "digits)", f"restore the file from a backup, or run `broadcaster keys rekey "
-                    f"{sid}` and re-pair that speaker")
+                    f"the key of speaker {sid} is damaged (not {2 * PAIRING_KEY_BYTES} hex digits)",
+                    f"restore the file from a backup, or run `broadcaster keys rekey "
+                    f"{sid}` and re-pair that speaker",
+                )
             if key is not None:
                 keys[sid] = key
         return keys
@@ -212,14 +235,15 @@ class KeyStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.fchmod(fd, 0o600)  # O_CREAT keeps the mode of a temp file a crash left behind
             with os.fdopen(fd, "w") as fh:
-                json.dump({"speakers": {k: v.hex() for k, v in sorted(keys.items())}}, fh,
-                          indent=1)
+                json.dump({"speakers": {k: v.hex() for k, v in sorted(keys.items())}}, fh, indent=1)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
         except OSError as exc:
-            raise self._fault(f"cannot be written ({exc.strerror})",
-                              f"make {self.path.parent} writable by this user") from None
+            raise self._fault(
+                f"cannot be written ({exc.strerror})",
+                f"make {self.path.parent} writable by this user",
+            ) from None
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -230,8 +254,10 @@ class KeyStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise self._fault(f"cannot be locked ({exc.strerror}: {lock_path})",
-                              f"make {self.path.parent} writable by this user") from None
+            raise self._fault(
+                f"cannot be locked ({exc.strerror}: {lock_path})",
+                f"make {self.path.parent} writable by this user",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -258,12 +284,16 @@ class KeyStore:
                 raise self._fault(
                     f"has no keys for {len(missing)} speakers of zones.yaml",
                     "if this is a new site run `broadcaster keys init`, to re-key run "
-                    "`broadcaster keys rekey SPEAKER|--all` and re-pair those speakers")
+                    "`broadcaster keys rekey SPEAKER|--all` and re-pair those speakers",
+                )
             if missing:
                 self._mint(keys, missing)
                 self.save(keys)
-                log.info("%s: keys minted for speakers new in zones.yaml: %s", self.path,
-                         ", ".join(missing))
+                log.info(
+                    "%s: keys minted for speakers new in zones.yaml: %s",
+                    self.path,
+                    ", ".join(missing),
+                )
         return keys
 
     def init(self, speaker_ids: list[str]) -> list[str]:

@@ -50,7 +50,7 @@ def request_speaker(data: bytes) -> str:
     n = data[4]
     if len(data) != 5 + n + 8 + 16:
         raise ClockMessageError("clock request has the wrong length")
-    return data[5:5 + n].decode(errors="replace")
+    return data[5 : 5 + n].decode(errors="replace")
 
 
 def decode_request(data: bytes, key: bytes) -> float:
@@ -155,8 +155,9 @@ class PlayClock:
     controller leap; `wall_error` shows how far the wall clock has wandered since start-up.
     """
 
-    def __init__(self, wall: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic
+    ) -> None:
         self._wall, self._mono = wall, mono
         self._m0 = mono()
         self._t0 = wall()

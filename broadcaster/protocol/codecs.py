@@ -53,6 +53,7 @@ class Codec:
         """A fresh encoder for one stream."""
         if self.name == "opus":
             from broadcaster.protocol.opus import OpusEncoder  # PyAV loads only when used
+
             return OpusEncoder(self.rate, bitrate=OPUS_BITRATE, fec=True)
         return _Stateless(self)
 
@@ -60,6 +61,7 @@ class Codec:
         """A fresh decoder for one stream."""
         if self.name == "opus":
             from broadcaster.protocol.opus import OpusDecoder
+
             return OpusDecoder(self.rate)
         return _Stateless(self)
 
@@ -152,14 +154,15 @@ def codec_by_name(name: str) -> Codec:
     try:
         return CODECS[name.lower()]
     except KeyError:
-        raise InvalidInput(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}",
-                           code="unknown_codec") from None
+        raise InvalidInput(
+            f"unknown codec {name!r}; choose one of {', '.join(CODECS)}", code="unknown_codec"
+        ) from None
 
 
 def frames(pcm: bytes, codec: Codec) -> list[bytes]:
     """Split PCM into 20 ms frames, padding the last with silence."""
     step = codec.pcm_frame_bytes
-    out = [pcm[i:i + step] for i in range(0, len(pcm), step)]
+    out = [pcm[i : i + step] for i in range(0, len(pcm), step)]
     if out and len(out[-1]) < step:
         out[-1] = out[-1] + bytes(step - len(out[-1]))
     return out

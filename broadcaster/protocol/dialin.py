@@ -72,7 +72,7 @@ def punch_speaker(data: bytes) -> str:
     if len(data) != 5 + n + 12 + PUNCH_MAC:
         raise DialInError("punch has the wrong length")
     try:
-        return data[5:5 + n].decode()
+        return data[5 : 5 + n].decode()
     except UnicodeDecodeError:
         raise DialInError("punch speaker id is not UTF-8") from None
 
@@ -81,8 +81,9 @@ def decode_punch(data: bytes, pairing_key: bytes) -> Punch:
     """Verify a punch's MAC and return it; DialInError if it does not verify."""
     sid = punch_speaker(data)
     body, mac = data[:-PUNCH_MAC], data[-PUNCH_MAC:]
-    if not hmac.compare_digest(mac, hmac.new(_key(pairing_key), body, hashlib.sha256)
-                               .digest()[:PUNCH_MAC]):
+    if not hmac.compare_digest(
+        mac, hmac.new(_key(pairing_key), body, hashlib.sha256).digest()[:PUNCH_MAC]
+    ):
         raise DialInError("punch MAC does not verify")
     ts, seq = struct.unpack("!dI", body[-12:])
     return Punch(sid, ts, seq)
@@ -90,14 +91,14 @@ def decode_punch(data: bytes, pairing_key: bytes) -> Punch:
 
 def request_frame(rid: int, method: str, path: str, auth: str, body: bytes) -> str:
     """A control request over the channel: the HTTP request's parts, signature included."""
-    return json.dumps({"t": "req", "id": rid, "method": method, "path": path, "auth": auth,
-                       "body": body.decode()})
+    return json.dumps(
+        {"t": "req", "id": rid, "method": method, "path": path, "auth": auth, "body": body.decode()}
+    )
 
 
 def answer_frame(rid: int, status: int, mac: str, body: bytes) -> str:
     """The speaker's answer: status, X-BC-MAC and body, exactly as its HTTP API gave them."""
-    return json.dumps({"t": "res", "id": rid, "status": status, "mac": mac,
-                       "body": body.decode()})
+    return json.dumps({"t": "res", "id": rid, "status": status, "mac": mac, "body": body.decode()})
 
 
 def parse_frame(text: str) -> dict[str, Any]:
@@ -107,6 +108,11 @@ def parse_frame(text: str) -> dict[str, Any]:
     except ValueError:
         raise DialInError("frame is not JSON") from None
     if not isinstance(msg, dict) or msg.get("t") not in (
-            "challenge", "hello", "welcome", "req", "res"):
+        "challenge",
+        "hello",
+        "welcome",
+        "req",
+        "res",
+    ):
         raise DialInError("frame is not a dial-in message")
     return msg

@@ -40,21 +40,30 @@ RATES = (8000, 12000, 16000, 24000, 48000)
 
 def sdp_fmtp(rate: int = 16000, fec: bool = True) -> str:
     """The SDP a=fmtp value announcing mono speech at `rate` with or without in-band FEC."""
-    return (f"{PAYLOAD_TYPE} minptime=20;ptime=20;stereo=0;useinbandfec={int(fec)};"
-            f"maxplaybackrate={rate};sprop-maxcapturerate={rate}")
+    return (
+        f"{PAYLOAD_TYPE} minptime=20;ptime=20;stereo=0;useinbandfec={int(fec)};"
+        f"maxplaybackrate={rate};sprop-maxcapturerate={rate}"
+    )
 
 
 def _check_rate(rate: int) -> None:
     if rate not in RATES:
-        raise InvalidInput(f"opus rate {rate}: use one of {', '.join(map(str, RATES))}",
-                           code="opus_rate")
+        raise InvalidInput(
+            f"opus rate {rate}: use one of {', '.join(map(str, RATES))}", code="opus_rate"
+        )
 
 
 class OpusEncoder:
     """One stream's encoder: 20 ms of mono s16le PCM in, one Opus packet out."""
 
-    def __init__(self, rate: int = 16000, bitrate: int = 24000, fec: bool = True,
-                 expected_loss: int = 5, vbr: str = "on") -> None:
+    def __init__(
+        self,
+        rate: int = 16000,
+        bitrate: int = 24000,
+        fec: bool = True,
+        expected_loss: int = 5,
+        vbr: str = "on",
+    ) -> None:
         _check_rate(rate)
         self.rate = rate
         self.frame_samples = rate * FRAME_MS // 1000
@@ -65,9 +74,13 @@ class OpusEncoder:
         ctx.bit_rate = bitrate
         ctx.time_base = Fraction(1, rate)
         # voip = SILK for wideband speech: the only mode that carries in-band FEC (LBRR)
-        ctx.options = {"application": "voip", "frame_duration": str(FRAME_MS),
-                       "fec": "1" if fec else "0", "packet_loss": str(int(expected_loss)),
-                       "vbr": vbr}
+        ctx.options = {
+            "application": "voip",
+            "frame_duration": str(FRAME_MS),
+            "fec": "1" if fec else "0",
+            "packet_loss": str(int(expected_loss)),
+            "vbr": vbr,
+        }
         ctx.open()
         self._ctx = ctx
         self._pts = 0
@@ -78,9 +91,11 @@ class OpusEncoder:
     def encode(self, pcm: bytes) -> bytes:
         """Encode exactly one 20 ms frame of mono s16le PCM into one Opus packet."""
         if len(pcm) != self.frame_samples * 2:
-            raise InvalidInput(f"opus frame of {len(pcm)} bytes: expected "
-                               f"{self.frame_samples * 2} (20 ms at {self.rate} Hz)",
-                               code="opus_frame")
+            raise InvalidInput(
+                f"opus frame of {len(pcm)} bytes: expected "
+                f"{self.frame_samples * 2} (20 ms at {self.rate} Hz)",
+                code="opus_frame",
+            )
         frame = av.AudioFrame(format="s16", layout="mono", samples=self.frame_samples)
         frame.planes[0].update(pcm)
         frame.sample_rate = self.rate
@@ -105,8 +120,9 @@ class _LibOpus:
         self._buf = (ctypes.c_int16 * self._n)()
 
     def decode(self, data: bytes | None, fec: bool) -> bytes:
-        n = self._lib.opus_decode(self._dec, data, len(data) if data else 0, self._buf,
-                                  self._n, int(fec))
+        n = self._lib.opus_decode(
+            self._dec, data, len(data) if data else 0, self._buf, self._n, int(fec)
+        )
         if n < 0:
             raise InvalidInput(f"opus packet undecodable (libopus error {n})", code="opus_packet")
         return bytes(self._buf)[: n * 2]
@@ -160,11 +176,20 @@ def _load_libopus() -> ctypes.CDLL | None:
         except OSError:
             continue
         lib.opus_decoder_create.restype = ctypes.c_void_p
-        lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int,
-                                            ctypes.POINTER(ctypes.c_int)]
+        lib.opus_decoder_create.argtypes = [
+            ctypes.c_int32,
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_int),
+        ]
         lib.opus_decode.restype = ctypes.c_int
-        lib.opus_decode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32,
-                                    ctypes.POINTER(ctypes.c_int16), ctypes.c_int, ctypes.c_int]
+        lib.opus_decode.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_int32,
+            ctypes.POINTER(ctypes.c_int16),
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
         return lib
     return None
@@ -186,8 +211,9 @@ class OpusDecoder:
     def __init__(self, rate: int = 16000, backend: str = "auto") -> None:
         _check_rate(rate)
         if backend not in ("auto", "libopus", "pyav"):
-            raise InvalidInput(f"opus backend {backend!r}: use auto, libopus or pyav",
-                               code="opus_backend")
+            raise InvalidInput(
+                f"opus backend {backend!r}: use auto, libopus or pyav", code="opus_backend"
+            )
         self.rate = rate
         self.frame_bytes = rate * FRAME_MS // 1000 * 2
         lib = libopus() if backend != "pyav" else None

@@ -76,6 +76,7 @@ class Playout:
 
     def __post_init__(self) -> None:
         self._decoder = self.codec.decoder()  # one per stream, fed in frame order
+
     @property
     def frame_seconds(self) -> float:
         """Duration of one frame."""

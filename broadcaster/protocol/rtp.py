@@ -40,7 +40,7 @@ class RtpPacket:
     csrc: list[int] = field(default_factory=list)
 
     @classmethod
-    def parse(cls, data: bytes) -> "RtpPacket":
+    def parse(cls, data: bytes) -> RtpPacket:
         """Parse one RTP packet; raises PacketError on anything malformed."""
         if len(data) < 12:
             raise PacketError(f"RTP packet too short ({len(data)} bytes)")
@@ -68,8 +68,9 @@ class RtpPacket:
     def __bytes__(self) -> bytes:
         b0 = (RTP_VERSION << 6) | len(self.csrc)
         b1 = (0x80 if self.marker else 0) | self.payload_type
-        head = struct.pack("!BBHII", b0, b1, self.sequence & 0xFFFF,
-                           self.timestamp & 0xFFFFFFFF, self.ssrc)
+        head = struct.pack(
+            "!BBHII", b0, b1, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc
+        )
         return head + struct.pack(f"!{len(self.csrc)}I", *self.csrc) + self.payload
 
 
@@ -89,8 +90,17 @@ class SenderReport:
         return ntp_to_unix(self.ntp)
 
     def __bytes__(self) -> bytes:
-        return struct.pack("!BBHIQIII", 0x80, RTCP_SR, 6, self.ssrc, self.ntp,
-                           self.rtp_timestamp & 0xFFFFFFFF, self.packet_count, self.octet_count)
+        return struct.pack(
+            "!BBHIQIII",
+            0x80,
+            RTCP_SR,
+            6,
+            self.ssrc,
+            self.ntp,
+            self.rtp_timestamp & 0xFFFFFFFF,
+            self.packet_count,
+            self.octet_count,
+        )
 
 
 @dataclass

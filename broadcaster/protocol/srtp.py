@@ -1,4 +1,4 @@
-"""SRTP/SRTCP (RFC 3711, AES_CM_128_HMAC_SHA1_80) through pylibsrtp: the only module that imports it."""
+"""SRTP/SRTCP (RFC 3711, AES_CM_128_HMAC_SHA1_80) via pylibsrtp: the only module importing it."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def new_key() -> bytes:
 
 
 def sdp_crypto(key: bytes) -> str:
-    """The SDP a=crypto attribute (RFC 4568) for a key, as standard receivers such as ffmpeg read it."""
+    """The SDP a=crypto attribute (RFC 4568) for a key, as ffmpeg and other receivers read it."""
     return f"1 {SUITE} inline:{base64.b64encode(key).decode()}"
 
 

@@ -70,8 +70,13 @@ class RtpSender:
 
     def _report(self, index: int, final: bool = False) -> None:
         ts = self.base_ts + index * self.codec.ts_step
-        sr = SenderReport(self.ssrc, unix_to_ntp(self.base_time + index * FRAME_MS / 1000),
-                          ts & 0xFFFFFFFF, self.sent, self.octets)
+        sr = SenderReport(
+            self.ssrc,
+            unix_to_ntp(self.base_time + index * FRAME_MS / 1000),
+            ts & 0xFFFFFFFF,
+            self.sent,
+            self.octets,
+        )
         raw = bytes(sr) + (bytes(Bye(self.ssrc)) if final else b"")
         self._send_all(self._srtp.rtcp(raw) if self._srtp else raw, rtcp=True)
 
@@ -84,9 +89,14 @@ class RtpSender:
 
     def frame(self, index: int, pcm: bytes, now: float) -> None:
         """Send frame `index`; a sender report follows when one is due."""
-        pkt = RtpPacket(self.codec.payload_type, (self.seq0 + self.sent) & 0xFFFF,
-                        (self.base_ts + index * self.codec.ts_step) & 0xFFFFFFFF,
-                        self.ssrc, self._encoder.encode(pcm), marker=self.sent == 0)
+        pkt = RtpPacket(
+            self.codec.payload_type,
+            (self.seq0 + self.sent) & 0xFFFF,
+            (self.base_ts + index * self.codec.ts_step) & 0xFFFFFFFF,
+            self.ssrc,
+            self._encoder.encode(pcm),
+            marker=self.sent == 0,
+        )
         raw = bytes(pkt)
         self._send_all(self._srtp.rtp(raw) if self._srtp else raw, rtcp=False)
         self.sent += 1

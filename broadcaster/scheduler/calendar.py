@@ -17,13 +17,45 @@ from functools import lru_cache
 import chinese_calendar
 from lunar_python import Lunar, LunarYear, Solar
 
-TERMS = ("小寒", "大寒", "立春", "雨水", "惊蛰", "春分", "清明", "谷雨", "立夏", "小满", "芒种",
-         "夏至", "小暑", "大暑", "立秋", "处暑", "白露", "秋分", "寒露", "霜降", "立冬", "小雪",
-         "大雪", "冬至")
+TERMS = (
+    "小寒",
+    "大寒",
+    "立春",
+    "雨水",
+    "惊蛰",
+    "春分",
+    "清明",
+    "谷雨",
+    "立夏",
+    "小满",
+    "芒种",
+    "夏至",
+    "小暑",
+    "大暑",
+    "立秋",
+    "处暑",
+    "白露",
+    "秋分",
+    "寒露",
+    "霜降",
+    "立冬",
+    "小雪",
+    "大雪",
+    "冬至",
+)
 # festivals on a lunar month and day; 除夕 is handled apart (the last day of the twelfth month)
-LUNAR_FESTIVALS = {"春节": (1, 1), "元宵": (1, 15), "龙抬头": (2, 2), "端午": (5, 5),
-                   "七夕": (7, 7), "中元": (7, 15), "中秋": (8, 15), "重阳": (9, 9),
-                   "腊八": (12, 8), "小年": (12, 23)}
+LUNAR_FESTIVALS = {
+    "春节": (1, 1),
+    "元宵": (1, 15),
+    "龙抬头": (2, 2),
+    "端午": (5, 5),
+    "七夕": (7, 7),
+    "中元": (7, 15),
+    "中秋": (8, 15),
+    "重阳": (9, 9),
+    "腊八": (12, 8),
+    "小年": (12, 23),
+}
 SOLAR_FESTIVALS = {"元旦": (1, 1), "劳动节": (5, 1), "国庆": (10, 1)}
 ANCHORS = (*TERMS, *LUNAR_FESTIVALS, "除夕", *SOLAR_FESTIVALS)
 LIBRARY = f"chinese-calendar {getattr(chinese_calendar, '__version__', '?')}"
@@ -52,8 +84,20 @@ class LunarDay:
     day: int
 
 
-MONTH_NAMES = ("正月", "二月", "三月", "四月", "五月", "六月", "七月", "八月", "九月", "十月",
-               "冬月", "腊月")
+MONTH_NAMES = (
+    "正月",
+    "二月",
+    "三月",
+    "四月",
+    "五月",
+    "六月",
+    "七月",
+    "八月",
+    "九月",
+    "十月",
+    "冬月",
+    "腊月",
+)
 
 
 @lru_cache(maxsize=64)
@@ -63,8 +107,15 @@ def _months_of(lunar_year: int) -> tuple[LunarMonth, ...]:
         if m.getYear() != lunar_year:
             continue  # LunarYear also lists the neighbours' months around its edges
         first = Solar.fromJulianDay(m.getFirstJulianDay())
-        out.append(LunarMonth(m.getYear(), abs(m.getMonth()), m.isLeap(), m.getDayCount(),
-                              dt.date(first.getYear(), first.getMonth(), first.getDay())))
+        out.append(
+            LunarMonth(
+                m.getYear(),
+                abs(m.getMonth()),
+                m.isLeap(),
+                m.getDayCount(),
+                dt.date(first.getYear(), first.getMonth(), first.getDay()),
+            )
+        )
     return tuple(out)
 
 
@@ -144,6 +195,7 @@ def anchor_dates(name: str, first_year: int, last_year: int) -> list[dt.date]:
 
 
 # --- the official holiday list ----------------------------------------------------------------
+
 
 def holiday_year_known(year: int) -> bool:
     """True when the installed chinese-calendar carries the State Council's list for the year."""

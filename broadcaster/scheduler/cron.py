@@ -14,8 +14,7 @@ from broadcaster.scheduler.fields import DAYS, RuleError
 
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 FIELDS = ("minute", "hour", "day", "month", "weekday")
-_BOUNDS = {"minute": (0, 59), "hour": (0, 23), "day": (1, 31), "month": (1, 12),
-           "weekday": (0, 6)}
+_BOUNDS = {"minute": (0, 59), "hour": (0, 23), "day": (1, 31), "month": (1, 12), "weekday": (0, 6)}
 
 
 class CronError(RuleError):
@@ -43,9 +42,11 @@ class Cron:
 
     def matches(self, day: dt.date) -> bool:
         """True when the date's day, month and weekday fields all match."""
-        return ((self.days is None or day.day in self.days)
-                and (self.months is None or day.month in self.months)
-                and (self.weekdays is None or day.weekday() in self.weekdays))
+        return (
+            (self.days is None or day.day in self.days)
+            and (self.months is None or day.month in self.months)
+            and (self.weekdays is None or day.weekday() in self.weekdays)
+        )
 
     def times(self) -> list[dt.time]:
         """The times of day it fires on a matching date."""
@@ -56,12 +57,19 @@ def parse_cron(text: str) -> Cron:
     """Parse `minute hour day month weekday`, e.g. `30 7 * * mon-fri`, `0 8 1,15 * *`."""
     parts = str(text).split()
     if len(parts) != 5:
-        raise CronError(f"cron {text!r} has {len(parts)} field(s); write five: minute hour day "
-                        "month weekday, e.g. '30 7 * * mon-fri'")
+        raise CronError(
+            f"cron {text!r} has {len(parts)} field(s); write five: minute hour day "
+            "month weekday, e.g. '30 7 * * mon-fri'"
+        )
     values = {name: _field(name, part, text) for name, part in zip(FIELDS, parts, strict=True)}
-    return Cron(" ".join(parts), tuple(sorted(values["minute"] or range(60))),
-                tuple(sorted(values["hour"] or range(24))), values["day"], values["month"],
-                values["weekday"])
+    return Cron(
+        " ".join(parts),
+        tuple(sorted(values["minute"] or range(60))),
+        tuple(sorted(values["hour"] or range(24))),
+        values["day"],
+        values["month"],
+        values["weekday"],
+    )
 
 
 def _field(name: str, part: str, text: str) -> frozenset[int] | None:
@@ -97,11 +105,13 @@ def _value(name: str, token: str, text: str) -> int:
                 f"cron {text!r}: weekday {token!r} is a number; crontab counts Sunday as 0 but "
                 "APScheduler counts Monday as 0, so numbers are ambiguous: write day names "
                 "(mon, tue, wed, thu, fri, sat, sun), e.g. mon-fri",
-                detail={"field": "weekday", "value": token})
+                detail={"field": "weekday", "value": token},
+            )
         if token[:3] in DAYS and token in (token[:3], _full_day(token[:3])):
             return DAYS.index(token[:3])
-        raise CronError(f"cron {text!r}: {token!r} is not a day name; use "
-                        f"{', '.join(DAYS)}", code="unknown_day")
+        raise CronError(
+            f"cron {text!r}: {token!r} is not a day name; use {', '.join(DAYS)}", code="unknown_day"
+        )
     if name == "month" and token[:3] in MONTHS:
         return MONTHS.index(token[:3]) + 1
     value = _number(name, token, text)
@@ -118,5 +128,12 @@ def _number(name: str, token: str, text: str) -> int:
 
 
 def _full_day(abbr: str) -> str:
-    return {"mon": "monday", "tue": "tuesday", "wed": "wednesday", "thu": "thursday",
-            "fri": "friday", "sat": "saturday", "sun": "sunday"}[abbr]
+    return {
+        "mon": "monday",
+        "tue": "tuesday",
+        "wed": "wednesday",
+        "thu": "thursday",
+        "fri": "friday",
+        "sat": "saturday",
+        "sun": "sunday",
+    }[abbr]

@@ -37,16 +37,29 @@ log = logging.getLogger(__name__)
 DEFAULT_GRACE = 300.0  # seconds an occurrence missed while down may still play late
 DEFAULT_LEAD = 2.0  # seconds before the instant a job fires to set the speakers up
 LOOKBACK = 31 * 86400  # how far back start-up looks for occurrences missed while down
-_FINAL = {"done": "played", "cut": "cut", "stopped": "stopped", "failed": "failed",
-          "interrupted": "interrupted"}
+_FINAL = {
+    "done": "played",
+    "cut": "cut",
+    "stopped": "stopped",
+    "failed": "failed",
+    "interrupted": "interrupted",
+}
 
 
 class Scheduler:
     """Schedules of one controller: the table, the APScheduler jobs, and the firing."""
 
-    def __init__(self, services: Any, *, tz: str | None = None, grace: float = DEFAULT_GRACE,
-                 lead: float = DEFAULT_LEAD, lookback: float = LOOKBACK, settle: float = 10.0,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        services: Any,
+        *,
+        tz: str | None = None,
+        grace: float = DEFAULT_GRACE,
+        lead: float = DEFAULT_LEAD,
+        lookback: float = LOOKBACK,
+        settle: float = 10.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.services = services
         self.ctl = services.controller
         store = getattr(services, "store", None)
@@ -69,15 +82,24 @@ class Scheduler:
 
     async def start(self) -> None:
         """Close occurrences a stopped controller left open, then arm every schedule."""
-        self._aps = AsyncIOScheduler(timezone=self.tz, job_defaults={
-            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        self._aps = AsyncIOScheduler(
+            timezone=self.tz,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
         self._aps.start()
         for occ in self.table.occurrences(state="fired", limit=10_000):
             why = "the controller stopped during this occurrence; it is not played again"
-            self.table.finish(occ["schedule_id"], occ["at"], "interrupted", self.wall(),
-                              why=why, broadcast=occ["broadcast"])
-            await self._audit_occurrence(occ["schedule_id"], occ["at"], "interrupted", why,
-                                         occ["broadcast"], {})
+            self.table.finish(
+                occ["schedule_id"],
+                occ["at"],
+                "interrupted",
+                self.wall(),
+                why=why,
+                broadcast=occ["broadcast"],
+            )
+            await self._audit_occurrence(
+                occ["schedule_id"], occ["at"], "interrupted", why, occ["broadcast"], {}
+            )
         for s in self.table.all():
             await self.rearm(s.id)
 
@@ -130,14 +152,19 @@ class Scheduler:
 
     def _arm_next(self, s: Schedule, rule: rules.Rule, after: float) -> None:
         found = rules.next_occurrences(rule, _at(after, self.tz), 3, self.tz).instants
-        done = self.table.recorded(s.id, int(after), int(after) + 10 ** 8)
+        done = self.table.recorded(s.id, int(after), int(after) + 10**8)
         nxt = next((int(i.timestamp()) for i in found if int(i.timestamp()) not in done), None)
         if nxt is None or self._aps is None:
             return
         job_id = f"{s.id}@{nxt}"
         run = max(self.wall(), nxt - self.lead)
-        self._aps.add_job(self._due, DateTrigger(run_date=_at(run, self.tz)), args=[s.id, nxt],
-                          id=job_id, replace_existing=True)
+        self._aps.add_job(
+            self._due,
+            DateTrigger(run_date=_at(run, self.tz)),
+            args=[s.id, nxt],
+            id=job_id,
+            replace_existing=True,
+        )
         self._jobs[s.id] = job_id
 
     async def _due(self, sid: str, at: int) -> None:
@@ -159,18 +186,22 @@ class Scheduler:
     # --- firing -----------------------------------------------------------------------------
 
     async def _missed(self, s: Schedule, at: int, now: float) -> None:
-        why = (f"the controller was not running at {_at(at, self.tz):%Y-%m-%d %H:%M:%S}; "
-               f"{now - at:.0f} s later is past the {self.grace:.0f} s grace")
-        if await asyncio.to_thread(self.table.claim, s.id, at, "missed", now, late=now - at,
-                                   why=why):
+        why = (
+            f"the controller was not running at {_at(at, self.tz):%Y-%m-%d %H:%M:%S}; "
+            f"{now - at:.0f} s later is past the {self.grace:.0f} s grace"
+        )
+        if await asyncio.to_thread(
+            self.table.claim, s.id, at, "missed", now, late=now - at, why=why
+        ):
             await self._audit_occurrence(s.id, at, "missed", why, None, {}, schedule=s)
 
     async def _fire(self, sid: str, at: int, late: bool = False) -> None:
         """Record the occurrence, check its owner, play it at its instant, record the outcome."""
         now = self.wall()
         lateness = max(0.0, now - at)
-        if not await asyncio.to_thread(self.table.claim, sid, at, "fired", now,
-                                       late=lateness if late else None):
+        if not await asyncio.to_thread(
+            self.table.claim, sid, at, "fired", now, late=lateness if late else None
+        ):
             return  # already recorded: this occurrence was handled before
         try:
             s = self.table.get(sid)
@@ -180,9 +211,17 @@ class Scheduler:
             policy.check_targets(self.ctl.site, owner, s.targets)
             rank = policy.check_priority(self.ctl.site, owner, s.priority)
             instant = None if late else at - self.ctl.clock.wall_error()
-            b = await self.ctl.play(self.source_of(s), s.targets, priority=s.priority,
-                                    owner=s.owner, owner_scope=owner.scope, rank=rank,
-                                    requested_at=now, at=instant, volume=s.volume)
+            b = await self.ctl.play(
+                self.source_of(s),
+                s.targets,
+                priority=s.priority,
+                owner=s.owner,
+                owner_scope=owner.scope,
+                rank=rank,
+                requested_at=now,
+                at=instant,
+                volume=s.volume,
+            )
         except BroadcasterError as exc:
             await self._finish(sid, at, "refused", f"{exc.code}: {exc.message}", None, {})
             return
@@ -202,10 +241,15 @@ class Scheduler:
             state = "partial"
         cut_by = sorted({r.cut_by for r in b.results.values() if r.cut_by})
         short = [f"{k} {v}" for k, v in sorted(speakers.items()) if v not in ("played", "sent")]
-        why = (f"cut by broadcast {', '.join(cut_by)}" if cut_by else b.error
-               or (f"not played in full: {', '.join(short)}" if short else None)
-               or (f"late by {lateness:.1f} s (missed while the controller was down)"
-                   if late else None))
+        why = (
+            f"cut by broadcast {', '.join(cut_by)}"
+            if cut_by
+            else b.error
+            or (f"not played in full: {', '.join(short)}" if short else None)
+            or (
+                f"late by {lateness:.1f} s (missed while the controller was down)" if late else None
+            )
+        )
         await self._finish(sid, at, state, why, bid, speakers)
 
     async def _settle(self, s: Schedule) -> None:
@@ -218,10 +262,25 @@ class Scheduler:
         while time.monotonic() < end and not any(self.ctl.is_online(x) for x in wanted):
             await asyncio.sleep(0.1)
 
-    async def _finish(self, sid: str, at: int, state: str, why: str | None, bid: str | None,
-                      speakers: dict[str, str]) -> None:
-        await asyncio.to_thread(self.table.finish, sid, at, state, self.wall(), why=why,
-                                broadcast=bid, speakers=speakers)
+    async def _finish(
+        self,
+        sid: str,
+        at: int,
+        state: str,
+        why: str | None,
+        bid: str | None,
+        speakers: dict[str, str],
+    ) -> None:
+        await asyncio.to_thread(
+            self.table.finish,
+            sid,
+            at,
+            state,
+            self.wall(),
+            why=why,
+            broadcast=bid,
+            speakers=speakers,
+        )
         await self._audit_occurrence(sid, at, state, why, bid, speakers)
 
     def owner_of(self, s: Schedule) -> Principal:
@@ -235,8 +294,11 @@ class Scheduler:
         try:
             user = accounts.get_user(s.owner)
         except NotFound:
-            raise Forbidden(f"the owner's account {s.owner!r} no longer exists",
-                            code="owner_gone", detail={"owner": s.owner}) from None
+            raise Forbidden(
+                f"the owner's account {s.owner!r} no longer exists",
+                code="owner_gone",
+                detail={"owner": s.owner},
+            ) from None
         return Principal(user["name"], user["scope"], user["role"], origin, "schedule")
 
     def source_of(self, s: Schedule) -> Any:
@@ -246,8 +308,7 @@ class Scheduler:
         if s.what.get("chime"):
             parts.insert(0, ChimeSource(lib, s.what["chime"]))
         repeat = int(s.what.get("repeat", 1))
-        return parts[0] if len(parts) == 1 and repeat == 1 else SequenceSource(parts,
-                                                                                repeat=repeat)
+        return parts[0] if len(parts) == 1 and repeat == 1 else SequenceSource(parts, repeat=repeat)
 
     async def audit(self, action: str, who: Principal | None, **kw: Any) -> None:
         """An audit row, when the controller keeps an audit log."""
@@ -259,20 +320,38 @@ class Scheduler:
         except BroadcasterError as exc:
             log.error("audit row %s not written: %s", action, exc.message)
 
-    async def _audit_occurrence(self, sid: str, at: int, state: str, why: str | None,
-                                bid: str | None, speakers: dict[str, str],
-                                schedule: Schedule | None = None) -> None:
+    async def _audit_occurrence(
+        self,
+        sid: str,
+        at: int,
+        state: str,
+        why: str | None,
+        bid: str | None,
+        speakers: dict[str, str],
+        schedule: Schedule | None = None,
+    ) -> None:
         try:
             s = schedule or self.table.get(sid)
         except NotFound:
             s = None
-        who = (Principal(s.owner, s.owner_scope, s.owner_role, f"schedule:{sid}", "schedule")
-               if s else None)
-        await self.audit(f"schedule_{state}", who, origin=f"schedule:{sid}",
-                         targets=s.targets if s else (),
-                         what={"schedule": sid, "title": s.title if s else "",
-                               "instant": _at(at, self.tz).isoformat()},
-                         outcome={"state": state, "why": why, **speakers}, broadcast=bid)
+        who = (
+            Principal(s.owner, s.owner_scope, s.owner_role, f"schedule:{sid}", "schedule")
+            if s
+            else None
+        )
+        await self.audit(
+            f"schedule_{state}",
+            who,
+            origin=f"schedule:{sid}",
+            targets=s.targets if s else (),
+            what={
+                "schedule": sid,
+                "title": s.title if s else "",
+                "instant": _at(at, self.tz).isoformat(),
+            },
+            outcome={"state": state, "why": why, **speakers},
+            broadcast=bid,
+        )
 
 
 def _at(t: float, tz: Any) -> dt.datetime:

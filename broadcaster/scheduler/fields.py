@@ -19,11 +19,29 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_ZONE = "Asia/Shanghai"
 _DAY_ALIASES = {
     **{d: d for d in DAYS},
-    "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu", "friday": "fri",
-    "saturday": "sat", "sunday": "sun",
-    "周一": "mon", "周二": "tue", "周三": "wed", "周四": "thu", "周五": "fri", "周六": "sat",
-    "周日": "sun", "周天": "sun", "星期一": "mon", "星期二": "tue", "星期三": "wed",
-    "星期四": "thu", "星期五": "fri", "星期六": "sat", "星期日": "sun", "星期天": "sun",
+    "monday": "mon",
+    "tuesday": "tue",
+    "wednesday": "wed",
+    "thursday": "thu",
+    "friday": "fri",
+    "saturday": "sat",
+    "sunday": "sun",
+    "周一": "mon",
+    "周二": "tue",
+    "周三": "wed",
+    "周四": "thu",
+    "周五": "fri",
+    "周六": "sat",
+    "周日": "sun",
+    "周天": "sun",
+    "星期一": "mon",
+    "星期二": "tue",
+    "星期三": "wed",
+    "星期四": "thu",
+    "星期五": "fri",
+    "星期六": "sat",
+    "星期日": "sun",
+    "星期天": "sun",
 }
 
 
@@ -76,8 +94,10 @@ def zone(name: str | ZoneInfo | None) -> ZoneInfo:
     try:
         return ZoneInfo(name or DEFAULT_ZONE)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"time zone {name!r} is not an IANA zone such as Asia/Shanghai",
-                           code="unknown_time_zone") from None
+        raise InvalidInput(
+            f"time zone {name!r} is not an IANA zone such as Asia/Shanghai",
+            code="unknown_time_zone",
+        ) from None
 
 
 def parse_time(text: Any) -> dt.time:
@@ -87,8 +107,10 @@ def parse_time(text: Any) -> dt.time:
         h, m, s = (int(p) for p in (*parts, "0")[:3])
         if h < 24 and m < 60 and s < 60:
             return dt.time(h, m, s)
-    raise BadTime(f"time {text!r} is not a time of day: write HH:MM or HH:MM:SS (24-hour), "
-                  "e.g. 07:30", detail={"value": str(text)})
+    raise BadTime(
+        f"time {text!r} is not a time of day: write HH:MM or HH:MM:SS (24-hour), e.g. 07:30",
+        detail={"value": str(text)},
+    )
 
 
 def parse_date(text: Any, what: str = "date") -> dt.date:
@@ -96,8 +118,10 @@ def parse_date(text: Any, what: str = "date") -> dt.date:
     try:
         return dt.date.fromisoformat(str(text).strip())
     except ValueError:
-        raise BadTime(f"{what} {text!r} is not a date: write YYYY-MM-DD, e.g. 2026-05-01",
-                      detail={"value": str(text)}) from None
+        raise BadTime(
+            f"{what} {text!r} is not a date: write YYYY-MM-DD, e.g. 2026-05-01",
+            detail={"value": str(text)},
+        ) from None
 
 
 def parse_datetime(text: Any) -> dt.datetime:
@@ -105,8 +129,10 @@ def parse_datetime(text: Any) -> dt.datetime:
     raw = str(text).strip().replace("T", " ")
     day, _, clock = raw.partition(" ")
     if not clock:
-        raise BadTime(f"date-time {text!r} needs a date and a time: 'YYYY-MM-DD HH:MM:SS'",
-                      detail={"value": str(text)})
+        raise BadTime(
+            f"date-time {text!r} needs a date and a time: 'YYYY-MM-DD HH:MM:SS'",
+            detail={"value": str(text)},
+        )
     return dt.datetime.combine(parse_date(day, "date-time"), parse_time(clock))
 
 
@@ -114,16 +140,20 @@ def parse_weekday(text: Any) -> str:
     """'mon', 'Monday', '周一' -> 'mon'; numbers refused (the APScheduler Monday-0 trap)."""
     token = str(text).strip().lower()
     if token.isdigit():
-        raise UnknownDay(f"weekday {token!r} is a number; numbers are ambiguous (crontab counts "
-                         "Sunday as 0, APScheduler Monday as 0): write a day name such as mon",
-                         code="numeric_weekday", detail={"value": token})
+        raise UnknownDay(
+            f"weekday {token!r} is a number; numbers are ambiguous (crontab counts "
+            "Sunday as 0, APScheduler Monday as 0): write a day name such as mon",
+            code="numeric_weekday",
+            detail={"value": token},
+        )
     if token in _DAY_ALIASES:
         return _DAY_ALIASES[token]
     near = difflib.get_close_matches(token, list(_DAY_ALIASES), n=1, cutoff=0.5)
     hint = f"; did you mean {_DAY_ALIASES[near[0]]}?" if near else ""
-    raise UnknownDay(f"unknown day name {text!r}{hint} (use {', '.join(DAYS)})",
-                     detail={"value": str(text), "suggestion": _DAY_ALIASES[near[0]]
-                             if near else None})
+    raise UnknownDay(
+        f"unknown day name {text!r}{hint} (use {', '.join(DAYS)})",
+        detail={"value": str(text), "suggestion": _DAY_ALIASES[near[0]] if near else None},
+    )
 
 
 def parse_anchor(text: Any) -> str:
@@ -134,10 +164,12 @@ def parse_anchor(text: Any) -> str:
             return candidate
     near = difflib.get_close_matches(name, cal.ANCHORS, n=1, cutoff=0.3)
     hint = f"; did you mean {near[0]}?" if near else ""
-    raise UnknownAnchor(f"{name!r} is not a solar term or festival we know{hint} (terms: "
-                        f"{' '.join(cal.TERMS)}; festivals: "
-                        f"{' '.join(a for a in cal.ANCHORS if a not in cal.TERMS)})",
-                        detail={"value": name, "suggestion": near[0] if near else None})
+    raise UnknownAnchor(
+        f"{name!r} is not a solar term or festival we know{hint} (terms: "
+        f"{' '.join(cal.TERMS)}; festivals: "
+        f"{' '.join(a for a in cal.ANCHORS if a not in cal.TERMS)})",
+        detail={"value": name, "suggestion": near[0] if near else None},
+    )
 
 
 def day_name(day: int) -> str:

@@ -10,10 +10,26 @@ import re
 
 from broadcaster.errors import InvalidInput
 
-_DIGITS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
-           "十": 10}
-_MONTHS = {"正": 1, "冬": 11, "腊": 12, "十一": 11, "十二": 12,
-           **{k: v for k, v in _DIGITS.items()}}
+_DIGITS = {
+    "一": 1,
+    "二": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "十": 10,
+}
+_MONTHS = {
+    "正": 1,
+    "冬": 11,
+    "腊": 12,
+    "十一": 11,
+    "十二": 12,
+    **{k: v for k, v in _DIGITS.items()},
+}
 _NUMERIC = re.compile(r"(闰|L)?\s*(\d{1,2})\s*[-/月]\s*(\d{1,2})\s*日?", re.IGNORECASE)
 
 
@@ -73,6 +89,8 @@ def _chinese_number(text: str) -> int | None:
 
 
 def _bad(text: object) -> LunarTextError:
-    return LunarTextError(f"lunar date {text!r} is not in a form we read: write it like "
-                          "腊月二十三, 正月十五, 闰六月初一, or month-day such as 12-23",
-                          detail={"value": str(text)})
+    return LunarTextError(
+        f"lunar date {text!r} is not in a form we read: write it like "
+        "腊月二十三, 正月十五, 闰六月初一, or month-day such as 12-23",
+        detail={"value": str(text)},
+    )

@@ -29,8 +29,9 @@ PAUSE = 0.5  # seconds between a sequence's parts (SequenceSource's default)
 def _sched(c: Call) -> Any:
     s = getattr(c.services, "scheduler", None)
     if s is None:
-        raise BroadcasterError("this controller runs without a scheduler", code="no_scheduler",
-                               status=503)
+        raise BroadcasterError(
+            "this controller runs without a scheduler", code="no_scheduler", status=503
+        )
     return s
 
 
@@ -39,7 +40,8 @@ def _visible(c: Call, s: Schedule) -> bool:
     if c.principal.kind == "system" or c.principal.scope == site.root.id:
         return True
     return s.owner == c.principal.name or all(
-        policy.target_inside(site, c.principal.scope, t) for t in s.targets)
+        policy.target_inside(site, c.principal.scope, t) for t in s.targets
+    )
 
 
 def _mine(c: Call, sid: str, edit: bool = False) -> Schedule:
@@ -49,9 +51,11 @@ def _mine(c: Call, sid: str, edit: bool = False) -> Schedule:
     if edit:
         policy.check_targets(c.services.controller.site, c.principal, s.targets)
         if not (c.principal.name == s.owner or c.principal.is_admin):
-            raise Forbidden(f"schedule {sid} belongs to {s.owner}; only they, or an admin "
-                                   "whose scope covers its targets, may change it",
-                                   code="not_yours")
+            raise Forbidden(
+                f"schedule {sid} belongs to {s.owner}; only they, or an admin "
+                "whose scope covers its targets, may change it",
+                code="not_yours",
+            )
     return s
 
 
@@ -92,8 +96,9 @@ async def _validate(c: Call, q: Any, now: dt.datetime) -> tuple[rules.Rule, dict
     policy.check_targets(site, c.principal, q.to)
     policy.check_priority(site, c.principal, q.priority)
     if q.when is None:
-        raise InvalidInput("when is required, e.g. {\"kind\": \"daily\", \"times\": "
-                           "[\"08:00\"]}", code="missing_field")
+        raise InvalidInput(
+            'when is required, e.g. {"kind": "daily", "times": ["08:00"]}', code="missing_field"
+        )
     rule = rules.parse_rule(q.when)
     rules.check_saveable(rule, now, _sched(c).tz)
     if q.volume is not None and not 0 <= q.volume <= 100:
@@ -103,8 +108,10 @@ async def _validate(c: Call, q: Any, now: dt.datetime) -> tuple[rules.Rule, dict
     if q.chime:
         ChimeSource(c.services.library, q.chime)  # NotFound unknown_chime
     if bool(q.clip) == bool(q.tts):
-        raise InvalidInput("give exactly one of clip (a library clip id) or tts (text read "
-                           "aloud when saved)", code="ambiguous_audio")
+        raise InvalidInput(
+            "give exactly one of clip (a library clip id) or tts (text read aloud when saved)",
+            code="ambiguous_audio",
+        )
     if q.tts:
         TtsSource(c.services.library, q.tts)  # empty or too long
     return rule, {"chime": q.chime, "repeat": q.repeat}
@@ -118,8 +125,14 @@ async def _audio(c: Call, q: Any, what: dict) -> dict:
         clip = lib.get(q.clip) if q.clip else lib.tts(q.tts, tags=["tts", "schedule"])
         chime = len(lib.chime(q.chime, 8000)) / 16000 if q.chime else 0.0
         once = clip.duration + (chime + PAUSE if q.chime else 0.0)
-        return {**what, "clip": clip.id, "clip_title": clip.title, "tts": q.tts,
-                "duration": round(q.repeat * once + (q.repeat - 1) * PAUSE, 3)}
+        return {
+            **what,
+            "clip": clip.id,
+            "clip_title": clip.title,
+            "tts": q.tts,
+            "duration": round(q.repeat * once + (q.repeat - 1) * PAUSE, 3),
+        }
+
     try:
         return await asyncio.to_thread(work)
     except LibraryError as exc:
@@ -128,8 +141,11 @@ async def _audio(c: Call, q: Any, what: dict) -> dict:
 
 def _owner_fields(c: Call) -> dict:
     p = c.principal
-    return {"owner": p.name, "owner_scope": p.scope,
-            "owner_role": "system" if p.kind == "system" else p.role}
+    return {
+        "owner": p.name,
+        "owner_scope": p.scope,
+        "owner_role": "system" if p.kind == "system" else p.role,
+    }
 
 
 @command("schedules/create", "POST", "/api/schedules", ScheduleIn, status=201)
@@ -141,13 +157,28 @@ async def schedules_create(c: Call, q: ScheduleIn) -> dict:
     what = await _audio(c, q, what)
     stamp = now.timestamp()
     title = q.title or what["clip_title"] or (q.tts or q.clip or "")[:40]
-    s = Schedule(new_schedule_id(), title, **_owner_fields(c), what=what, targets=list(q.to),
-                 priority=q.priority, volume=q.volume, rule=rule.to_dict(), paused=q.paused,
-                 armed_from=stamp, created_at=stamp, updated_at=stamp)
+    s = Schedule(
+        new_schedule_id(),
+        title,
+        **_owner_fields(c),
+        what=what,
+        targets=list(q.to),
+        priority=q.priority,
+        volume=q.volume,
+        rule=rule.to_dict(),
+        paused=q.paused,
+        armed_from=stamp,
+        created_at=stamp,
+        updated_at=stamp,
+    )
     await asyncio.to_thread(sched.table.add, s)
     await sched.rearm(s.id)
-    await sched.audit("schedule_created", c.principal, targets=s.targets,
-                      what={"schedule": s.id, "title": s.title, "when": s.rule, **what})
+    await sched.audit(
+        "schedule_created",
+        c.principal,
+        targets=s.targets,
+        what={"schedule": s.id, "title": s.title, "when": s.rule, **what},
+    )
     return view(c, s)
 
 
@@ -162,8 +193,10 @@ class ScheduleListIn:
 async def schedules_list(c: Call, q: ScheduleListIn) -> dict:
     """Schedules inside the caller's scope, each with its next occurrences."""
     items = await asyncio.to_thread(_sched(c).table.all)
-    return {"schedules": [view(c, s, q.next) for s in items if _visible(c, s)],
-            "time_zone": _sched(c).tz.key}
+    return {
+        "schedules": [view(c, s, q.next) for s in items if _visible(c, s)],
+        "time_zone": _sched(c).tz.key,
+    }
 
 
 @dataclass
@@ -191,15 +224,32 @@ async def schedules_preview(c: Call, q: PreviewIn) -> dict:
         warnings += [f"{s.id}: {w}" for w in exp.warnings]
         speakers = site.resolve_many(s.targets)
         for inst in exp.instants:
-            slot = Slot(s.id, s.title, inst.timestamp(),
-                        inst.timestamp() + float(s.what.get("duration") or 0), speakers)
+            slot = Slot(
+                s.id,
+                s.title,
+                inst.timestamp(),
+                inst.timestamp() + float(s.what.get("duration") or 0),
+                speakers,
+            )
             slots.append(slot)
-            rows.append({"schedule": s.id, "title": s.title, "at": inst.isoformat(),
-                         "seconds": s.what.get("duration"), "targets": s.targets})
+            rows.append(
+                {
+                    "schedule": s.id,
+                    "title": s.title,
+                    "at": inst.isoformat(),
+                    "seconds": s.what.get("duration"),
+                    "targets": s.targets,
+                }
+            )
     rows.sort(key=lambda r: r["at"])
     found = conflicts(slots, sched.tz)
-    return {"from": start.isoformat(), "until": end.isoformat(), "occurrences": rows,
-            "conflicts": found, "warnings": warnings}
+    return {
+        "from": start.isoformat(),
+        "until": end.isoformat(),
+        "occurrences": rows,
+        "conflicts": found,
+        "warnings": warnings,
+    }
 
 
 @dataclass
@@ -240,12 +290,14 @@ async def schedules_update(c: Call, q: ScheduleEditIn) -> dict:
     merged = ScheduleIn(
         to=q.to if q.to is not None else old.targets,
         when=q.when if q.when is not None else old.rule,
-        clip=q.clip if new_audio else old.what["clip"], tts=q.tts if new_audio else None,
+        clip=q.clip if new_audio else old.what["clip"],
+        tts=q.tts if new_audio else None,
         chime=q.chime if q.chime is not None else old.what.get("chime"),
         repeat=q.repeat if q.repeat is not None else int(old.what.get("repeat", 1)),
         priority=q.priority or old.priority,
         volume=q.volume if q.volume is not None else old.volume,
-        title=q.title or old.title)
+        title=q.title or old.title,
+    )
     if merged.chime == "":
         merged.chime = None
     now = sched.now()
@@ -254,12 +306,25 @@ async def schedules_update(c: Call, q: ScheduleEditIn) -> dict:
     if not new_audio and old.what.get("tts"):
         what["tts"] = old.what["tts"]
     s = await asyncio.to_thread(
-        sched.table.update, old.id, title=merged.title, **_owner_fields(c), what=what,
-        targets=list(merged.to), priority=merged.priority, volume=merged.volume,
-        rule=rule.to_dict(), armed_from=now.timestamp(), updated_at=now.timestamp())
+        sched.table.update,
+        old.id,
+        title=merged.title,
+        **_owner_fields(c),
+        what=what,
+        targets=list(merged.to),
+        priority=merged.priority,
+        volume=merged.volume,
+        rule=rule.to_dict(),
+        armed_from=now.timestamp(),
+        updated_at=now.timestamp(),
+    )
     await sched.rearm(s.id)
-    await sched.audit("schedule_updated", c.principal, targets=s.targets,
-                      what={"schedule": s.id, "title": s.title, "when": s.rule, **what})
+    await sched.audit(
+        "schedule_updated",
+        c.principal,
+        targets=s.targets,
+        what={"schedule": s.id, "title": s.title, "when": s.rule, **what},
+    )
     return view(c, s)
 
 
@@ -271,8 +336,12 @@ async def _set_paused(c: Call, sid: str, paused: bool) -> dict:
         changes["armed_from"] = sched.wall()  # occurrences while paused are not owed
     s = await asyncio.to_thread(sched.table.update, sid, **changes)
     await sched.rearm(sid)
-    await sched.audit("schedule_paused" if paused else "schedule_resumed", c.principal,
-                      targets=s.targets, what={"schedule": sid, "title": s.title})
+    await sched.audit(
+        "schedule_paused" if paused else "schedule_resumed",
+        c.principal,
+        targets=s.targets,
+        what={"schedule": sid, "title": s.title},
+    )
     return view(c, s)
 
 
@@ -295,8 +364,12 @@ async def schedules_delete(c: Call, q: IdIn) -> dict:
     s = _mine(c, q.id, edit=True)
     await asyncio.to_thread(sched.table.remove, s.id)
     await sched.rearm(s.id)
-    await sched.audit("schedule_deleted", c.principal, targets=s.targets,
-                      what={"schedule": s.id, "title": s.title})
+    await sched.audit(
+        "schedule_deleted",
+        c.principal,
+        targets=s.targets,
+        what={"schedule": s.id, "title": s.title},
+    )
     return {"id": s.id, "deleted": True}
 
 

@@ -31,18 +31,22 @@ def conflicts(slots: list[Slot], tz: ZoneInfo) -> list[dict]:
             shared = other.speakers & slot.speakers
             if other.schedule == slot.schedule or not shared:
                 continue
-            out.append({
-                "schedules": [other.schedule, slot.schedule],
-                "titles": [other.title, slot.title],
-                "at": dt.datetime.fromtimestamp(slot.start, tz).isoformat(),
-                "overlap_seconds": round(min(other.end, slot.end) - slot.start, 3),
-                "speakers": sorted(shared),
-                "message": (f"{other.title or other.schedule} "
-                            f"({dt.datetime.fromtimestamp(other.start, tz):%m-%d %H:%M:%S}) and "
-                            f"{slot.title or slot.schedule} "
-                            f"({dt.datetime.fromtimestamp(slot.start, tz):%m-%d %H:%M:%S}) "
-                            f"overlap on {len(shared)} speaker(s): the higher priority cuts "
-                            "the other, or it is refused as busy"),
-            })
+            out.append(
+                {
+                    "schedules": [other.schedule, slot.schedule],
+                    "titles": [other.title, slot.title],
+                    "at": dt.datetime.fromtimestamp(slot.start, tz).isoformat(),
+                    "overlap_seconds": round(min(other.end, slot.end) - slot.start, 3),
+                    "speakers": sorted(shared),
+                    "message": (
+                        f"{other.title or other.schedule} "
+                        f"({dt.datetime.fromtimestamp(other.start, tz):%m-%d %H:%M:%S}) and "
+                        f"{slot.title or slot.schedule} "
+                        f"({dt.datetime.fromtimestamp(slot.start, tz):%m-%d %H:%M:%S}) "
+                        f"overlap on {len(shared)} speaker(s): the higher priority cuts "
+                        "the other, or it is refused as busy"
+                    ),
+                }
+            )
         open_.append(slot)
     return out

@@ -102,16 +102,33 @@ class Rule:
 
 # --- parsing -----------------------------------------------------------------------------------
 
+
 def parse_rule(raw: dict[str, Any]) -> Rule:
     """Validate a `when` (JSON) into a Rule; every fault is a RuleError naming the field."""
     if not isinstance(raw, dict):
-        raise RuleError("when must be an object such as {\"kind\": \"daily\", \"times\": "
-                        "[\"08:00\"]}")
+        raise RuleError('when must be an object such as {"kind": "daily", "times": ["08:00"]}')
     kind = raw.get("kind")
     if kind not in KINDS:
         raise RuleError(f"when.kind {kind!r} is not one of {', '.join(KINDS)}")
-    known = {"kind", "at", "times", "days", "cron", "month", "day", "year", "leap", "date",
-             "anchor", "offset_days", "start", "end", "except", "workdays_only", "skip_holidays"}
+    known = {
+        "kind",
+        "at",
+        "times",
+        "days",
+        "cron",
+        "month",
+        "day",
+        "year",
+        "leap",
+        "date",
+        "anchor",
+        "offset_days",
+        "start",
+        "end",
+        "except",
+        "workdays_only",
+        "skip_holidays",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise RuleError(f"when has unknown field(s): {', '.join(unknown)}")
@@ -131,14 +148,16 @@ def parse_rule(raw: dict[str, Any]) -> Rule:
         rule = replace(rule, times=_times(raw.get("times")))
     if kind == "weekly":
         days = _list(raw.get("days"), "days")
-        rule = replace(rule, weekdays=tuple(sorted({parse_weekday(d) for d in days},
-                                                   key=DAYS.index)))
+        rule = replace(
+            rule, weekdays=tuple(sorted({parse_weekday(d) for d in days}, key=DAYS.index))
+        )
     elif kind == "lunar_days":
         values = []
         for d in _list(raw.get("days"), "days"):
             if not (isinstance(d, int) or str(d).isdigit()) or not 1 <= int(d) <= 30:
-                raise ImpossibleLunarDate(f"lunar day {d!r} does not exist: a lunar month has "
-                                          "days 1 to 29 or 30")
+                raise ImpossibleLunarDate(
+                    f"lunar day {d!r} does not exist: a lunar month has days 1 to 29 or 30"
+                )
             values.append(int(d))
         rule = replace(rule, lunar_days=tuple(sorted(set(values))))
     elif kind == "lunar_date":
@@ -148,8 +167,9 @@ def parse_rule(raw: dict[str, Any]) -> Rule:
             raise RuleError("a relative schedule needs 'anchor': a solar term or festival")
         offset = raw.get("offset_days", 0)
         if not isinstance(offset, int) or isinstance(offset, bool) or abs(offset) > 60:
-            raise RuleError(f"offset_days {offset!r} must be a whole number of days, -60..60 "
-                            "(negative: before)")
+            raise RuleError(
+                f"offset_days {offset!r} must be a whole number of days, -60..60 (negative: before)"
+            )
         rule = replace(rule, anchor=parse_anchor(raw["anchor"]), offset_days=offset)
     return rule
 
@@ -175,12 +195,14 @@ def _common(raw: dict[str, Any]) -> dict[str, Any]:
         if raw.get(key) is not None:
             out[key] = parse_date(raw[key], f"{key} date")
     if "start" in out and "end" in out and out["end"] < out["start"]:
-        raise EndBeforeStart(f"the range ends on {out['end']} before it starts on "
-                             f"{out['start']}", detail={"start": str(out["start"]),
-                                                        "end": str(out["end"])})
+        raise EndBeforeStart(
+            f"the range ends on {out['end']} before it starts on {out['start']}",
+            detail={"start": str(out["start"]), "end": str(out["end"])},
+        )
     if raw.get("except"):
-        out["excluded"] = frozenset(parse_date(d, "excluded date")
-                                    for d in _list(raw["except"], "except"))
+        out["excluded"] = frozenset(
+            parse_date(d, "excluded date") for d in _list(raw["except"], "except")
+        )
     for key in ("workdays_only", "skip_holidays"):
         if key in raw:
             if not isinstance(raw[key], bool):
@@ -197,28 +219,38 @@ def _lunar_date(rule: Rule, raw: dict[str, Any]) -> Rule:
     else:
         month, day, leap = raw.get("month"), raw.get("day"), bool(raw.get("leap", False))
     year = raw.get("year")
-    bad = [f"{k} {v!r}" for k, v, lo, hi in (("month", month, 1, 12), ("day", day, 1, 30))
-           if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi]
+    bad = [
+        f"{k} {v!r}"
+        for k, v, lo, hi in (("month", month, 1, 12), ("day", day, 1, 30))
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi
+    ]
     if bad:
-        raise ImpossibleLunarDate(f"lunar {' and '.join(bad)} cannot exist: lunar months are "
-                                  "1-12 and have 29 or 30 days")
+        raise ImpossibleLunarDate(
+            f"lunar {' and '.join(bad)} cannot exist: lunar months are 1-12 and have 29 or 30 days"
+        )
     if year is not None and (not isinstance(year, int) or not 1900 <= year <= 2100):
         raise RuleError(f"lunar year {year!r} must be a year between 1900 and 2100")
     name = ("闰" if leap else "") + cal.MONTH_NAMES[month - 1] + day_name(day)
     if leap and year is None:
-        raise ImpossibleLunarDate(f"{name}: a leap month comes back only in some years; give "
-                                  "the lunar year it is in")
+        raise ImpossibleLunarDate(
+            f"{name}: a leap month comes back only in some years; give the lunar year it is in"
+        )
     if year is not None and cal.solar_of(year, month, day, leap) is None:
         m = cal.lunar_month(year, month, leap)
-        why = (f"lunar year {year} has no {'闰' if leap else ''}{cal.MONTH_NAMES[month - 1]}"
-               if m is None else f"{m.name()} of lunar year {year} has only {m.days} days")
-        raise ImpossibleLunarDate(f"{name} does not exist: {why}",
-                                  detail={"year": year, "month": month, "day": day,
-                                          "leap": leap})
+        why = (
+            f"lunar year {year} has no {'闰' if leap else ''}{cal.MONTH_NAMES[month - 1]}"
+            if m is None
+            else f"{m.name()} of lunar year {year} has only {m.days} days"
+        )
+        raise ImpossibleLunarDate(
+            f"{name} does not exist: {why}",
+            detail={"year": year, "month": month, "day": day, "leap": leap},
+        )
     return replace(rule, lunar_month=month, lunar_day=day, leap=leap, lunar_year=year)
 
 
 # --- occurrences -----------------------------------------------------------------------------
+
 
 @dataclass
 class Expansion:
@@ -233,14 +265,20 @@ class Expansion:
             self.warnings.append(text)
 
 
-def occurrences(rule: Rule, start: dt.datetime, end: dt.datetime,
-                tz: str | ZoneInfo | None = None) -> list[dt.datetime]:
+def occurrences(
+    rule: Rule, start: dt.datetime, end: dt.datetime, tz: str | ZoneInfo | None = None
+) -> list[dt.datetime]:
     """Every instant in [start, end) at which the rule fires, aware in the site's zone."""
     return expand(rule, start, end, tz).instants
 
 
-def expand(rule: Rule, start: dt.datetime, end: dt.datetime, tz: str | ZoneInfo | None = None,
-           limit: int | None = None) -> Expansion:
+def expand(
+    rule: Rule,
+    start: dt.datetime,
+    end: dt.datetime,
+    tz: str | ZoneInfo | None = None,
+    limit: int | None = None,
+) -> Expansion:
     """Occurrences in [start, end) (at most `limit`) and warnings; start/end must be aware."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("start and end must be time-zone aware")
@@ -271,8 +309,9 @@ def expand(rule: Rule, start: dt.datetime, end: dt.datetime, tz: str | ZoneInfo 
     return out
 
 
-def next_occurrences(rule: Rule, now: dt.datetime, count: int,
-                     tz: str | ZoneInfo | None = None, days: int = 800) -> Expansion:
+def next_occurrences(
+    rule: Rule, now: dt.datetime, count: int, tz: str | ZoneInfo | None = None, days: int = 800
+) -> Expansion:
     """The next `count` occurrences after `now` (searching `days` ahead), with warnings."""
     return expand(rule, now, now + dt.timedelta(days=days), tz, limit=count)
 
@@ -283,11 +322,14 @@ def check_saveable(rule: Rule, now: dt.datetime, tz: str | ZoneInfo | None = Non
     if rule.kind == "once":
         assert rule.at is not None
         if _local(rule.at.date(), rule.at.time(), zi, Expansion()) <= now:
-            raise TimePassed(f"{rule.at:%Y-%m-%d %H:%M:%S} ({zi.key}) has already passed",
-                             detail={"at": rule.to_dict()["at"]})
+            raise TimePassed(
+                f"{rule.at:%Y-%m-%d %H:%M:%S} ({zi.key}) has already passed",
+                detail={"at": rule.to_dict()["at"]},
+            )
     elif rule.end is not None and rule.end < now.astimezone(zi).date():
-        raise TimePassed(f"the range ended on {rule.end}, before today",
-                         detail={"end": str(rule.end)})
+        raise TimePassed(
+            f"the range ended on {rule.end}, before today", detail={"end": str(rule.end)}
+        )
 
 
 def _dates(rule: Rule, first: dt.date, last: dt.date, out: Expansion) -> list[dt.date]:
@@ -325,8 +367,9 @@ def _matches(rule: Rule, day: dt.date) -> bool:
 
 def _lunar_dates(rule: Rule, first: dt.date, last: dt.date, out: Expansion) -> list[dt.date]:
     assert rule.lunar_month is not None and rule.lunar_day is not None
-    years = ([rule.lunar_year] if rule.lunar_year is not None
-             else range(first.year - 1, last.year + 1))
+    years = (
+        [rule.lunar_year] if rule.lunar_year is not None else range(first.year - 1, last.year + 1)
+    )
     found = []
     for year in years:
         month = cal.lunar_month(year, rule.lunar_month, rule.leap)
@@ -336,8 +379,10 @@ def _lunar_dates(rule: Rule, first: dt.date, last: dt.date, out: Expansion) -> l
         if day is None:
             ends = month.first + dt.timedelta(days=month.days - 1)
             if month.first <= last and ends >= first:
-                out.warn(f"{month.name()}{day_name(rule.lunar_day)} does not exist in lunar "
-                         f"year {year} ({month.name()} has {month.days} days): no occurrence")
+                out.warn(
+                    f"{month.name()}{day_name(rule.lunar_day)} does not exist in lunar "
+                    f"year {year} ({month.name()} has {month.days} days): no occurrence"
+                )
             continue
         if first <= day <= last:
             found.append(day)
@@ -348,9 +393,11 @@ def _allowed(rule: Rule, day: dt.date, out: Expansion) -> bool:
     if not (rule.workdays_only or rule.skip_holidays):
         return True
     if not cal.holiday_year_known(day.year):
-        out.warn(f"the official holiday list for {day.year} is not in {cal.LIBRARY} yet: "
-                 f"occurrences in {day.year} are held, not guessed (update chinese-calendar "
-                 "once the State Council publishes it)")
+        out.warn(
+            f"the official holiday list for {day.year} is not in {cal.LIBRARY} yet: "
+            f"occurrences in {day.year} are held, not guessed (update chinese-calendar "
+            "once the State Council publishes it)"
+        )
         return False
     if rule.workdays_only and not cal.is_workday(day):
         return False
@@ -363,7 +410,9 @@ def _local(day: dt.date, t: dt.time, zi: ZoneInfo, out: Expansion) -> dt.datetim
     inst = dt.datetime.combine(day, t).replace(tzinfo=zi, fold=0)
     back = inst.astimezone(dt.UTC).astimezone(zi)
     if back.replace(tzinfo=None) != inst.replace(tzinfo=None):
-        out.warn(f"{day} {t} does not exist in {zi.key} (clocks jump forward): it fires at "
-                 f"{back:%H:%M:%S} instead")
+        out.warn(
+            f"{day} {t} does not exist in {zi.key} (clocks jump forward): it fires at "
+            f"{back:%H:%M:%S} instead"
+        )
         return back
     return back

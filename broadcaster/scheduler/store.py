@@ -16,8 +16,17 @@ from typing import Any
 from broadcaster.errors import NotFound
 from broadcaster.storage.db import Store
 
-STATES = ("fired", "played", "partial", "cut", "stopped", "refused", "failed", "missed",
-          "interrupted")
+STATES = (
+    "fired",
+    "played",
+    "partial",
+    "cut",
+    "stopped",
+    "refused",
+    "failed",
+    "missed",
+    "interrupted",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, owner TEXT NOT NULL, owner_scope TEXT NOT NULL,
@@ -30,11 +39,33 @@ CREATE TABLE IF NOT EXISTS schedule_occurrences (
     updated_at REAL NOT NULL, PRIMARY KEY (schedule_id, at));
 CREATE INDEX IF NOT EXISTS schedule_occurrences_state ON schedule_occurrences (state);
 """
-_SCHEDULE_COLUMNS = ("id", "title", "owner", "owner_scope", "owner_role", "what", "targets",
-                     "priority", "volume", "rule", "paused", "armed_from", "created_at",
-                     "updated_at")
-_OCC_COLUMNS = ("schedule_id", "at", "state", "fired_at", "late", "broadcast", "speakers", "why",
-                "updated_at")
+_SCHEDULE_COLUMNS = (
+    "id",
+    "title",
+    "owner",
+    "owner_scope",
+    "owner_role",
+    "what",
+    "targets",
+    "priority",
+    "volume",
+    "rule",
+    "paused",
+    "armed_from",
+    "created_at",
+    "updated_at",
+)
+_OCC_COLUMNS = (
+    "schedule_id",
+    "at",
+    "state",
+    "fired_at",
+    "late",
+    "broadcast",
+    "speakers",
+    "why",
+    "updated_at",
+)
 _JSON = ("what", "targets", "rule", "speakers")
 
 
@@ -80,24 +111,30 @@ class ScheduleStore:
         """Insert a new schedule."""
         row = _encode(s.to_dict())
         marks = ", ".join("?" * len(_SCHEDULE_COLUMNS))
-        self._write(f"INSERT INTO schedules ({', '.join(_SCHEDULE_COLUMNS)}) VALUES ({marks})",
-                    [row[c] for c in _SCHEDULE_COLUMNS])
+        self._write(
+            f"INSERT INTO schedules ({', '.join(_SCHEDULE_COLUMNS)}) VALUES ({marks})",
+            [row[c] for c in _SCHEDULE_COLUMNS],
+        )
         return s
 
     def get(self, sid: str) -> Schedule:
         """One schedule; NotFound if there is none."""
-        row = self.store.run(lambda db: db.conn.execute(
-            f"SELECT {', '.join(_SCHEDULE_COLUMNS)} FROM schedules WHERE id = ?",
-            (sid,)).fetchone())
+        row = self.store.run(
+            lambda db: db.conn.execute(
+                f"SELECT {', '.join(_SCHEDULE_COLUMNS)} FROM schedules WHERE id = ?", (sid,)
+            ).fetchone()
+        )
         if row is None:
             raise NotFound(f"no schedule with id {sid!r}", detail={"schedule": sid})
         return _schedule(row)
 
     def all(self) -> list[Schedule]:
         """Every schedule, oldest first."""
-        rows = self.store.run(lambda db: db.conn.execute(
-            f"SELECT {', '.join(_SCHEDULE_COLUMNS)} FROM schedules ORDER BY created_at, id"
-        ).fetchall())
+        rows = self.store.run(
+            lambda db: db.conn.execute(
+                f"SELECT {', '.join(_SCHEDULE_COLUMNS)} FROM schedules ORDER BY created_at, id"
+            ).fetchall()
+        )
         return [_schedule(r) for r in rows]
 
     def update(self, sid: str, **changes: Any) -> Schedule:
@@ -115,40 +152,68 @@ class ScheduleStore:
 
     # --- occurrences -----------------------------------------------------------------------------
 
-    def claim(self, sid: str, at: int, state: str, now: float, *, late: float | None = None,
-              why: str | None = None) -> bool:
+    def claim(
+        self,
+        sid: str,
+        at: int,
+        state: str,
+        now: float,
+        *,
+        late: float | None = None,
+        why: str | None = None,
+    ) -> bool:
         """Record an occurrence under its unique key; False if it was already recorded."""
+
         def insert(db: Any) -> bool:
             cur = db.conn.execute(
                 "INSERT OR IGNORE INTO schedule_occurrences (schedule_id, at, state, fired_at, "
                 "late, why, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (sid, at, state, now, late, why, now))
+                (sid, at, state, now, late, why, now),
+            )
             db.conn.commit()
             return cur.rowcount == 1
+
         return self.store.run(insert)
 
-    def finish(self, sid: str, at: int, state: str, now: float, *, why: str | None = None,
-               broadcast: str | None = None, speakers: dict[str, str] | None = None) -> None:
+    def finish(
+        self,
+        sid: str,
+        at: int,
+        state: str,
+        now: float,
+        *,
+        why: str | None = None,
+        broadcast: str | None = None,
+        speakers: dict[str, str] | None = None,
+    ) -> None:
         """Set an occurrence's outcome."""
-        self._write("UPDATE schedule_occurrences SET state = ?, why = ?, broadcast = "
-                    "COALESCE(?, broadcast), speakers = ?, updated_at = ? WHERE schedule_id = ? "
-                    "AND at = ?", [state, why, broadcast, json.dumps(speakers or {}), now, sid,
-                                   at])
+        self._write(
+            "UPDATE schedule_occurrences SET state = ?, why = ?, broadcast = "
+            "COALESCE(?, broadcast), speakers = ?, updated_at = ? WHERE schedule_id = ? "
+            "AND at = ?",
+            [state, why, broadcast, json.dumps(speakers or {}), now, sid, at],
+        )
 
     def set_broadcast(self, sid: str, at: int, broadcast: str) -> None:
         """Note the broadcast an occurrence started."""
-        self._write("UPDATE schedule_occurrences SET broadcast = ? WHERE schedule_id = ? AND "
-                    "at = ?", [broadcast, sid, at])
+        self._write(
+            "UPDATE schedule_occurrences SET broadcast = ? WHERE schedule_id = ? AND at = ?",
+            [broadcast, sid, at],
+        )
 
     def recorded(self, sid: str, since: int, until: int) -> set[int]:
         """Instants of a schedule already recorded in [since, until]."""
-        rows = self.store.run(lambda db: db.conn.execute(
-            "SELECT at FROM schedule_occurrences WHERE schedule_id = ? AND at BETWEEN ? AND ?",
-            (sid, since, until)).fetchall())
+        rows = self.store.run(
+            lambda db: db.conn.execute(
+                "SELECT at FROM schedule_occurrences WHERE schedule_id = ? AND at BETWEEN ? AND ?",
+                (sid, since, until),
+            ).fetchall()
+        )
         return {r[0] for r in rows}
 
-    def occurrences(self, sid: str | None = None, limit: int = 100,
-                    state: str | None = None) -> list[dict[str, Any]]:
+    def occurrences(
+        self, sid: str | None = None, limit: int = 100, state: str | None = None
+    ) -> list[dict[str, Any]]:
         """Recorded occurrences, newest first."""
         where, params = [], []
         if sid is not None:
@@ -157,9 +222,11 @@ class ScheduleStore:
         if state is not None:
             where.append("state = ?")
             params.append(state)
-        sql = (f"SELECT {', '.join(_OCC_COLUMNS)} FROM schedule_occurrences"
-               + (" WHERE " + " AND ".join(where) if where else "")
-               + f" ORDER BY at DESC LIMIT {int(limit)}")
+        sql = (
+            f"SELECT {', '.join(_OCC_COLUMNS)} FROM schedule_occurrences"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY at DESC LIMIT {int(limit)}"
+        )
         rows = self.store.run(lambda db: db.conn.execute(sql, params).fetchall())
         return [_decode(dict(zip(_OCC_COLUMNS, r, strict=True))) for r in rows]
 
@@ -167,6 +234,7 @@ class ScheduleStore:
         def go(db: Any) -> None:
             db.conn.execute(sql, params)
             db.conn.commit()
+
         self.store.run(go)
 
 

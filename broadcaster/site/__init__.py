@@ -2,17 +2,29 @@
 
 from .loader import load, loads
 from .model import (
-                    DEFAULT_TIMEZONE,
-                    DEFAULT_VOLUME,
-                    SPEAKER_KINDS,
-                    ZONE_KINDS,
-                    Group,
-                    Problem,
-                    Site,
-                    Speaker,
-                    Zone,
-                    format_hostport,
+    DEFAULT_TIMEZONE,
+    DEFAULT_VOLUME,
+    SPEAKER_KINDS,
+    ZONE_KINDS,
+    Group,
+    Problem,
+    Site,
+    Speaker,
+    Zone,
+    format_hostport,
 )
 
-__all__ = ["DEFAULT_TIMEZONE", "DEFAULT_VOLUME", "SPEAKER_KINDS", "ZONE_KINDS", "Group", "Problem",
-           "Site", "Speaker", "Zone", "format_hostport", "load", "loads"]
+__all__ = [
+    "DEFAULT_TIMEZONE",
+    "DEFAULT_VOLUME",
+    "SPEAKER_KINDS",
+    "ZONE_KINDS",
+    "Group",
+    "Problem",
+    "Site",
+    "Speaker",
+    "Zone",
+    "format_hostport",
+    "load",
+    "loads",
+]

@@ -57,8 +57,10 @@ def load(path: str | os.PathLike[str]) -> Site:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        msg = (f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-               "save the file as UTF-8")
+        msg = (
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        )
         raise ZonesError([Problem(source, line, "", msg)]) from None
     return loads(text, source=source)
 
@@ -87,7 +89,7 @@ def _describe(node: yaml.Node) -> str:
 def _split_hostport(text: str) -> tuple[str, str] | None:
     if text.startswith("["):
         end = text.find("]:")
-        return (text[1:end], text[end + 2:]) if end > 0 else None
+        return (text[1:end], text[end + 2 :]) if end > 0 else None
     host, sep, port = text.rpartition(":")
     return (host, port) if sep and host and port else None
 
@@ -169,18 +171,22 @@ class _Checker:
         self.check_refs()
         self.check_rtp_groups()
         if self.problems:
-            self.problems.sort(key=lambda p: (p.line or 0))
+            self.problems.sort(key=lambda p: p.line or 0)
             raise ZonesError(self.problems)
         return self.build()
 
     # -- typed readers ---------------------------------------------------------------------
 
-    def mapping(self, node: yaml.Node, key: str, what: str,
-                required: tuple[str, ...]) -> dict[str, yaml.Node] | None:
+    def mapping(
+        self, node: yaml.Node, key: str, what: str, required: tuple[str, ...]
+    ) -> dict[str, yaml.Node] | None:
         allowed = _KEYS[what]
         if not isinstance(node, yaml.MappingNode):
-            self.add(node, key, f"expected a mapping with keys {', '.join(allowed)}, "
-                                f"got {_describe(node)}")
+            self.add(
+                node,
+                key,
+                f"expected a mapping with keys {', '.join(allowed)}, got {_describe(node)}",
+            )
             return None
         out: dict[str, yaml.Node] = {}
         first: dict[str, int] = {}
@@ -191,15 +197,20 @@ class _Checker:
             name = knode.value
             path = f"{key}.{name}" if key else name
             if name in first:
-                self.add(knode, path, f"duplicate key {name!r} (first at line {first[name]}); "
-                                      "YAML would silently keep only the last")
+                self.add(
+                    knode,
+                    path,
+                    f"duplicate key {name!r} (first at line {first[name]}); "
+                    "YAML would silently keep only the last",
+                )
                 continue
             first[name] = _line(knode)
             if name not in allowed:
                 close = difflib.get_close_matches(name, allowed, 1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.add(knode, path, f"unknown key {name!r}{hint}; allowed keys: "
-                                      f"{', '.join(allowed)}")
+                self.add(
+                    knode, path, f"unknown key {name!r}{hint}; allowed keys: {', '.join(allowed)}"
+                )
                 continue
             out[name] = vnode
         for name in required:
@@ -223,8 +234,12 @@ class _Checker:
     def ident(self, node: yaml.Node | None, key: str) -> str | None:
         value = self.text(node, key, required=True)
         if value is not None and not _ID_RE.fullmatch(value):
-            self.add(node, key, f"bad id {value!r}: use lowercase ASCII letters, digits, '-' and "
-                                "'_', starting with a letter or digit, at most 64 characters")
+            self.add(
+                node,
+                key,
+                f"bad id {value!r}: use lowercase ASCII letters, digits, '-' and "
+                "'_', starting with a letter or digit, at most 64 characters",
+            )
         return value
 
     def integer(self, node: yaml.Node, key: str, low: int, high: int) -> int | None:
@@ -252,13 +267,21 @@ class _Checker:
             return True
         p_what, p_line, p_key, p_place = prior
         if what == p_what == "speaker":
-            self.add(node, key, f"speaker {ident!r} is placed twice: already in {p_place!r} at "
-                                f"line {p_line} ({p_key}); a speaker belongs to exactly one place "
-                                "— use a group to reach it from elsewhere")
+            self.add(
+                node,
+                key,
+                f"speaker {ident!r} is placed twice: already in {p_place!r} at "
+                f"line {p_line} ({p_key}); a speaker belongs to exactly one place "
+                "— use a group to reach it from elsewhere",
+            )
         else:
-            self.add(node, key, f"duplicate id {ident!r}: already used by {p_what} at line "
-                                f"{p_line} ({p_key}); zones, groups and speakers share one "
-                                "namespace")
+            self.add(
+                node,
+                key,
+                f"duplicate id {ident!r}: already used by {p_what} at line "
+                f"{p_line} ({p_key}); zones, groups and speakers share one "
+                "namespace",
+            )
         return False
 
     def hostport(self, node: yaml.Node, key: str, multicast: bool) -> tuple[str, int] | None:
@@ -287,28 +310,43 @@ class _Checker:
             return None
         return host, port
 
-    def check_multicast(self, node: yaml.Node, key: str, value: str, host: str,
-                        port: int) -> tuple[str, int] | None:
+    def check_multicast(
+        self, node: yaml.Node, key: str, value: str, host: str, port: int
+    ) -> tuple[str, int] | None:
         try:
             ip = ipaddress.IPv4Address(host)
         except ValueError:
-            self.add(node, key, f"{value!r}: {host!r} is not an IPv4 multicast address "
-                                "(224.0.0.0–239.255.255.255; 239.x.y.z for a private site)")
+            self.add(
+                node,
+                key,
+                f"{value!r}: {host!r} is not an IPv4 multicast address "
+                "(224.0.0.0–239.255.255.255; 239.x.y.z for a private site)",
+            )
             return None
         if not ip.is_multicast:
-            self.add(node, key, f"{value!r}: {host} is not a multicast address "
-                                "(224.0.0.0–239.255.255.255; 239.x.y.z for a private site)")
+            self.add(
+                node,
+                key,
+                f"{value!r}: {host} is not a multicast address "
+                "(224.0.0.0–239.255.255.255; 239.x.y.z for a private site)",
+            )
             return None
         if ip in _RESERVED_MULTICAST:
-            self.add(node, key, f"{value!r}: {host} is reserved for network control "
-                                "(224.0.0.0/24); use 239.x.y.z")
+            self.add(
+                node,
+                key,
+                f"{value!r}: {host} is reserved for network control (224.0.0.0/24); use 239.x.y.z",
+            )
             return None
         if not 1024 <= port <= 65534:
             self.add(node, key, f"{value!r}: port {port} is out of range 1024–65534")
             return None
         if port % 2:
-            self.add(node, key, f"{value!r}: port {port} is odd; RTP uses an even port and "
-                                "RTCP the next one")
+            self.add(
+                node,
+                key,
+                f"{value!r}: port {port} is odd; RTP uses an even port and RTCP the next one",
+            )
             return None
         return host, port
 
@@ -329,18 +367,23 @@ class _Checker:
             if multicast is not None:
                 prior = self.multicasts.setdefault(multicast, (here, _line(m["multicast"])))
                 if prior[0] != here:
-                    self.add(m["multicast"], f"{key}.multicast",
-                             f"{format_hostport(multicast)} is already used by zone {prior[0]!r} "
-                             f"at line {prior[1]}; two zones on one group and port get mixed")
+                    self.add(
+                        m["multicast"],
+                        f"{key}.multicast",
+                        f"{format_hostport(multicast)} is already used by zone {prior[0]!r} "
+                        f"at line {prior[1]}; two zones on one group and port get mixed",
+                    )
         if kind == "subdistrict" and "timezone" in m:
             tz = self.text(m["timezone"], f"{key}.timezone")
             if tz is not None:
                 try:
                     zoneinfo.ZoneInfo(tz)
                 except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-                    self.add(m["timezone"], f"{key}.timezone",
-                             f"unknown timezone {tz!r}; use an IANA name such as "
-                             f"{DEFAULT_TIMEZONE!r}")
+                    self.add(
+                        m["timezone"],
+                        f"{key}.timezone",
+                        f"unknown timezone {tz!r}; use an IANA name such as {DEFAULT_TIMEZONE!r}",
+                    )
                     tz = None
             self.timezone = tz or DEFAULT_TIMEZONE
         children: list[str | None] = []
@@ -356,7 +399,10 @@ class _Checker:
                 speakers.append(self.speaker(child, f"{key}.speakers[{i}]", here))
         if owned:
             self.zones[here] = {
-                "id": here, "name": name or here, "kind": kind, "parent": parent,
+                "id": here,
+                "name": name or here,
+                "kind": kind,
+                "parent": parent,
                 "children": tuple(c for c in children if c is not None),
                 "speakers": tuple(s for s in speakers if s is not None),
                 "multicast": multicast,
@@ -373,8 +419,11 @@ class _Checker:
         if kind is not None and kind not in SPEAKER_KINDS:
             close = difflib.get_close_matches(kind, SPEAKER_KINDS, 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.add(m["kind"], f"{key}.kind",
-                     f"bad kind {kind!r}{hint}; a speaker is one of {', '.join(SPEAKER_KINDS)}")
+            self.add(
+                m["kind"],
+                f"{key}.kind",
+                f"bad kind {kind!r}{hint}; a speaker is one of {', '.join(SPEAKER_KINDS)}",
+            )
         driver = self.driver(m.get("driver"), f"{key}.driver")
         address = None
         if "address" in m:
@@ -386,20 +435,24 @@ class _Checker:
             if address is not None and speaker_id is not None:
                 self.claim_address(address, speaker_id, driver, m["address"], akey)
         elif driver == "rtp":
-            self.add(node, f"{key}.address",
-                     "missing required key 'address': an rtp speaker cannot be discovered; give "
-                     "HOST:PORT where its RTP goes (a unicast address or a multicast group, "
-                     "even port, e.g. '239.10.5.1:50000')")
+            self.add(
+                node,
+                f"{key}.address",
+                "missing required key 'address': an rtp speaker cannot be discovered; give "
+                "HOST:PORT where its RTP goes (a unicast address or a multicast group, "
+                "even port, e.g. '239.10.5.1:50000')",
+            )
         volume = DEFAULT_VOLUME
-        if "volume" in m and not (isinstance(m["volume"], yaml.ScalarNode)
-                                  and m["volume"].tag.endswith(":null")):
+        if "volume" in m and not (
+            isinstance(m["volume"], yaml.ScalarNode) and m["volume"].tag.endswith(":null")
+        ):
             checked = self.integer(m["volume"], f"{key}.volume", 0, 100)
             volume = volume if checked is None else checked
-        if speaker_id is None or not self.claim(speaker_id, "speaker", m["id"], f"{key}.id",
-                                                place):
+        if speaker_id is None or not self.claim(speaker_id, "speaker", m["id"], f"{key}.id", place):
             return None
-        self.speakers[speaker_id] = Speaker(speaker_id, name or speaker_id, kind or "",
-                                            place, address, volume, driver)
+        self.speakers[speaker_id] = Speaker(
+            speaker_id, name or speaker_id, kind or "", place, address, volume, driver
+        )
         return speaker_id
 
     def driver(self, node: yaml.Node | None, key: str) -> str:
@@ -412,8 +465,11 @@ class _Checker:
         if name not in DRIVERS:
             close = difflib.get_close_matches(name, DRIVERS, 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.add(node, key, f"unknown driver {name!r}{hint}; a speaker's driver is one of "
-                                f"{', '.join(DRIVERS)}")
+            self.add(
+                node,
+                key,
+                f"unknown driver {name!r}{hint}; a speaker's driver is one of {', '.join(DRIVERS)}",
+            )
             return DEFAULT_DRIVER
         return name
 
@@ -427,13 +483,17 @@ class _Checker:
             return self.hostport(node, key, multicast=True)
         address = self.hostport(node, key, multicast=False)
         if address is not None and address[1] % 2:
-            self.add(node, key, f"{value!r}: port {address[1]} is odd; RTP uses an even port and "
-                                "RTCP the next one")
+            self.add(
+                node,
+                key,
+                f"{value!r}: port {address[1]} is odd; RTP uses an even port and RTCP the next one",
+            )
             return None
         return address
 
-    def claim_address(self, address: tuple[str, int], speaker_id: str, driver: str,
-                      node: yaml.Node, key: str) -> None:
+    def claim_address(
+        self, address: tuple[str, int], speaker_id: str, driver: str, node: yaml.Node, key: str
+    ) -> None:
         """One address, one speaker — except rtp speakers paged together on a multicast group."""
         prior = self.addresses.setdefault(address, (speaker_id, _line(node), driver))
         group = _is_multicast_literal(address[0])  # only rtp speakers may have a group address
@@ -444,17 +504,25 @@ class _Checker:
         why = ""
         if driver == prior[2] == "rtp":
             why = "; only a multicast group may be shared (a unicast address is one device)"
-        self.add(node, key, f"{format_hostport(address)} is already the address of speaker "
-                            f"{prior[0]!r} at line {prior[1]}{why}")
+        self.add(
+            node,
+            key,
+            f"{format_hostport(address)} is already the address of speaker "
+            f"{prior[0]!r} at line {prior[1]}{why}",
+        )
 
     def check_rtp_groups(self) -> None:
         """An rtp group must not be a zone's group: two streams on one group and port get mixed."""
         for address, node, key in self.rtp_groups:
             zone = self.multicasts.get(address)
             if zone is not None:
-                self.add(node, key, f"{format_hostport(address)} is the multicast group of zone "
-                                    f"{zone[0]!r} at line {zone[1]}; two streams on one group and "
-                                    "port get mixed — give the rtp speakers a group of their own")
+                self.add(
+                    node,
+                    key,
+                    f"{format_hostport(address)} is the multicast group of zone "
+                    f"{zone[0]!r} at line {zone[1]}; two streams on one group and "
+                    "port get mixed — give the rtp speakers a group of their own",
+                )
 
     def group(self, node: yaml.Node, key: str) -> None:
         m = self.mapping(node, key, "group", ("id",))
@@ -479,8 +547,9 @@ class _Checker:
             self.add(node, key, f"group {group_id or key!r} lists no zones and no speakers")
         if group_id is None or not self.claim(group_id, "group", m["id"], f"{key}.id"):
             return
-        self.groups[group_id] = Group(group_id, name or group_id, tuple(members["zones"]),
-                                      tuple(members["speakers"]))
+        self.groups[group_id] = Group(
+            group_id, name or group_id, tuple(members["zones"]), tuple(members["speakers"])
+        )
 
     def check_refs(self) -> None:
         zone_ids = [i for i, o in self.owners.items() if o[0].endswith("zone")]
@@ -492,19 +561,32 @@ class _Checker:
                 pool = zone_ids if field == "zones" else speaker_ids
                 close = difflib.get_close_matches(ref, pool, 1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.add(node, key, f"group {group_id!r} names {wanted} {ref!r}, which is not "
-                                    f"in the site{hint}")
+                self.add(
+                    node,
+                    key,
+                    f"group {group_id!r} names {wanted} {ref!r}, which is not in the site{hint}",
+                )
             elif owner[0] == "group":
-                self.add(node, key, f"{ref!r} is a group; a group lists zones and speakers, "
-                                    "not other groups")
+                self.add(
+                    node,
+                    key,
+                    f"{ref!r} is a group; a group lists zones and speakers, not other groups",
+                )
             elif field == "zones" and owner[0] == "speaker":
                 self.add(node, key, f"{ref!r} is a speaker; list it under speakers, not zones")
             elif field == "speakers" and owner[0] != "speaker":
-                self.add(node, key, f"{ref!r} is a {owner[0]}; list it under zones, not "
-                                    "speakers")
+                self.add(node, key, f"{ref!r} is a {owner[0]}; list it under zones, not speakers")
 
     def build(self) -> Site:
         zones = {zid: Zone(**fields) for zid, fields in self.zones.items()}
         root = next(z for z in zones.values() if z.kind == "subdistrict")
-        return Site(id=root.id, name=root.name, timezone=self.timezone, root=root, zones=zones,
-                    speakers=dict(self.speakers), groups=dict(self.groups), source=self.source)
+        return Site(
+            id=root.id,
+            name=root.name,
+            timezone=self.timezone,
+            root=root,
+            zones=zones,
+            speakers=dict(self.speakers),
+            groups=dict(self.groups),
+            source=self.source,
+        )

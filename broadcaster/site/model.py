@@ -125,16 +125,20 @@ class Site:
             raise _unknown(unknown[0])
         if unknown:
             names = ", ".join(repr(t) for t in unknown)
-            raise UnknownTarget(f"unknown targets {names}: no zone, group or speaker has these ids",
-                                detail={"targets": unknown})
+            raise UnknownTarget(
+                f"unknown targets {names}: no zone, group or speaker has these ids",
+                detail={"targets": unknown},
+            )
         return frozenset(found)
 
     def speakers_under(self, zone_id: str) -> frozenset[str]:
         """Every speaker placed in the zone or below it."""
         if zone_id not in self.zones:
             if zone_id in self.speakers or zone_id in self.groups:
-                raise UnknownTarget(f"{zone_id!r} is a {self.kind_of(zone_id)}, not a zone",
-                                    detail={"target": zone_id})
+                raise UnknownTarget(
+                    f"{zone_id!r} is a {self.kind_of(zone_id)}, not a zone",
+                    detail={"target": zone_id},
+                )
             raise _unknown(zone_id)
         found: set[str] = set()
         stack = [zone_id]
@@ -204,8 +208,13 @@ class Site:
         tree["timezone"] = self.timezone
         tree["source"] = self.source
         tree["groups"] = [
-            {"id": g.id, "name": g.name, "zones": list(g.zones), "speakers": list(g.speakers),
-             "speaker_count": len(self.resolve(g.id))}
+            {
+                "id": g.id,
+                "name": g.name,
+                "zones": list(g.zones),
+                "speakers": list(g.speakers),
+                "speaker_count": len(self.resolve(g.id)),
+            }
             for g in self.groups.values()
         ]
         return tree
@@ -224,8 +233,15 @@ class Site:
 
     def _speaker_json(self, speaker_id: str) -> dict:
         s = self.speakers[speaker_id]
-        return {"id": s.id, "name": s.name, "kind": s.kind, "place": s.place,
-                "address": format_hostport(s.address), "volume": s.volume, "driver": s.driver}
+        return {
+            "id": s.id,
+            "name": s.name,
+            "kind": s.kind,
+            "place": s.place,
+            "address": format_hostport(s.address),
+            "volume": s.volume,
+            "driver": s.driver,
+        }
 
     def render_text(self, speakers: bool = True) -> str:
         """An indented tree with counts per zone (and each speaker unless speakers=False)."""
@@ -272,5 +288,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _unknown(target: object) -> UnknownTarget:
-    return UnknownTarget(f"unknown target {target!r}: no zone, group or speaker has this id",
-                         detail={"target": target})
+    return UnknownTarget(
+        f"unknown target {target!r}: no zone, group or speaker has this id",
+        detail={"target": target},
+    )

@@ -1,1 +1,1 @@
-"""Audio sources a broadcast plays from: an uploaded file, a library clip, TTS text, a sequence, live audio."""
+"""Audio sources a broadcast plays from: a file, a library clip, TTS, a sequence, live audio."""

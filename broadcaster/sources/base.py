@@ -72,8 +72,12 @@ class PcmSource(AudioSource):
         """The whole audio at `rate` (subclasses decode or look it up here)."""
         if self._pcm is None or rate != self._given_rate:
             from broadcaster.errors import InvalidInput
-            raise InvalidInput(f"PCM for {self.label or 'this source'} exists only at "
-                               f"{self._given_rate} Hz, not {rate} Hz", code="bad_rate")
+
+            raise InvalidInput(
+                f"PCM for {self.label or 'this source'} exists only at "
+                f"{self._given_rate} Hz, not {rate} Hz",
+                code="bad_rate",
+            )
         return self._pcm
 
     async def prepare(self, rate: int) -> None:
@@ -91,7 +95,7 @@ class PcmSource(AudioSource):
         step = frame_bytes(self.rate)
         if self._pos >= len(self._pcm):
             return END
-        out = self._pcm[self._pos:self._pos + step]
+        out = self._pcm[self._pos : self._pos + step]
         self._pos += step
         return out
 

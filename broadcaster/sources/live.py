@@ -46,13 +46,22 @@ class LiveSource(AudioSource):
     kind = "live"
     live = True
 
-    def __init__(self, in_rate: int = 16000, label: str = "live",
-                 max_backlog: int = MAX_BACKLOG_FRAMES, *, target: int = TARGET_SLACK,
-                 window: int = WINDOW, leveller: Leveller | None = None,
-                 prefix: AudioSource | None = None, gate: bool = False,
-                 on_open: Callable[[], None] | None = None,
-                 recorder: Callable[[bytes], None] | None = None,
-                 idle_frames: int | None = None, start_frames: int | None = None) -> None:
+    def __init__(
+        self,
+        in_rate: int = 16000,
+        label: str = "live",
+        max_backlog: int = MAX_BACKLOG_FRAMES,
+        *,
+        target: int = TARGET_SLACK,
+        window: int = WINDOW,
+        leveller: Leveller | None = None,
+        prefix: AudioSource | None = None,
+        gate: bool = False,
+        on_open: Callable[[], None] | None = None,
+        recorder: Callable[[bytes], None] | None = None,
+        idle_frames: int | None = None,
+        start_frames: int | None = None,
+    ) -> None:
         self.in_rate = in_rate
         self.label = label
         self.max_backlog = max_backlog
@@ -108,7 +117,7 @@ class LiveSource(AudioSource):
             self.discarded += len(pcm)  # the client was told to wait for the channel to open
             return
         if not self._prepared:
-            self._early.extend(pcm[:self.in_rate * 2 * 10])  # at most 10 s before the start
+            self._early.extend(pcm[: self.in_rate * 2 * 10])  # at most 10 s before the start
             return
         step = frame_bytes(self.rate)
         if self._resampler is not None:
@@ -217,9 +226,14 @@ class LiveSource(AudioSource):
     def describe(self) -> dict[str, Any]:
         """Live, with what was received, dropped, inserted and missing."""
         out: dict[str, Any] = {
-            "kind": "live", "label": self.label, "frames_received": self.received,
-            "frames_dropped": self.dropped, "gaps": self.gaps,
-            "quiet_dropped": self.dropped_quiet, "silence_inserted": self.inserted}
+            "kind": "live",
+            "label": self.label,
+            "frames_received": self.received,
+            "frames_dropped": self.dropped,
+            "gaps": self.gaps,
+            "quiet_dropped": self.dropped_quiet,
+            "silence_inserted": self.inserted,
+        }
         if self.end_reason:
             out["ended_by"] = self.end_reason
         if self.leveller is not None:
@@ -249,37 +263,43 @@ class WavStreamParser:
         if len(buf) < 12:
             return b""
         if buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
-            raise AudioInputError("the live stream is not WAV (no RIFF/WAVE header)",
-                                  code="bad_live_stream")
+            raise AudioInputError(
+                "the live stream is not WAV (no RIFF/WAVE header)", code="bad_live_stream"
+            )
         pos = 12
         while pos + 8 <= len(buf):
-            cid, size = buf[pos:pos + 4], struct.unpack("<I", buf[pos + 4:pos + 8])[0]
+            cid, size = buf[pos : pos + 4], struct.unpack("<I", buf[pos + 4 : pos + 8])[0]
             if cid == b"fmt ":
                 if pos + 8 + 16 > len(buf):
                     return b""
-                fmt, ch, rate, _, _, bits = struct.unpack("<HHIIHH", buf[pos + 8:pos + 24])
+                fmt, ch, rate, _, _, bits = struct.unpack("<HHIIHH", buf[pos + 8 : pos + 24])
                 if fmt not in (1, 0xFFFE) or ch != 1 or bits != 16 or not 8000 <= rate <= 48000:
                     raise AudioInputError(
                         f"the live stream must be 16-bit mono PCM at 8-48 kHz (got format {fmt}, "
-                        f"{ch} channel(s), {bits} bits, {rate} Hz)", code="bad_live_stream")
+                        f"{ch} channel(s), {bits} bits, {rate} Hz)",
+                        code="bad_live_stream",
+                    )
                 self.rate = rate
                 pos += 8 + size
             elif cid == b"data":
                 if self.rate is None:
-                    raise AudioInputError("the live stream's data comes before its format",
-                                          code="bad_live_stream")
-                rest = buf[pos + 8:]
+                    raise AudioInputError(
+                        "the live stream's data comes before its format", code="bad_live_stream"
+                    )
+                rest = buf[pos + 8 :]
                 self._head.clear()
                 self.started = True
                 return self._even(rest)
             else:
                 if size > 1 << 16:
-                    raise AudioInputError("the live stream's header is too large",
-                                          code="bad_live_stream")
+                    raise AudioInputError(
+                        "the live stream's header is too large", code="bad_live_stream"
+                    )
                 pos += 8 + size + (size & 1)
         if len(buf) > 1 << 17:
-            raise AudioInputError("no audio data in the first 128 KiB of the live stream",
-                                  code="bad_live_stream")
+            raise AudioInputError(
+                "no audio data in the first 128 KiB of the live stream", code="bad_live_stream"
+            )
         return b""
 
     def _even(self, data: bytes) -> bytes:

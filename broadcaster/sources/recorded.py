@@ -31,8 +31,9 @@ def library_error(exc: LibraryError) -> BroadcasterError:
     """The audio library's error as ours, keeping its code (404 for a missing clip, else 422)."""
     if isinstance(exc, ClipNotFoundError):
         return NotFound(exc.message, code=exc.code)
-    return AudioInputError(exc.message, code=exc.code,
-                           status=413 if isinstance(exc, TooLongError) else 422)
+    return AudioInputError(
+        exc.message, code=exc.code, status=413 if isinstance(exc, TooLongError) else 422
+    )
 
 
 class FileSource(PcmSource):
@@ -49,9 +50,11 @@ class FileSource(PcmSource):
 
     async def render(self, rate: int) -> bytes:
         """Decode the file at `rate`."""
+
         def work() -> bytes:
             self.sha256 = _sha256(self.path)
             return decode_file(self.path, rate, max_seconds=self.max_seconds)
+
         try:
             return await asyncio.to_thread(work)
         except DecodeError as exc:
@@ -78,9 +81,11 @@ class ClipSource(PcmSource):
 
     async def render(self, rate: int) -> bytes:
         """The clip's PCM at `rate`."""
+
         def work() -> bytes:
             self.title = self.library.get(self.clip_id).title
             return self.library.pcm(self.clip_id, rate)
+
         try:
             return await asyncio.to_thread(work)
         except LibraryError as exc:
@@ -101,18 +106,21 @@ class TtsSource(PcmSource):
         if not text.strip():
             raise AudioInputError("the text to read is empty", code="empty_text")
         if len(text) > 5000:
-            raise AudioInputError("the text to read is longer than 5000 characters",
-                                  code="text_too_long")
+            raise AudioInputError(
+                "the text to read is longer than 5000 characters", code="text_too_long"
+            )
         self.library = library
         self.text = text
         self.clip_id = ""
 
     async def render(self, rate: int) -> bytes:
         """Synthesize (or reuse) the speech and return it at `rate`."""
+
         def work() -> bytes:
             clip = self.library.tts(self.text, tags=["tts"])
             self.clip_id = clip.id
             return self.library.pcm(clip.id, rate)
+
         try:
             return await asyncio.to_thread(work)
         except LibraryError as exc:
@@ -131,8 +139,10 @@ class ChimeSource(PcmSource):
     def __init__(self, library: Library, name: str) -> None:
         super().__init__(label=name)
         if name not in chime_names():
-            raise NotFound(f"unknown chime {name!r}; choose one of {', '.join(chime_names())}",
-                           code="unknown_chime")
+            raise NotFound(
+                f"unknown chime {name!r}; choose one of {', '.join(chime_names())}",
+                code="unknown_chime",
+            )
         self.library = library
         self.name = name
 

@@ -55,5 +55,9 @@ class SequenceSource(PcmSource):
 
     def describe(self) -> dict[str, Any]:
         """Every part's description, the pause and the repeat count."""
-        return {"kind": "sequence", "parts": [p.describe() for p in self.parts],
-                "pause": self.pause, "repeat": self.repeat}
+        return {
+            "kind": "sequence",
+            "parts": [p.describe() for p in self.parts],
+            "pause": self.pause,
+            "repeat": self.repeat,
+        }

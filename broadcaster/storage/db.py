@@ -40,7 +40,8 @@ class Store:
             raise StorageError(
                 f"{self.path}: the database cannot be opened ({exc}); restore it from a backup, "
                 "or move it aside to start with an empty history",
-                detail={"file": str(self.path)}) from None
+                detail={"file": str(self.path)},
+            ) from None
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> Store:

@@ -34,8 +34,14 @@ LIVE_STATES = ("queued", "starting", "playing")
 LIVE_SPEAKER_STATES = ("pending", "playing")
 INTERRUPTED_ERROR = "the controller stopped during this broadcast; its end is not known"
 # errors a retry cannot cure: the item itself is bad (the rest of the batch is written without it)
-PERMANENT = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError, TypeError,
-             ValueError, KeyError)
+PERMANENT = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+    TypeError,
+    ValueError,
+    KeyError,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS broadcasts (
@@ -49,14 +55,21 @@ CREATE TABLE IF NOT EXISTS events (
     json TEXT NOT NULL);
 """
 INDEXES = {
-    "broadcasts": [["created_at", "id"], ["state"], ["owner"], ["priority"], ["started_at"],
-                   ["ended_at"]],
+    "broadcasts": [
+        ["created_at", "id"],
+        ["state"],
+        ["owner"],
+        ["priority"],
+        ["started_at"],
+        ["ended_at"],
+    ],
     "broadcast_speakers": [["speaker"]],
     "events": [["kind"], ["speaker"], ["broadcast"]],
 }
 
 
 # ---- pure helpers: dicts <-> rows -------------------------------------------------------------
+
 
 def _text(v: Any) -> str | None:
     return None if v is None else str(v)
@@ -70,14 +83,26 @@ def broadcast_rows(d: dict) -> tuple[dict, list[dict]]:
     """The broadcast row (the dict without its speakers) and one row per speaker."""
     bid = str(d["id"])
     head = {k: v for k, v in d.items() if k != "speakers"}
-    row = {"id": bid, "created_at": _num(d.get("created_at")), "state": _text(d.get("state")),
-           "owner": _text(d.get("owner")), "priority": _text(d.get("priority")),
-           "started_at": _num(d.get("started_at")), "ended_at": _num(d.get("ended_at")),
-           "json": json.dumps(head, default=str)}
-    speakers = {str(s["speaker"]): {"broadcast": bid, "speaker": str(s["speaker"]),
-                                    "state": _text(s.get("state")),
-                                    "json": json.dumps(s, default=str)}
-                for s in d.get("speakers") or () if isinstance(s, dict) and "speaker" in s}
+    row = {
+        "id": bid,
+        "created_at": _num(d.get("created_at")),
+        "state": _text(d.get("state")),
+        "owner": _text(d.get("owner")),
+        "priority": _text(d.get("priority")),
+        "started_at": _num(d.get("started_at")),
+        "ended_at": _num(d.get("ended_at")),
+        "json": json.dumps(head, default=str),
+    }
+    speakers = {
+        str(s["speaker"]): {
+            "broadcast": bid,
+            "speaker": str(s["speaker"]),
+            "state": _text(s.get("state")),
+            "json": json.dumps(s, default=str),
+        }
+        for s in d.get("speakers") or ()
+        if isinstance(s, dict) and "speaker" in s
+    }
     return row, list(speakers.values())  # a speaker listed twice: the last entry holds
 
 
@@ -90,9 +115,13 @@ def broadcast_from_rows(row: dict, speakers: Iterable[dict]) -> dict:
 
 def event_row(e: dict) -> dict:
     """The events row of an event dict (`Event.to_dict()`); seq is the table's own."""
-    return {"at": _num(e.get("at")), "kind": _text(e.get("kind")),
-            "speaker": _text(e.get("speaker")), "broadcast": _text(e.get("broadcast")),
-            "json": json.dumps(e, default=str)}
+    return {
+        "at": _num(e.get("at")),
+        "kind": _text(e.get("kind")),
+        "speaker": _text(e.get("speaker")),
+        "broadcast": _text(e.get("broadcast")),
+        "json": json.dumps(e, default=str),
+    }
 
 
 def event_from_row(row: dict) -> dict:
@@ -156,8 +185,9 @@ class Pending:
             (self.events or self.broadcasts).popitem(last=False)
             self.dropped += 1
 
-    def batch(self, n_broadcasts: int = BATCH_BROADCASTS, n_events: int = BATCH_EVENTS
-              ) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
+    def batch(
+        self, n_broadcasts: int = BATCH_BROADCASTS, n_events: int = BATCH_EVENTS
+    ) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
         """The oldest queued items, left in the queue until `done`."""
         bs = [kv for _, kv in zip(range(n_broadcasts), self.broadcasts.items())]
         es = [kv for _, kv in zip(range(n_events), self.events.items())]
@@ -173,6 +203,7 @@ class Pending:
 
 
 # ---- the store ------------------------------------------------------------------------------
+
 
 def _where_in(column: str, values: Iterable[Any]) -> tuple[str, list]:
     vals = sorted(values)
@@ -206,9 +237,16 @@ class History:
     from the writer thread (use `loop.call_soon_threadsafe` to publish from it).
     """
 
-    def __init__(self, store: Store, *, on_fault: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time, retry_interval: float = 1.0,
-                 retry_max: float = 10.0, limit: int = MAX_PENDING) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        on_fault: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_interval: float = 1.0,
+        retry_max: float = 10.0,
+        limit: int = MAX_PENDING,
+    ) -> None:
         self.store = store
         self.on_fault = on_fault
         self._clock = clock
@@ -225,8 +263,10 @@ class History:
         try:
             store.run(self._create)
         except sqlite3.Error as exc:
-            raise StorageError(f"{store.path}: cannot create the history tables ({exc})",
-                               detail={"file": str(store.path)}) from None
+            raise StorageError(
+                f"{store.path}: cannot create the history tables ({exc})",
+                detail={"file": str(store.path)},
+            ) from None
 
     @staticmethod
     def _create(db: sqlite_utils.Database) -> None:
@@ -254,8 +294,11 @@ class History:
             self._thread.join(timeout)
             self._thread = None
         if not ok:
-            log.error("history: %d writes could not be made before closing (%s)",
-                      len(self._pending), self._error)
+            log.error(
+                "history: %d writes could not be made before closing (%s)",
+                len(self._pending),
+                self._error,
+            )
         return ok
 
     def save_broadcast(self, d: dict) -> None:
@@ -286,13 +329,19 @@ class History:
             self._nudged = True
             self._cond.notify_all()
             return self._cond.wait_for(
-                lambda: not len(self._pending) and not self._writing, timeout)
+                lambda: not len(self._pending) and not self._writing, timeout
+            )
 
     def health(self) -> dict:
         """{"ok", "error", "since" (Unix time the fault began), "pending", "dropped"}."""
         with self._cond:
-            return {"ok": self._error is None, "error": self._error, "since": self._since,
-                    "pending": len(self._pending), "dropped": self._pending.dropped}
+            return {
+                "ok": self._error is None,
+                "error": self._error,
+                "since": self._since,
+                "pending": len(self._pending),
+                "dropped": self._pending.dropped,
+            }
 
     def _run(self) -> None:
         retry_at: float | None = None
@@ -302,11 +351,15 @@ class History:
                     if self._stop:
                         return
                     ready = len(self._pending) and (
-                        retry_at is None or self._nudged or time.monotonic() >= retry_at)
+                        retry_at is None or self._nudged or time.monotonic() >= retry_at
+                    )
                     if ready:
                         break
-                    wait = None if retry_at is None or not len(self._pending) else max(
-                        0.0, retry_at - time.monotonic())
+                    wait = (
+                        None
+                        if retry_at is None or not len(self._pending)
+                        else max(0.0, retry_at - time.monotonic())
+                    )
                     self._cond.wait(wait)
                 self._nudged = False
                 bs, es = self._pending.batch()
@@ -339,8 +392,7 @@ class History:
         except PERMANENT:
             pass
         lost = 0
-        singles: list[tuple[list[tuple[str, str]], list[tuple[int, str]]]] = [
-            ([b], []) for b in bs]
+        singles: list[tuple[list[tuple[str, str]], list[tuple[int, str]]]] = [([b], []) for b in bs]
         singles += [([], [e]) for e in es]
         for one_b, one_e in singles:
             try:
@@ -354,8 +406,9 @@ class History:
         return lost
 
     @staticmethod
-    def _write(db: sqlite_utils.Database, bs: list[tuple[str, str]],
-               es: list[tuple[int, str]]) -> None:
+    def _write(
+        db: sqlite_utils.Database, bs: list[tuple[str, str]], es: list[tuple[int, str]]
+    ) -> None:
         rows, speakers = [], []
         for _, value in bs:
             row, sp = broadcast_rows(json.loads(value))
@@ -402,24 +455,32 @@ class History:
 
     def broadcast(self, bid: str) -> dict | None:
         """One broadcast with its speakers, as last written; None if unknown."""
+
         def read(db: sqlite_utils.Database) -> dict | None:
             rows = list(db.query("SELECT json FROM broadcasts WHERE id = ?", [bid]))
             if not rows:
                 return None
-            sp = db.query("SELECT speaker, json FROM broadcast_speakers WHERE broadcast = ?",
-                          [bid])
+            sp = db.query("SELECT speaker, json FROM broadcast_speakers WHERE broadcast = ?", [bid])
             return broadcast_from_rows(rows[0], list(sp))
+
         return self.store.run(read)
 
-    def broadcasts(self, limit: int = 100, before: str | None = None, owner: str | None = None,
-                   speaker_ids: set[str] | None = None, *, speakers: bool = True) -> list[dict]:
+    def broadcasts(
+        self,
+        limit: int = 100,
+        before: str | None = None,
+        owner: str | None = None,
+        speaker_ids: set[str] | None = None,
+        *,
+        speakers: bool = True,
+    ) -> list[dict]:
         """Broadcasts newest first: those created before the broadcast `before` (a page cursor),
         of `owner`, touching one of `speaker_ids`; without their speakers if speakers=False."""
+
         def read(db: sqlite_utils.Database) -> list[dict]:
             where, params = ["1"], []
             if before is not None:
-                cur = list(db.query("SELECT created_at, id FROM broadcasts WHERE id = ?",
-                                    [before]))
+                cur = list(db.query("SELECT created_at, id FROM broadcasts WHERE id = ?", [before]))
                 if not cur:
                     raise NotFound(f"no broadcast {before!r} to page before")
                 where.append("(created_at < ? OR (created_at = ? AND id < ?))")
@@ -429,33 +490,46 @@ class History:
                 params.append(owner)
             if speaker_ids is not None:
                 cond, ids = _where_in("s.speaker", speaker_ids)
-                where.append("EXISTS (SELECT 1 FROM broadcast_speakers s "
-                             f"WHERE s.broadcast = b.id AND {cond})")
+                where.append(
+                    "EXISTS (SELECT 1 FROM broadcast_speakers s "
+                    f"WHERE s.broadcast = b.id AND {cond})"
+                )
                 params += ids
-            rows = list(db.query(
-                f"SELECT id, json FROM broadcasts b WHERE {' AND '.join(where)} "
-                "ORDER BY created_at DESC, id DESC LIMIT ?", [*params, max(0, int(limit))]))
+            rows = list(
+                db.query(
+                    f"SELECT id, json FROM broadcasts b WHERE {' AND '.join(where)} "
+                    "ORDER BY created_at DESC, id DESC LIMIT ?",
+                    [*params, max(0, int(limit))],
+                )
+            )
             by_id: dict[str, list[dict]] = {r["id"]: [] for r in rows}
             if speakers and rows:
                 cond, ids = _where_in("broadcast", by_id)
-                for s in db.query(f"SELECT broadcast, speaker, json FROM broadcast_speakers "
-                                  f"WHERE {cond}", ids):
+                for s in db.query(
+                    f"SELECT broadcast, speaker, json FROM broadcast_speakers WHERE {cond}", ids
+                ):
                     by_id[s["broadcast"]].append(s)
             out = [broadcast_from_rows(r, by_id[r["id"]]) for r in rows]
             if not speakers:
                 for d in out:
                     del d["speakers"]
             return out
+
         return self.store.run(read)
 
-    def events(self, limit: int = 200, since_seq: int | None = None,
-               kinds: Iterable[str] | None = None,
-               speaker_ids: set[str] | None = None) -> list[dict]:
+    def events(
+        self,
+        limit: int = 200,
+        since_seq: int | None = None,
+        kinds: Iterable[str] | None = None,
+        speaker_ids: set[str] | None = None,
+    ) -> list[dict]:
         """Events in order of seq: the first `limit` after since_seq, or else the last `limit`.
 
         With speaker_ids, only events naming one of those speakers or a broadcast that touched
         one (site-wide events, naming neither, are left out).
         """
+
         def read(db: sqlite_utils.Database) -> list[dict]:
             where, params = ["1"], []
             if since_seq is not None:
@@ -468,14 +542,21 @@ class History:
             if speaker_ids is not None:
                 c1, ids = _where_in("speaker", speaker_ids)
                 c2, _ = _where_in("s.speaker", speaker_ids)
-                where.append(f"({c1} OR broadcast IN "
-                             f"(SELECT s.broadcast FROM broadcast_speakers s WHERE {c2}))")
+                where.append(
+                    f"({c1} OR broadcast IN "
+                    f"(SELECT s.broadcast FROM broadcast_speakers s WHERE {c2}))"
+                )
                 params += ids + ids
             order = "ASC" if since_seq is not None else "DESC"
-            rows = list(db.query(
-                f"SELECT seq, json FROM events WHERE {' AND '.join(where)} "
-                f"ORDER BY seq {order} LIMIT ?", [*params, max(0, int(limit))]))
+            rows = list(
+                db.query(
+                    f"SELECT seq, json FROM events WHERE {' AND '.join(where)} "
+                    f"ORDER BY seq {order} LIMIT ?",
+                    [*params, max(0, int(limit))],
+                )
+            )
             return [event_from_row(r) for r in sorted(rows, key=lambda r: r["seq"])]
+
         return self.store.run(read)
 
     def mark_interrupted(self, now: float) -> list[str]:
@@ -483,6 +564,7 @@ class History:
 
         `now` is when the marking is done; the broadcast's end stays unknown (ended_at None).
         """
+
         def mark(db: sqlite_utils.Database) -> list[str]:
             cond, states = _where_in("state", LIVE_STATES)
             rows = list(db.query(f"SELECT id, json FROM broadcasts WHERE {cond}", states))
@@ -490,17 +572,23 @@ class History:
                 return []
             fixed = []
             for r in rows:
-                sp = list(db.query("SELECT speaker, json FROM broadcast_speakers "
-                                   "WHERE broadcast = ?", [r["id"]]))
+                sp = list(
+                    db.query(
+                        "SELECT speaker, json FROM broadcast_speakers WHERE broadcast = ?",
+                        [r["id"]],
+                    )
+                )
                 d = interrupted(broadcast_from_rows(r, sp))
                 d["interrupted_at"] = now
                 fixed.append((r["id"], json.dumps(d)))
             self._write(db, fixed, [])
             return [bid for bid, _ in fixed]
+
         try:
             return self.store.run(mark)
         except sqlite3.Error as exc:
             raise StorageError(
                 f"{self.store.path}: cannot mark interrupted broadcasts ({exc}); check that the "
                 "data directory is writable and the disk has room",
-                detail={"file": str(self.store.path)}) from None
+                detail={"file": str(self.store.path)},
+            ) from None

@@ -27,8 +27,11 @@ def same_origin(request: web.Request, origin: str, allowed: frozenset[str]) -> b
     """True if the Origin header names this controller (scheme and host) or an allowed origin."""
     if origin in allowed:
         return True
-    return origin in (f"{request.scheme}://{request.host}", f"http://{request.host}",
-                      f"https://{request.host}")
+    return origin in (
+        f"{request.scheme}://{request.host}",
+        f"http://{request.host}",
+        f"https://{request.host}",
+    )
 
 
 def make_middleware(services: Any, allowed_origins: frozenset[str] = frozenset()) -> Any:
@@ -41,8 +44,9 @@ def make_middleware(services: Any, allowed_origins: frozenset[str] = frozenset()
         if origin and origin != "null" and not same_origin(request, origin, allowed_origins):
             raise Forbidden(f"cross-origin request from {origin} refused", code="cross_origin")
         if origin == "null":
-            raise Forbidden("cross-origin request from an opaque origin refused",
-                            code="cross_origin")
+            raise Forbidden(
+                "cross-origin request from an opaque origin refused", code="cross_origin"
+            )
         path = request.path
         if not path.startswith("/api/") or path in PUBLIC_PATHS:
             return await handler(request)
@@ -66,15 +70,19 @@ async def authenticate(request: web.Request, accounts: Any) -> Principal:
         who = await asyncio.to_thread(accounts.authenticate_token, cookie, origin)
         if request.method not in SAFE:
             try:
-                await asyncio.to_thread(accounts.check_csrf, cookie,
-                                        request.headers.get("X-CSRF-Token", ""))
+                await asyncio.to_thread(
+                    accounts.check_csrf, cookie, request.headers.get("X-CSRF-Token", "")
+                )
             except BroadcasterError:
-                raise Forbidden("missing or wrong CSRF token (X-CSRF-Token)",
-                                code="csrf_failed") from None
+                raise Forbidden(
+                    "missing or wrong CSRF token (X-CSRF-Token)", code="csrf_failed"
+                ) from None
         request["token_id"] = None
         return who
-    raise Unauthorized("log in first: send a session cookie or an API token "
-                       "(Authorization: Bearer …)", code="unauthorized")
+    raise Unauthorized(
+        "log in first: send a session cookie or an API token (Authorization: Bearer …)",
+        code="unauthorized",
+    )
 
 
 def set_session(resp: web.StreamResponse, secret: str, secure: bool) -> None:

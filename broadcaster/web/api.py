@@ -48,24 +48,38 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return _too_large(request.app)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return web.json_response({"error": exc.reason.lower().replace(" ", "_"),
-                                      "message": f"{exc.reason}: {request.method} {request.path}"},
-                                     status=exc.status, headers={
-                                         k: v for k, v in exc.headers.items() if k == "Allow"})
+            return web.json_response(
+                {
+                    "error": exc.reason.lower().replace(" ", "_"),
+                    "message": f"{exc.reason}: {request.method} {request.path}",
+                },
+                status=exc.status,
+                headers={k: v for k, v in exc.headers.items() if k == "Allow"},
+            )
         raise
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return web.json_response({"error": "internal", "message": "the controller failed on this "
-                                  "request; it is logged, and the controller keeps serving"},
-                                 status=500)
+        return web.json_response(
+            {
+                "error": "internal",
+                "message": "the controller failed on this "
+                "request; it is logged, and the controller keeps serving",
+            },
+            status=500,
+        )
 
 
 def _too_large(app: web.Application) -> web.Response:
     limit = app[MAX_UPLOAD_KEY]
-    return web.json_response({"error": "too_large", "message": f"the upload is larger than the "
-                              f"limit of {limit / 2**20:g} MiB"}, status=413)
+    return web.json_response(
+        {
+            "error": "too_large",
+            "message": f"the upload is larger than the limit of {limit / 2**20:g} MiB",
+        },
+        status=413,
+    )
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -91,6 +105,7 @@ def _raw_input(request: web.Request, spec: Spec, body: dict[str, Any]) -> dict[s
 
 def _list_fields(spec: Spec) -> set[str]:
     import dataclasses
+
     if spec.input is None:
         return set()
     return {f.name for f in dataclasses.fields(spec.input) if "list" in str(f.type)}
@@ -153,8 +168,9 @@ async def _live_source(request: web.Request) -> tuple[LiveSource, WavStreamParse
     while parser.rate is None or not parser.started:
         chunk = await request.content.readany()
         if not chunk:
-            raise InvalidInput("the live stream ended before its WAV header",
-                               code="bad_live_stream")
+            raise InvalidInput(
+                "the live stream ended before its WAV header", code="bad_live_stream"
+            )
         pcm = parser.feed(chunk)
     source = LiveSource(in_rate=parser.rate, label=f"live from {request.remote or 'client'}")
     source.push(pcm)
@@ -163,6 +179,7 @@ async def _live_source(request: web.Request) -> tuple[LiveSource, WavStreamParse
 
 def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler that calls one command."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         services = request.app[SERVICES]
         principal = principal_of(request)
@@ -181,32 +198,41 @@ def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResp
         try:
             if feeder is not None:
                 source, parser = feeder
-                result = await call(spec.name, principal, services,
-                                    _raw_input(request, spec, body), upload)
+                result = await call(
+                    spec.name, principal, services, _raw_input(request, spec, body), upload
+                )
                 await _feed_live(request, source, parser)
                 bid = result["id"]
                 while services.controller.broadcast(bid).state in ACTIVE:
                     await asyncio.sleep(0.05)
                 result = services.controller.broadcast(bid).to_dict()
             else:
-                extra = {"token_id": await _session_id(request)} if spec.name == "auth/logout" \
-                    else {}
-                result = await call(spec.name, principal, services,
-                                    _raw_input(request, spec, body), upload, extra)
+                extra = (
+                    {"token_id": await _session_id(request)} if spec.name == "auth/logout" else {}
+                )
+                result = await call(
+                    spec.name, principal, services, _raw_input(request, spec, body), upload, extra
+                )
         finally:
             if isinstance(upload, Path):
                 upload.unlink(missing_ok=True)
         if isinstance(result, bytes):
-            return web.Response(body=result, status=spec.status, content_type=spec.returns,
-                                headers={"Cache-Control": "private, max-age=3600"})
+            return web.Response(
+                body=result,
+                status=spec.status,
+                content_type=spec.returns,
+                headers={"Cache-Control": "private, max-age=3600"},
+            )
         session = result.pop("session", None) if spec.name == "auth/login" else None
-        resp = web.json_response(result, status=spec.status,
-                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        resp = web.json_response(
+            result, status=spec.status, dumps=lambda o: json.dumps(o, ensure_ascii=False)
+        )
         if session:
             set_session(resp, session, request.secure)
         if spec.name == "auth/logout":
             clear_session(resp)
         return resp
+
     handler.__doc__ = spec.summary
     return handler
 
@@ -230,21 +256,25 @@ async def _dial_in(request: web.Request) -> web.StreamResponse:
     return await dialin.handle(request)
 
 
-def make_app(services: Services, max_upload: int = MAX_UPLOAD,
-             allowed_origins: frozenset[str] = frozenset()) -> web.Application:
+def make_app(
+    services: Services, max_upload: int = MAX_UPLOAD, allowed_origins: frozenset[str] = frozenset()
+) -> web.Application:
     """The aiohttp application over a set of services."""
-    app = web.Application(middlewares=[errors_middleware,
-                                       make_middleware(services, allowed_origins)],
-                          client_max_size=MAX_JSON)
+    app = web.Application(
+        middlewares=[errors_middleware, make_middleware(services, allowed_origins)],
+        client_max_size=MAX_JSON,
+    )
     app[SERVICES] = services
     app[MAX_UPLOAD_KEY] = max_upload
     for spec in REGISTRY.values():
         app.router.add_route(spec.method, spec.path, make_handler(spec))
     from broadcaster.web import feed, openapi, paging  # they build on this module
+
     feed.add_routes(app)
     openapi.add_routes(app, feed.OPENAPI)
     paging.add_routes(app)
     app.router.add_get("/api/dial-in", _dial_in)  # speakers behind NAT connect out (no token)
     from broadcaster.web.console import add_routes as add_console  # the web console at /
+
     add_console(app)
     return app

@@ -21,9 +21,11 @@ from aiohttp import web
 
 CONSOLE_DIR = Path(__file__).with_name("console")
 PREFIX = "/console/"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' blob:; connect-src 'self'; worker-src 'self'; font-src 'self'; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; connect-src 'self'; worker-src 'self'; font-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -34,11 +36,21 @@ HEADERS = {
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
-TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
-         ".html": "text/html", ".json": "application/json", ".svg": "image/svg+xml",
-         ".png": "image/png", ".ico": "image/x-icon", ".webmanifest": "application/manifest+json"}
-_REF = re.compile(r"""(?P<attr>(?:src|href)=["']|import\(["']|from ["']|addModule\(["'])"""
-                  r"""(?P<path>(?:/console/|\./)[\w./-]+)(?P<end>["'])""")
+TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".webmanifest": "application/manifest+json",
+}
+_REF = re.compile(
+    r"""(?P<attr>(?:src|href)=["']|import\(["']|from ["']|addModule\(["'])"""
+    r"""(?P<path>(?:/console/|\./)[\w./-]+)(?P<end>["'])"""
+)
 ASSETS = web.AppKey("console_assets", dict)
 
 
@@ -53,18 +65,23 @@ class Asset:
 
 
 def _read(directory: Path) -> dict[str, bytes]:
-    return {f.relative_to(directory).as_posix(): f.read_bytes()
-            for f in sorted(directory.rglob("*")) if f.is_file() and not f.name.startswith(".")}
+    return {
+        f.relative_to(directory).as_posix(): f.read_bytes()
+        for f in sorted(directory.rglob("*"))
+        if f.is_file() and not f.name.startswith(".")
+    }
 
 
 def versioned(text: str, names: set[str], version: str) -> str:
     """Give each reference to a console file (`/console/x`, or `./x` between modules) `?v=`."""
+
     def sub(m: re.Match) -> str:
         path = m["path"]
-        name = path[len(PREFIX):] if path.startswith(PREFIX) else path[2:]
+        name = path[len(PREFIX) :] if path.startswith(PREFIX) else path[2:]
         if name not in names:
             return m[0]
         return f"{m['attr']}{path}?v={version}{m['end']}"
+
     return _REF.sub(sub, text)
 
 
@@ -81,8 +98,11 @@ def load_assets(directory: Path = CONSOLE_DIR) -> dict[str, Asset]:
     version = release.hexdigest()[:12]
     out: dict[str, Asset] = {}
     for name, body in raw.items():
-        ctype = (TYPES.get(Path(name).suffix) or mimetypes.guess_type(name)[0]
-                 or "application/octet-stream")
+        ctype = (
+            TYPES.get(Path(name).suffix)
+            or mimetypes.guess_type(name)[0]
+            or "application/octet-stream"
+        )
         if ctype in ("text/html", "text/javascript", "text/css"):
             body = versioned(body.decode("utf-8"), set(raw), version).encode("utf-8")
         etag = f'"{hashlib.sha256(body).hexdigest()[:20]}"'
@@ -95,8 +115,9 @@ def _respond(request: web.Request, asset: Asset, cache: str) -> web.Response:
     if asset.etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     charset = "utf-8" if asset.content_type.startswith(("text/", "application/json")) else None
-    return web.Response(body=asset.body, content_type=asset.content_type, charset=charset,
-                        headers=headers)
+    return web.Response(
+        body=asset.body, content_type=asset.content_type, charset=charset, headers=headers
+    )
 
 
 async def index(request: web.Request) -> web.StreamResponse:

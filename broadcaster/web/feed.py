@@ -36,17 +36,33 @@ BACKLOG = 1000  # events queued for one slow client before its stream is closed
 FEEDS: web.AppKey[set[asyncio.Queue[Any]]] = web.AppKey("feeds", set)
 _CLOSE = object()  # put on a feed's queue to end it (server shutdown)
 
-OPENAPI = {PATH: {"get": {
-    "operationId": "events_stream", "tags": ["events"],
-    "summary": "A live feed of the events touching the caller's scope (Server-Sent Events).",
-    "description": "Each event is `id: <seq>` and `data: <json>` (the same JSON as GET "
-                   "/api/events). Send Last-Event-ID to get the recent events after that seq "
-                   "first. A comment line arrives every 15 s.",
-    "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False,
-                    "schema": {"type": "integer"}}],
-    "responses": responses(200, {"description": "the event stream", "content": {
-        "text/event-stream": {"schema": {"type": "string"}}}}),
-}}}
+OPENAPI = {
+    PATH: {
+        "get": {
+            "operationId": "events_stream",
+            "tags": ["events"],
+            "summary": "A live feed of the events touching the caller's scope (SSE).",
+            "description": "Each event is `id: <seq>` and `data: <json>` (the same JSON as GET "
+            "/api/events). Send Last-Event-ID to get the recent events after that seq "
+            "first. A comment line arrives every 15 s.",
+            "parameters": [
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "integer"},
+                }
+            ],
+            "responses": responses(
+                200,
+                {
+                    "description": "the event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+            ),
+        }
+    }
+}
 
 
 def frame(ev: Event) -> bytes:
@@ -77,8 +93,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
     unsubscribe = ctl.events.subscribe(deliver)  # before the replay: nothing falls between
     request.app[FEEDS].add(queue)
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                       "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
     try:
         await resp.prepare(request)
         seen = last_event_id(request)
@@ -96,8 +117,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _follow(request: web.Request, resp: web.StreamResponse, queue: asyncio.Queue,
-                  seen: int) -> None:
+async def _follow(
+    request: web.Request, resp: web.StreamResponse, queue: asyncio.Queue, seen: int
+) -> None:
     beat = time.monotonic() + HEARTBEAT
     while True:
         transport = request.transport

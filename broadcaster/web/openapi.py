@@ -23,11 +23,17 @@ from broadcaster.core.commands import REGISTRY, Spec
 
 VERSION = "0.1.0"
 ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 429, 503)
-_REASONS = {400: "bad input", 401: "no valid session or token", 403: "outside your scope, "
-            "cross-origin, or a missing CSRF token", 404: "no such object or target",
-            409: "speakers busy or offline, or a conflict", 413: "body too large",
-            422: "audio that cannot be decoded", 429: "too many failed logins",
-            503: "overloaded"}
+_REASONS = {
+    400: "bad input",
+    401: "no valid session or token",
+    403: "outside your scope, cross-origin, or a missing CSRF token",
+    404: "no such object or target",
+    409: "speakers busy or offline, or a conflict",
+    413: "body too large",
+    422: "audio that cannot be decoded",
+    429: "too many failed logins",
+    503: "overloaded",
+}
 _PATH_PARAM = re.compile(r"{(\w+)}")
 ERROR_SCHEMA = {
     "type": "object",
@@ -39,13 +45,24 @@ ERROR_SCHEMA = {
     },
 }
 SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer",
-               "description": "an API token from `broadcaster users token NAME`"},
-    "session": {"type": "apiKey", "in": "cookie", "name": "bc_session",
-                "description": "a browser session from POST /api/login (SameSite=Strict)"},
-    "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token",
-             "description": "the login answer's csrf value; required with a session cookie on "
-                            "every request that is not GET"},
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API token from `broadcaster users token NAME`",
+    },
+    "session": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "bc_session",
+        "description": "a browser session from POST /api/login (SameSite=Strict)",
+    },
+    "csrf": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-CSRF-Token",
+        "description": "the login answer's csrf value; required with a session cookie on "
+        "every request that is not GET",
+    },
 }
 
 
@@ -74,16 +91,22 @@ def _fields(spec: Spec) -> list[tuple[dataclasses.Field, Any, bool]]:
     if spec.input is None:
         return []
     hints = typing.get_type_hints(spec.input)
-    return [(f, hints[f.name], f.default is dataclasses.MISSING
-             and f.default_factory is dataclasses.MISSING)
-            for f in dataclasses.fields(spec.input)]
+    return [
+        (
+            f,
+            hints[f.name],
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(spec.input)
+    ]
 
 
 def _parameters(spec: Spec, in_query: bool) -> list[dict[str, Any]]:
     path_names = set(_PATH_PARAM.findall(spec.path))
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in _PATH_PARAM.findall(spec.path)]
+        for name in _PATH_PARAM.findall(spec.path)
+    ]
     if not in_query:
         return params
     for f, tp, required in _fields(spec):
@@ -91,8 +114,12 @@ def _parameters(spec: Spec, in_query: bool) -> list[dict[str, Any]]:
             continue
         schema = type_schema(tp)
         schema.pop("nullable", None)  # a query value is never null: absent means the default
-        param: dict[str, Any] = {"name": f.name, "in": "query", "required": required,
-                                 "schema": schema}
+        param: dict[str, Any] = {
+            "name": f.name,
+            "in": "query",
+            "required": required,
+            "schema": schema,
+        }
         if schema["type"] == "array":
             param |= {"style": "form", "explode": True}
         params.append(param)
@@ -105,13 +132,14 @@ def _json_body(spec: Spec) -> dict[str, Any] | None:
     if spec.input is None:
         return None
     schema: dict[str, Any] = {
-        "type": "object", "additionalProperties": False,
-        "properties": {f.name: type_schema(tp) for f, tp, _ in fields}}
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {f.name: type_schema(tp) for f, tp, _ in fields},
+    }
     required = [f.name for f, _, req in fields if req]
     if required:
         schema["required"] = required
-    return {"required": bool(required),
-            "content": {"application/json": {"schema": schema}}}
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
 
 
 def operation(spec: Spec) -> dict[str, Any]:
@@ -123,9 +151,15 @@ def operation(spec: Spec) -> dict[str, Any]:
         "summary": spec.summary,
         "tags": [spec.name.split("/")[0]],
         "parameters": _parameters(spec, query),
-        "responses": responses(spec.status, None if spec.returns == "application/json" else {
-            "description": "done", "content": {spec.returns: {
-                "schema": {"type": "string", "format": "binary"}}}}),
+        "responses": responses(
+            spec.status,
+            None
+            if spec.returns == "application/json"
+            else {
+                "description": "done",
+                "content": {spec.returns: {"schema": {"type": "string", "format": "binary"}}},
+            },
+        ),
     }
     if spec.input is not None and spec.input.__doc__:
         op["description"] = spec.input.__doc__.strip().splitlines()[0]
@@ -133,9 +167,11 @@ def operation(spec: Spec) -> dict[str, Any]:
         op["requestBody"] = {
             "required": False,
             "description": "an audio file (any format ffmpeg decodes), or with live=true a "
-                           "WAV stream played as it arrives; none for clip or tts",
-            "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}
+            "WAV stream played as it arrives; none for clip or tts",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
     elif spec.method not in ("GET", "DELETE"):
         body = _json_body(spec)
         if body is not None:
@@ -149,16 +185,21 @@ def operation(spec: Spec) -> dict[str, Any]:
 
 def responses(status: int, success: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The success answer (a JSON object unless given) and every error answer."""
-    out: dict[str, Any] = {str(status): success or {
-        "description": "done", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    out: dict[str, Any] = {
+        str(status): success
+        or {"description": "done", "content": {"application/json": {"schema": {"type": "object"}}}}
+    }
     for code in ERROR_STATUSES:
-        out[str(code)] = {"description": _REASONS[code], "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        out[str(code)] = {
+            "description": _REASONS[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
     return out
 
 
-def document(specs: Iterable[Spec] | None = None,
-             extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def document(
+    specs: Iterable[Spec] | None = None, extra: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """The whole OpenAPI 3.0 document: every command, plus extra path items (non-commands)."""
     paths: dict[str, dict[str, Any]] = {}
     for spec in REGISTRY.values() if specs is None else specs:
@@ -167,21 +208,32 @@ def document(specs: Iterable[Spec] | None = None,
         paths.setdefault(path, {}).update(item)
     return {
         "openapi": "3.0.3",
-        "info": {"title": "broadcaster", "version": VERSION,
-                 "description": "IP broadcast-speaker controller. Every route needs a session "
-                                "or an API token except those with an empty security list. "
-                                "Errors are {error, message}."},
+        "info": {
+            "title": "broadcaster",
+            "version": VERSION,
+            "description": "IP broadcast-speaker controller. Every route needs a session "
+            "or an API token except those with an empty security list. "
+            "Errors are {error, message}.",
+        },
         "servers": [{"url": "/"}],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": {"Error": ERROR_SCHEMA},
-                       "securitySchemes": SECURITY_SCHEMES},
+        "components": {"schemas": {"Error": ERROR_SCHEMA}, "securitySchemes": SECURITY_SCHEMES},
         "security": [{"bearer": []}, {"session": []}],
     }
 
 
-SELF_PATH = {"/api/openapi.json": {"get": {
-    "operationId": "openapi", "summary": "This document.", "tags": ["meta"], "security": [],
-    "parameters": [], "responses": responses(200)}}}
+SELF_PATH = {
+    "/api/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document.",
+            "tags": ["meta"],
+            "security": [],
+            "parameters": [],
+            "responses": responses(200),
+        }
+    }
+}
 DOC = web.AppKey("openapi_document", dict)
 
 

@@ -73,21 +73,23 @@ def parse_start(obj: Any) -> PageStart:
     if not isinstance(obj, dict):
         raise InvalidInput("the first message must be a JSON object with 'to'", code="bad_start")
     if obj.get("type", "start") != "start":
-        raise InvalidInput("the first message must start the page (type 'start')",
-                           code="bad_start")
+        raise InvalidInput("the first message must start the page (type 'start')", code="bad_start")
     to = obj.get("to")
     if isinstance(to, str):
         to = [to]
     if not isinstance(to, list) or not to or not all(isinstance(t, str) and t for t in to):
-        raise InvalidInput("'to' must name at least one speaker, village, area, group or the "
-                           "subdistrict", code="no_target")
+        raise InvalidInput(
+            "'to' must name at least one speaker, village, area, group or the subdistrict",
+            code="no_target",
+        )
     chime = obj.get("chime")
     if chime is not None and not isinstance(chime, str):
         raise InvalidInput("'chime' must be a chime's name or null", code="bad_field")
     rate = obj.get("rate", 16000)
     if isinstance(rate, bool) or not isinstance(rate, int) or not 8000 <= rate <= 48000:
-        raise InvalidInput(f"'rate' must be the audio's sample rate, 8000-48000 Hz (got {rate!r})",
-                           code="bad_rate")
+        raise InvalidInput(
+            f"'rate' must be the audio's sample rate, 8000-48000 Hz (got {rate!r})", code="bad_rate"
+        )
     codec = obj.get("codec", "pcmu")
     if not isinstance(codec, str):
         raise InvalidInput("'codec' must be pcmu or l16", code="bad_codec")
@@ -96,8 +98,9 @@ def parse_start(obj: Any) -> PageStart:
     if priority not in ("live", "emergency"):
         raise InvalidInput("'priority' of a page is live (or emergency)", code="bad_priority")
     csrf = obj.get("csrf")
-    return PageStart(list(to), chime, rate, codec.lower(), priority,
-                     csrf if isinstance(csrf, str) else None)
+    return PageStart(
+        list(to), chime, rate, codec.lower(), priority, csrf if isinstance(csrf, str) else None
+    )
 
 
 class Recording:
@@ -139,8 +142,13 @@ class _Snapshot:
 class PageSession:
     """One client's page, from its first message to the recording's clip id."""
 
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, services: Services,
-                 principal: Principal) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        ws: web.WebSocketResponse,
+        services: Services,
+        principal: Principal,
+    ) -> None:
         self.request, self.ws, self.svc, self.principal = request, ws, services, principal
         self.ctl = services.controller
         self.out: asyncio.Queue[dict | None] = asyncio.Queue()
@@ -184,20 +192,23 @@ class PageSession:
         try:
             msg = await self.ws.receive(timeout=START_TIMEOUT)
         except TimeoutError:
-            self._error(InvalidInput(f"no start message within {START_TIMEOUT:g} s",
-                                     code="no_start"))
+            self._error(
+                InvalidInput(f"no start message within {START_TIMEOUT:g} s", code="no_start")
+            )
             return None
         if msg.type != WSMsgType.TEXT:
-            self._error(InvalidInput("the first message must be JSON text starting the page",
-                                     code="bad_start"))
+            self._error(
+                InvalidInput(
+                    "the first message must be JSON text starting the page", code="bad_start"
+                )
+            )
             return None
         try:
             start = parse_start(_json(msg.data))
             await self._check_csrf(start)
             self.source = self._make_source(start)
             self.recording = Recording(self.ctl.config.data_dir / "pages")
-            raw = {"to": start.to, "codec": start.codec, "priority": start.priority,
-                   "live": True}
+            raw = {"to": start.to, "codec": start.codec, "priority": start.priority, "live": True}
             result = await call("broadcasts/play", self.principal, self.svc, raw, self.source)
         except BroadcasterError as exc:
             self._error(exc)
@@ -205,9 +216,16 @@ class PageSession:
                 self.recording.path.unlink(missing_ok=True)
             return None
         self.bid = result["id"]
-        self._send({"type": "accepted", "broadcast": self.bid, "priority": start.priority,
-                    "lead_ms": round(self.ctl.config.live_lead * 1000), "codec": start.codec,
-                    "speakers": len(result["speakers"])})
+        self._send(
+            {
+                "type": "accepted",
+                "broadcast": self.bid,
+                "priority": start.priority,
+                "lead_ms": round(self.ctl.config.live_lead * 1000),
+                "codec": start.codec,
+                "speakers": len(result["speakers"]),
+            }
+        )
         self._check(self.ctl.broadcast(self.bid))
         return start
 
@@ -216,23 +234,37 @@ class PageSession:
         carry no custom header, so the CSRF token comes in the query or the first message."""
         accounts = self.svc.accounts
         cookie = self.request.cookies.get(COOKIE)
-        if accounts is None or self.request.headers.get("Authorization", "").startswith(
-                "Bearer ") or not cookie:
+        if (
+            accounts is None
+            or self.request.headers.get("Authorization", "").startswith("Bearer ")
+            or not cookie
+        ):
             return
         csrf = start.csrf or self.request.query.get("csrf", "")
         try:
             await asyncio.to_thread(accounts.check_csrf, cookie, csrf)
         except BroadcasterError:
-            raise Forbidden("missing or wrong CSRF token: a browser session sends it as "
-                            "?csrf= or in the start message", code="csrf_failed") from None
+            raise Forbidden(
+                "missing or wrong CSRF token: a browser session sends it as "
+                "?csrf= or in the start message",
+                code="csrf_failed",
+            ) from None
 
     def _make_source(self, start: PageStart) -> LiveSource:
         prefix = ChimeSource(self.svc.library, start.chime) if start.chime else None
         rec = self._record
-        return LiveSource(in_rate=start.rate, label=f"page by {self.principal.name}",
-                          max_backlog=MAX_BACKLOG, leveller=Leveller(), prefix=prefix,
-                          gate=True, on_open=self._opened, recorder=rec,
-                          idle_frames=IDLE_FRAMES, start_frames=START_FRAMES)
+        return LiveSource(
+            in_rate=start.rate,
+            label=f"page by {self.principal.name}",
+            max_backlog=MAX_BACKLOG,
+            leveller=Leveller(),
+            prefix=prefix,
+            gate=True,
+            on_open=self._opened,
+            recorder=rec,
+            idle_frames=IDLE_FRAMES,
+            start_frames=START_FRAMES,
+        )
 
     def _record(self, pcm: bytes) -> None:
         if self.recording is not None and self.source is not None:
@@ -240,9 +272,14 @@ class PageSession:
 
     def _opened(self) -> None:
         b = self.ctl.broadcasts.get(self.bid or "")
-        self._send({"type": "ready", "broadcast": self.bid,
-                    "lead_ms": round((b.lead if b and b.lead else 0.0) * 1000),
-                    "started_at": b.started_at if b else None})
+        self._send(
+            {
+                "type": "ready",
+                "broadcast": self.bid,
+                "lead_ms": round((b.lead if b and b.lead else 0.0) * 1000),
+                "started_at": b.started_at if b else None,
+            }
+        )
 
     # --- audio in ---------------------------------------------------------------------------
 
@@ -276,8 +313,12 @@ class PageSession:
         if kind == "end":
             self.source.end("end")
         else:
-            self._error(InvalidInput(f"unknown message type {kind!r}; send binary audio or "
-                                     "{\"type\": \"end\"}", code="bad_message"))
+            self._error(
+                InvalidInput(
+                    f'unknown message type {kind!r}; send binary audio or {{"type": "end"}}',
+                    code="bad_message",
+                )
+            )
 
     # --- what happens, out ------------------------------------------------------------------
 
@@ -299,11 +340,19 @@ class PageSession:
             by_state: dict[str, list[str]] = {}
             for sid, st in sorted(states.items()):
                 by_state.setdefault(st, []).append(sid)
-            self._send({"type": "speakers", "state": b.state,
-                        "playing": by_state.get("playing", []),
-                        "offline": by_state.get("offline", []),
-                        "refused": {sid: b.results[sid].error or st for sid, st in states.items()
-                                    if st in ("refused", "unreachable")}})
+            self._send(
+                {
+                    "type": "speakers",
+                    "state": b.state,
+                    "playing": by_state.get("playing", []),
+                    "offline": by_state.get("offline", []),
+                    "refused": {
+                        sid: b.results[sid].error or st
+                        for sid, st in states.items()
+                        if st in ("refused", "unreachable")
+                    },
+                }
+            )
         cuts = {sid: r.cut_by for sid, r in b.results.items() if r.cut_by}
         new = {sid: by for sid, by in cuts.items() if self.seen.cut.get(sid) != by}
         if new:
@@ -311,11 +360,16 @@ class PageSession:
             for by in sorted(set(new.values())):
                 other = self.ctl.broadcasts.get(by)
                 held = [r for r in b.results.values() if r.route is not None]
-                self._send({"type": "cut", "by": by,
-                            "priority": other.priority if other else None,
-                            "owner": other.owner if other else None,
-                            "speakers": sorted(s for s, x in new.items() if x == by),
-                            "all": bool(held) and all(r.cut_by for r in held)})
+                self._send(
+                    {
+                        "type": "cut",
+                        "by": by,
+                        "priority": other.priority if other else None,
+                        "owner": other.owner if other else None,
+                        "speakers": sorted(s for s, x in new.items() if x == by),
+                        "all": bool(held) and all(r.cut_by for r in held),
+                    }
+                )
 
     def _send(self, msg: dict) -> None:
         self.out.put_nowait(msg)
@@ -341,8 +395,9 @@ class PageSession:
         if rec is None or self.bid is None:
             return None
         rec.close()
-        task = asyncio.ensure_future(keep_recording(self.svc, self.principal, self.bid, rec,
-                                                    start.to))
+        task = asyncio.ensure_future(
+            keep_recording(self.svc, self.principal, self.bid, rec, start.to)
+        )
         tasks = self.request.app[TASKS]
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -354,8 +409,9 @@ class PageSession:
             return None
 
 
-async def keep_recording(svc: Services, who: Principal, bid: str, rec: Recording,
-                         targets: list[str]) -> str | None:
+async def keep_recording(
+    svc: Services, who: Principal, bid: str, rec: Recording, targets: list[str]
+) -> str | None:
     """Add a page's recording to the library (tag "live") and audit it; returns the clip id."""
     try:
         if rec.frames == 0:
@@ -363,16 +419,31 @@ async def keep_recording(svc: Services, who: Principal, bid: str, rec: Recording
         when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
         title = f"Live page by {who.name} to {', '.join(targets)} at {when}"
         try:
-            clip = await asyncio.to_thread(svc.library.add, rec.path, title=title,
-                                           tags=["live"], added_by=who.name,
-                                           original_name=f"page-{bid}.wav")
+            clip = await asyncio.to_thread(
+                svc.library.add,
+                rec.path,
+                title=title,
+                tags=["live"],
+                added_by=who.name,
+                original_name=f"page-{bid}.wav",
+            )
         except LibraryError as exc:
             log.warning("recording of page %s not kept: %s", bid, exc)
-            await svc.audit_now("page_recorded", who, broadcast=bid, targets=targets,
-                                what={"clip": None, "error": str(exc)})
+            await svc.audit_now(
+                "page_recorded",
+                who,
+                broadcast=bid,
+                targets=targets,
+                what={"clip": None, "error": str(exc)},
+            )
             return None
-        await svc.audit_now("page_recorded", who, broadcast=bid, targets=targets,
-                            what={"clip": clip.id, "seconds": round(rec.frames * 0.02, 2)})
+        await svc.audit_now(
+            "page_recorded",
+            who,
+            broadcast=bid,
+            targets=targets,
+            what={"clip": clip.id, "seconds": round(rec.frames * 0.02, 2)},
+        )
         return clip.id
     finally:
         rec.path.unlink(missing_ok=True)
@@ -399,8 +470,9 @@ def keep_days() -> float:
     try:
         return float(raw) if raw else float(KEEP_DAYS)
     except ValueError:
-        log.warning("BROADCASTER_PAGE_KEEP_DAYS=%r is not a number; keeping %d days", raw,
-                    KEEP_DAYS)
+        log.warning(
+            "BROADCASTER_PAGE_KEEP_DAYS=%r is not a number; keeping %d days", raw, KEEP_DAYS
+        )
         return float(KEEP_DAYS)
 
 
@@ -412,9 +484,15 @@ def _json(text: str) -> Any:
 
 
 def _ended(b: dict, source: LiveSource | None) -> dict:
-    return {"type": "ended", "broadcast": b["id"], "state": b["state"],
-            "reason": source.end_reason if source is not None else "",
-            "error": b.get("error"), "summary": b["summary"], "source": b["source"]}
+    return {
+        "type": "ended",
+        "broadcast": b["id"],
+        "state": b["state"],
+        "reason": source.end_reason if source is not None else "",
+        "error": b.get("error"),
+        "summary": b["summary"],
+        "source": b["source"],
+    }
 
 
 def add_routes(app: web.Application, keep: float | None = None) -> None:
@@ -436,8 +514,7 @@ def add_routes(app: web.Application, keep: float | None = None) -> None:
                 try:
                     gone = await asyncio.to_thread(purge_recordings, services.library, days)
                     if gone:
-                        log.info("purged %d live recording(s) older than %g days", len(gone),
-                                 days)
+                        log.info("purged %d live recording(s) older than %g days", len(gone), days)
                 except Exception:  # the purge must never stop the controller
                     log.exception("purge of live recordings failed")
                 await asyncio.sleep(PURGE_EVERY)

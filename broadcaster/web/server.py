@@ -32,18 +32,23 @@ def check_data_dir(data: Path) -> None:
     """Raise StorageError naming the path if the controller could not write under `data`."""
     for path in (data, *(data / f for f in DATA_FOLDERS)):
         if path.exists() and not path.is_dir():
-            raise StorageError(f"{path}: is a file where broadcaster needs a directory; move it "
-                               "aside (or give another data directory with --data)",
-                               detail={"file": str(path)})
+            raise StorageError(
+                f"{path}: is a file where broadcaster needs a directory; move it "
+                "aside (or give another data directory with --data)",
+                detail={"file": str(path)},
+            )
     probe = data / f".write-check-{os.getpid()}"
     try:
         with open(probe, "w") as fh:
             fh.write("ok")
         probe.unlink()
     except OSError as exc:
-        raise StorageError(f"{data}: cannot create files in the data directory ({exc.strerror});"
-                           " make it writable by the user running broadcaster, or give another "
-                           "with --data", detail={"file": str(data)}) from None
+        raise StorageError(
+            f"{data}: cannot create files in the data directory ({exc.strerror});"
+            " make it writable by the user running broadcaster, or give another "
+            "with --data",
+            detail={"file": str(data)},
+        ) from None
     # the audio library opens its catalogue with plain sqlite3 and lets a damaged one escape raw
     catalogue = data / LIBRARY_CATALOGUE
     if catalogue.is_file():
@@ -54,10 +59,12 @@ def check_data_dir(data: Path) -> None:
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{catalogue}: the audio library's catalogue cannot be opened "
-                               f"({exc}); restore it from a backup, or move the library folder "
-                               "aside to start with an empty library",
-                               detail={"file": str(catalogue)}) from None
+            raise StorageError(
+                f"{catalogue}: the audio library's catalogue cannot be opened "
+                f"({exc}); restore it from a backup, or move the library folder "
+                "aside to start with an empty library",
+                detail={"file": str(catalogue)},
+            ) from None
 
 
 def startup_problem(exc: OSError, listen: str) -> str:
@@ -69,26 +76,45 @@ def startup_problem(exc: OSError, listen: str) -> str:
     where = exc.filename or "the data directory"
     if exc.errno == errno.ENOTDIR and exc.filename:
         # name the file that is in the way, not the directory that could not be made under it
-        where = next((str(p) for p in Path(exc.filename).parents if p.exists()
-                      and not p.is_dir()), str(exc.filename))
-    what = {errno.ENOTDIR: "a file is in the way of a directory",
-            errno.EEXIST: "a file is in the way of a directory",
-            errno.EROFS: "the file system is read-only",
-            errno.EACCES: "permission denied",
-            errno.ENOSPC: "the disk is full"}.get(exc.errno or 0, exc.strerror or str(exc))
-    return (f"{where}: {what}; give a writable data directory with --data or $BROADCASTER_DATA "
-            "(or move the file aside)")
+        where = next(
+            (str(p) for p in Path(exc.filename).parents if p.exists() and not p.is_dir()),
+            str(exc.filename),
+        )
+    what = {
+        errno.ENOTDIR: "a file is in the way of a directory",
+        errno.EEXIST: "a file is in the way of a directory",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.ENOSPC: "the disk is full",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return (
+        f"{where}: {what}; give a writable data directory with --data or $BROADCASTER_DATA "
+        "(or move the file aside)"
+    )
 
 
-async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
-                playout_delay: float, site_tag: str | None, mdns: bool,
-                tls: TlsFiles | None = None) -> int:
+async def serve(
+    site: Site,
+    data: Path,
+    *,
+    host: str,
+    port: int,
+    interface: str,
+    playout_delay: float,
+    site_tag: str | None,
+    mdns: bool,
+    tls: TlsFiles | None = None,
+) -> int:
     """Run until SIGINT/SIGTERM; over HTTPS when given TLS files (a browser's microphone needs
     a secure context anywhere but on localhost)."""
     check_data_dir(data)
     ssl_ctx = server_context(tls) if tls is not None else None  # a bad file stops us here
-    ctl = Controller(site, ControllerConfig(data, interface=interface, playout_delay=playout_delay,
-                                            site_tag=site_tag, mdns=mdns))
+    ctl = Controller(
+        site,
+        ControllerConfig(
+            data, interface=interface, playout_delay=playout_delay, site_tag=site_tag, mdns=mdns
+        ),
+    )
     services = Services.for_controller(ctl)
     runner: web.AppRunner | None = None
     sched: Scheduler | None = None
@@ -104,11 +130,17 @@ async def serve(site: Site, data: Path, *, host: str, port: int, interface: str,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"broadcaster controller for {site.name} on {'https' if ssl_ctx else 'http'}://"
-              f"{host}:{port}/ (speakers via {interface})", flush=True)
+        print(
+            f"broadcaster controller for {site.name} on {'https' if ssl_ctx else 'http'}://"
+            f"{host}:{port}/ (speakers via {interface})",
+            flush=True,
+        )
         if tls is not None and tls.ca is not None:
-            print(f"HTTPS certificate made by this controller: to use the console from other "
-                  f"devices, trust {tls.ca} on them (README: the console)", flush=True)
+            print(
+                f"HTTPS certificate made by this controller: to use the console from other "
+                f"devices, trust {tls.ca} on them (README: the console)",
+                flush=True,
+            )
         await stop.wait()
     finally:
         if runner is not None:

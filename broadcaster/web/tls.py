@@ -48,8 +48,10 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(str(files.cert), str(files.key))
     except (ssl.SSLError, ValueError) as exc:
-        raise InvalidInput(f"the TLS certificate {files.cert} and key {files.key} cannot be "
-                           f"used together: {exc}", code="tls_invalid") from None
+        raise InvalidInput(
+            f"the TLS certificate {files.cert} and key {files.key} cannot be used together: {exc}",
+            code="tls_invalid",
+        ) from None
     return ctx
 
 
@@ -66,8 +68,9 @@ def _names(hosts: list[str]) -> list[x509.GeneralName]:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
@@ -81,18 +84,28 @@ def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 def _make_ca(directory: Path, site: str, now: dt.datetime) -> tuple[x509.Certificate, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "broadcaster"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"broadcaster local CA ({site})")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                         False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "broadcaster"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"broadcaster local CA ({site})"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     _write_key(directory / "ca.key", key)
     (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, directory / "ca.key"
@@ -109,8 +122,9 @@ def _current(cert_path: Path, hosts: list[str], now: dt.datetime) -> bool:
     return set(_names(hosts)) <= set(san)
 
 
-def auto_certificate(data_dir: Path, hosts: list[str], site: str = "site",
-                     now: dt.datetime | None = None) -> TlsFiles:
+def auto_certificate(
+    data_dir: Path, hosts: list[str], site: str = "site", now: dt.datetime | None = None
+) -> TlsFiles:
     """The local CA and a server certificate for `hosts` under <data>/tls, made if missing,
     remade when they no longer cover the hosts or near their end (the CA is kept)."""
     now = now or dt.datetime.now(dt.UTC)
@@ -126,35 +140,43 @@ def auto_certificate(data_dir: Path, hosts: list[str], site: str = "site",
         ca, ca_key_path = _make_ca(d, site, now)
         ca_key = _load_key(ca_key_path)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                                        f"broadcaster controller ({site})")]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-            .add_extension(x509.SubjectAlternativeName(_names(hosts)), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"broadcaster controller ({site})")])
+        )
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.SubjectAlternativeName(_names(hosts)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     _write_key(files.key, key)
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
-                           + ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+    )
     return files
 
 
-def choose(data_dir: Path, host: str, site: str, *, auto: bool, cert: str | None,
-           key: str | None) -> TlsFiles | None:
+def choose(
+    data_dir: Path, host: str, site: str, *, auto: bool, cert: str | None, key: str | None
+) -> TlsFiles | None:
     """The TLS files `broadcaster serve` was asked for: the site's own, a local one, or none."""
     if auto and (cert or key):
-        raise InvalidInput("give either --tls auto or --tls-cert/--tls-key, not both",
-                           code="tls_conflict")
+        raise InvalidInput(
+            "give either --tls auto or --tls-cert/--tls-key, not both", code="tls_conflict"
+        )
     if auto:
         return auto_certificate(data_dir, [host], site)
     if bool(cert) != bool(key):
-        raise InvalidInput("--tls-cert and --tls-key go together: give both files",
-                           code="tls_missing")
+        raise InvalidInput(
+            "--tls-cert and --tls-key go together: give both files", code="tls_missing"
+        )
     return TlsFiles(Path(cert), Path(key)) if cert and key else None

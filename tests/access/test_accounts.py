@@ -17,8 +17,12 @@ from broadcaster.storage.db import Store
 
 ZONES = Path(__file__).resolve().parents[2] / "zones.yaml"
 FAST = {"time_cost": 1, "memory_cost": 8192, "parallelism": 1}  # argon2id, cheap for tests
-PASSWORDS = {"office": "office-pass-1", "area1": "area1-secret", "v11": "village-11-pw",
-             "v12": "village-12-pw"}
+PASSWORDS = {
+    "office": "office-pass-1",
+    "area1": "area1-secret",
+    "v11": "village-11-pw",
+    "v12": "village-12-pw",
+}
 
 
 @pytest.fixture
@@ -43,8 +47,7 @@ def me(acc: Accounts, name: str) -> Principal:
 def test_default_hasher_is_argon2id_and_no_clear_password(store, site, clock):
     acc = Accounts(store, site, clock=clock)
     acc.add_user("boss", "correct horse", "subdistrict", "admin")
-    pw_hash = store.run(lambda db: db.conn.execute(
-        "SELECT pw_hash FROM users").fetchone()[0])
+    pw_hash = store.run(lambda db: db.conn.execute("SELECT pw_hash FROM users").fetchone()[0])
     assert pw_hash.startswith("$argon2id$") and "m=65536" in pw_hash
     assert "correct horse" not in store.path.read_bytes().decode("latin-1")
     assert acc.login("boss", "correct horse").scope == "subdistrict"
@@ -54,12 +57,14 @@ def test_add_user_validates(acc):
     with pytest.raises(BroadcasterError) as err:
         acc.add_user("v11", "another-pass", "v-01-01", "operator")
     assert (err.value.code, err.value.status) == ("user_exists", 409)
-    for name, pw, scope, role in [("Bad Name", "password1", "v-01-01", "operator"),
-                                  ("x" * 33, "password1", "v-01-01", "operator"),
-                                  ("ok", "tiny7pw", "v-01-01", "operator"),
-                                  ("ok", "password1", "v-99-99", "operator"),
-                                  ("ok", "password1", "horn-01-01-1", "operator"),
-                                  ("ok", "password1", "v-01-01", "root")]:
+    for name, pw, scope, role in [
+        ("Bad Name", "password1", "v-01-01", "operator"),
+        ("x" * 33, "password1", "v-01-01", "operator"),
+        ("ok", "tiny7pw", "v-01-01", "operator"),
+        ("ok", "password1", "v-99-99", "operator"),
+        ("ok", "password1", "horn-01-01-1", "operator"),
+        ("ok", "password1", "v-01-01", "root"),
+    ]:
         with pytest.raises(InvalidInput) as err:
             acc.add_user(name, pw, scope, role)
         assert pw not in err.value.message
@@ -71,8 +76,14 @@ def test_admin_cannot_create_above_scope(acc):
     area1, v12, v11 = me(acc, "area1"), me(acc, "v12"), me(acc, "v11")
     acc.add_user("v13op", "password13", "v-01-03", "operator", by=area1)
     acc.add_user("area1b", "password13", "area-01", "admin", by=area1)
-    for by, scope in [(area1, "subdistrict"), (area1, "area-02"), (area1, "seat"),
-                      (v12, "area-01"), (v12, "v-01-01"), (v12, "subdistrict")]:
+    for by, scope in [
+        (area1, "subdistrict"),
+        (area1, "area-02"),
+        (area1, "seat"),
+        (v12, "area-01"),
+        (v12, "v-01-01"),
+        (v12, "subdistrict"),
+    ]:
         with pytest.raises(Forbidden):
             acc.add_user("climber", "password99", scope, "admin", by=by)
     with pytest.raises(Forbidden):
@@ -100,8 +111,13 @@ def test_token_round_trip_and_expiry(acc, clock):
     assert issued.secret.startswith("bct_") and issued.id.startswith("tok_")
     assert issued.csrf is None
     p = acc.authenticate_token(issued.secret, "10.0.0.7")
-    assert (p.name, p.scope, p.role, p.origin, p.kind) == ("v11", "v-01-01", "operator",
-                                                           "10.0.0.7", "user")
+    assert (p.name, p.scope, p.role, p.origin, p.kind) == (
+        "v11",
+        "v-01-01",
+        "operator",
+        "10.0.0.7",
+        "user",
+    )
     clock.t += 3599
     acc.authenticate_token(issued.secret)
     clock.t += 1
@@ -247,19 +263,23 @@ def test_no_secret_in_audit_rows_or_errors(acc, audit, store):
     session = acc.issue_token("v11", 60, kind="session")
     secrets_seen += [token.secret, session.secret, session.csrf]
     acc.revoke_token(token.id)
-    for attempt in (lambda: acc.authenticate_token(token.secret),
-                    lambda: acc.login("v11", "typo-of-village-11"),
-                    lambda: acc.login("village-12-pw", "v12"),  # password typed as the name
-                    lambda: acc.add_user("new", "shortpw", "v-01-01", "operator"),
-                    lambda: acc.check_csrf(session.secret, "forged")):
+    for attempt in (
+        lambda: acc.authenticate_token(token.secret),
+        lambda: acc.login("v11", "typo-of-village-11"),
+        lambda: acc.login("village-12-pw", "v12"),  # password typed as the name
+        lambda: acc.add_user("new", "shortpw", "v-01-01", "operator"),
+        lambda: acc.check_csrf(session.secret, "forged"),
+    ):
         with pytest.raises(BroadcasterError) as err:
             attempt()
         errors.append(json.dumps(err.value.to_dict(), ensure_ascii=False))
     secrets_seen += ["typo-of-village-11", "shortpw"]
-    hashes = [h for (h,) in store.run(lambda db: db.conn.execute(
-        "SELECT pw_hash FROM users").fetchall())]
-    hashes += [h for (h,) in store.run(lambda db: db.conn.execute(
-        "SELECT hash FROM tokens").fetchall())]
+    hashes = [
+        h for (h,) in store.run(lambda db: db.conn.execute("SELECT pw_hash FROM users").fetchall())
+    ]
+    hashes += [
+        h for (h,) in store.run(lambda db: db.conn.execute("SELECT hash FROM tokens").fetchall())
+    ]
     rows = json.dumps(audit.rows(limit=10_000), ensure_ascii=False)
     actions = [r["action"] for r in audit.rows(limit=10_000)]
     assert {"user_added", "login", "login_failed", "token_issued", "token_revoked"} <= set(actions)
@@ -275,7 +295,11 @@ def test_audit_records_user_changes_with_actor(acc, audit):
     acc.add_user("v14", "password-14", "v-01-04", "operator", by=area1)
     row = audit.rows(limit=1)[0]
     assert (row["action"], row["actor"], row["actor_scope"], row["targets"]) == (
-        "user_added", "area1", "area-01", ["v-01-04"])
+        "user_added",
+        "area1",
+        "area-01",
+        ["v-01-04"],
+    )
     assert row["what"] == {"user": "v14", "role": "operator"}
     first = audit.rows(limit=10_000)[-1]
     assert (first["actor"], first["origin"]) == ("local-cli", "cli")
@@ -284,8 +308,9 @@ def test_audit_records_user_changes_with_actor(acc, audit):
 
 def test_tables_survive_reopen(tmp_path, site, clock):
     store = Store.in_data_dir(tmp_path)
-    Accounts(store, site, clock=clock, kdf_params=FAST).add_user("a", "password1", "seat",
-                                                                 "operator")
+    Accounts(store, site, clock=clock, kdf_params=FAST).add_user(
+        "a", "password1", "seat", "operator"
+    )
     store.close()
     again = Store.in_data_dir(tmp_path)
     assert Accounts(again, site, clock=clock, kdf_params=FAST).login("a", "password1").name == "a"

@@ -14,8 +14,19 @@ from broadcaster.storage.db import Store
 from tests.access.conftest import Clock
 
 ZONES = Path(__file__).resolve().parents[2] / "zones.yaml"
-COLUMNS = ("at", "actor", "actor_scope", "origin", "action", "targets", "what", "outcome",
-           "broadcast", "prev_hash", "hash")
+COLUMNS = (
+    "at",
+    "actor",
+    "actor_scope",
+    "origin",
+    "action",
+    "targets",
+    "what",
+    "outcome",
+    "broadcast",
+    "prev_hash",
+    "hash",
+)
 
 
 @pytest.fixture
@@ -30,10 +41,14 @@ def fill(log: AuditLog, clock: Clock, n: int = 8) -> None:
         clock.t += 60
         who = office if i % 2 else village
         mine = who is village
-        log.append("broadcast_started", who, targets=["v-01-01"] if mine else ["area-02"],
-                   what={"clip": f"clip-{i}", "sha256": "ab" * 32},
-                   outcome={"horn-01-01-1" if mine else "horn-02-02-1": "played"},
-                   broadcast=f"b{i}")
+        log.append(
+            "broadcast_started",
+            who,
+            targets=["v-01-01"] if mine else ["area-02"],
+            what={"clip": f"clip-{i}", "sha256": "ab" * 32},
+            outcome={"horn-01-01-1" if mine else "horn-02-02-1": "played"},
+            broadcast=f"b{i}",
+        )
 
 
 def tamper(store: Store, *sql: tuple[str, tuple]) -> None:
@@ -59,13 +74,24 @@ def test_rows_chain_and_carry_every_field(log, clock):
     assert first["seq"] == 1 and first["prev_hash"] == GENESIS
     assert first["actor"] == "a" and first["actor_scope"] == "v-01-01"
     assert first["origin"] == "1.2.3.4" and first["at"] == clock.t
-    second = log.append("broadcast_requested", Principal("a", "v-01-01"), origin="x",
-                        targets=["v-01-01"], what={"tts": "明天停水"},
-                        outcome={"horn-01-01-1": "played"}, broadcast="b1")
+    second = log.append(
+        "broadcast_requested",
+        Principal("a", "v-01-01"),
+        origin="x",
+        targets=["v-01-01"],
+        what={"tts": "明天停水"},
+        outcome={"horn-01-01-1": "played"},
+        broadcast="b1",
+    )
     assert second["seq"] == 2 and second["prev_hash"] == first["hash"]
-    assert second["hash"] == row_hash(second | {"targets": '["v-01-01"]',
-                                                "what": '{"tts":"明天停水"}',
-                                                "outcome": '{"horn-01-01-1":"played"}'})
+    assert second["hash"] == row_hash(
+        second
+        | {
+            "targets": '["v-01-01"]',
+            "what": '{"tts":"明天停水"}',
+            "outcome": '{"horn-01-01-1":"played"}',
+        }
+    )
     assert log.rows()[0]["what"] == {"tts": "明天停水"}
     assert log.head() == (2, second["hash"])
     assert log.verify().ok and log.verify().rows == 2
@@ -92,8 +118,7 @@ def test_edited_field_is_found(log, clock, store):
 def test_edited_actor_with_recomputed_hash_is_found(log, clock, store):
     fill(log, clock)
     row = dict(zip(COLUMNS, stored(store, 4), strict=True)) | {"seq": 4, "actor": "nobody"}
-    tamper(store, ("UPDATE audit SET actor = ?, hash = ? WHERE seq = 4",
-                   ("nobody", row_hash(row))))
+    tamper(store, ("UPDATE audit SET actor = ?, hash = ? WHERE seq = 4", ("nobody", row_hash(row))))
     result = log.verify()
     assert (result.ok, result.first_bad_seq, result.kind) == (False, 4, "changed")
 
@@ -114,8 +139,11 @@ def test_deleted_first_row_is_found(log, clock, store):
 
 def test_deleted_and_renumbered_is_found(log, clock, store):
     fill(log, clock)
-    tamper(store, ("DELETE FROM audit WHERE seq = 3", ()),
-           ("UPDATE audit SET seq = seq - 1 WHERE seq > 3", ()))
+    tamper(
+        store,
+        ("DELETE FROM audit WHERE seq = 3", ()),
+        ("UPDATE audit SET seq = seq - 1 WHERE seq > 3", ()),
+    )
     result = log.verify()
     assert (result.ok, result.first_bad_seq, result.kind) == (False, 3, "removed")
 
@@ -124,8 +152,11 @@ def test_swapped_pair_is_found(log, clock, store):
     fill(log, clock)
     a, b = stored(store, 3), stored(store, 4)
     sets = ", ".join(f"{c} = ?" for c in COLUMNS)
-    tamper(store, (f"UPDATE audit SET {sets} WHERE seq = 3", b),
-           (f"UPDATE audit SET {sets} WHERE seq = 4", a))
+    tamper(
+        store,
+        (f"UPDATE audit SET {sets} WHERE seq = 3", b),
+        (f"UPDATE audit SET {sets} WHERE seq = 4", a),
+    )
     result = log.verify()
     assert (result.ok, result.first_bad_seq, result.kind) == (False, 3, "reordered")
     assert result.problem.startswith("row 3 was reordered")
@@ -167,8 +198,12 @@ def test_filters_and_scope(log, clock, site):
     t0 = clock.t
     fill(log, clock)  # at t0+60 ... t0+480; village rows (v-01-01) at even i
     log.append("login", Principal("v2admin", "v-02-01", "admin"), origin="1.1.1.1")
-    log.append("broadcast_started", Principal("office", "subdistrict", "admin"),
-               targets=["road-1"], broadcast="road")
+    log.append(
+        "broadcast_started",
+        Principal("office", "subdistrict", "admin"),
+        targets=["road-1"],
+        broadcast="road",
+    )
     rows = log.rows()
     assert [r["seq"] for r in rows] == list(range(10, 0, -1))
     assert len(log.rows(limit=3)) == 3

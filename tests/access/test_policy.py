@@ -36,19 +36,19 @@ def test_tiers(site):
 MATRIX = [
     ("v-01-01", "v-01-01", True),
     ("v-01-01", "horn-01-01-2", True),
-    ("v-01-01", "v-01-02", False),          # a neighbouring village in the same area
+    ("v-01-01", "v-01-02", False),  # a neighbouring village in the same area
     ("v-01-01", "horn-01-02-1", False),
-    ("v-01-01", "area-01", False),          # their own area is above them
+    ("v-01-01", "area-01", False),  # their own area is above them
     ("v-01-01", "subdistrict", False),
     ("v-01-01", "seat", False),
-    ("v-03-01", "road-1", False),           # a group spanning two villages and the seat
-    ("v-07-01", "flood-watch", False),      # a group holding their village and two more
+    ("v-03-01", "road-1", False),  # a group spanning two villages and the seat
+    ("v-07-01", "flood-watch", False),  # a group holding their village and two more
     ("area-01", "area-01", True),
     ("area-01", "v-01-04", True),
     ("area-01", "horn-01-03-1", True),
     ("area-01", "v-02-01", False),
     ("area-01", "seat-columns", False),
-    ("area-03", "road-1", False),           # v-03-01/02 are inside, horn-04-01-* and columns not
+    ("area-03", "road-1", False),  # v-03-01/02 are inside, horn-04-01-* and columns not
     ("area-01", "all-horns", False),
     ("seat", "seat-columns", True),
     ("seat", "col-07", True),
@@ -128,7 +128,7 @@ def test_first_outside_and_visible(site):
 
 
 def test_touches(site):
-    assert policy.touches(site, "v-01-01", ["subdistrict"])     # the whole network reaches it
+    assert policy.touches(site, "v-01-01", ["subdistrict"])  # the whole network reaches it
     assert policy.touches(site, "v-03-01", ["road-1"])
     assert not policy.touches(site, "v-01-01", ["road-1", "ghost"])
     assert policy.touches(site, "area-04", ["horn-04-01-2"])
@@ -141,9 +141,14 @@ def test_admin_manages_at_or_below_only(site):
     policy.can_manage(site, village_admin, "v-01-01", "admin")
     policy.can_manage(site, area_admin, "v-01-03", "admin")
     policy.can_manage(site, area_admin, "area-01", "operator")
-    for admin, scope in [(village_admin, "area-01"), (village_admin, "v-01-02"),
-                         (village_admin, "subdistrict"), (area_admin, "subdistrict"),
-                         (area_admin, "v-02-01"), (area_admin, "seat")]:
+    for admin, scope in [
+        (village_admin, "area-01"),
+        (village_admin, "v-01-02"),
+        (village_admin, "subdistrict"),
+        (area_admin, "subdistrict"),
+        (area_admin, "v-02-01"),
+        (area_admin, "seat"),
+    ]:
         with pytest.raises(Forbidden):
             policy.can_manage(site, admin, scope, "operator")
     with pytest.raises(Forbidden):
@@ -158,8 +163,9 @@ def test_rank_orders_class_then_tier(site):
     ranks = [policy.rank(c, t) for c, t in order]
     assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
     # A village's live page outranks the subdistrict's announcement.
-    assert policy.outranks(policy.rank("live", "village"),
-                           policy.rank("announcement", "subdistrict"))
+    assert policy.outranks(
+        policy.rank("live", "village"), policy.rank("announcement", "subdistrict")
+    )
     assert not policy.outranks(policy.rank("live", "area"), policy.rank("live", "area"))
     with pytest.raises(InvalidInput):
         policy.rank("urgent", "village")

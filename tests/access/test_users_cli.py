@@ -50,16 +50,43 @@ def accounts(data: Path) -> tuple[Store, Accounts]:
 
 
 def test_add_list_token_revoke_remove(run):
-    code, out, _ = run(*zones("users", "add", "office", "--scope", "subdistrict", "--role",
-                              "admin", "--password-stdin"), stdin="office-password\n")
+    code, out, _ = run(
+        *zones(
+            "users",
+            "add",
+            "office",
+            "--scope",
+            "subdistrict",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ),
+        stdin="office-password\n",
+    )
     assert code == 0 and "admin of 示例街道 (subdistrict)" in out
-    assert run(*zones("users", "add", "cun1", "--scope", "v-01-01", "--role", "operator",
-                      "--password-stdin"), stdin="village-password\n")[0] == 0
+    assert (
+        run(
+            *zones(
+                "users",
+                "add",
+                "cun1",
+                "--scope",
+                "v-01-01",
+                "--role",
+                "operator",
+                "--password-stdin",
+            ),
+            stdin="village-password\n",
+        )[0]
+        == 0
+    )
     code, out, _ = run(*zones("users", "list"))
     assert code == 0 and "cun1" in out and "示例一村" in out and "2 user(s)" in out
     listed = json.loads(run(*zones("users", "list", "--json"))[1])
     assert [(u["name"], u["scope"], u["role"]) for u in listed] == [
-        ("cun1", "v-01-01", "operator"), ("office", "subdistrict", "admin")]
+        ("cun1", "v-01-01", "operator"),
+        ("office", "subdistrict", "admin"),
+    ]
 
     code, out, err = run(*zones("users", "token", "cun1", "--expires", "12h"))
     assert code == 0
@@ -73,8 +100,10 @@ def test_add_list_token_revoke_remove(run):
     with pytest.raises(Unauthorized, match="revoked"):
         acc.authenticate_token(secret)
 
-    assert run(*zones("users", "passwd", "cun1", "--password-stdin"),
-               stdin="another-password\n")[0] == 0
+    assert (
+        run(*zones("users", "passwd", "cun1", "--password-stdin"), stdin="another-password\n")[0]
+        == 0
+    )
     assert acc.login("cun1", "another-password").name == "cun1"
     assert run(*zones("users", "remove", "cun1"))[0] == 0
     assert [u["name"] for u in acc.list_users()] == ["office"]
@@ -82,16 +111,21 @@ def test_add_list_token_revoke_remove(run):
 
 
 def test_errors_are_plain_and_exit_nonzero(run):
-    args = zones("users", "add", "a", "--scope", "v-01-01", "--role", "operator",
-                 "--password-stdin")
+    args = zones(
+        "users", "add", "a", "--scope", "v-01-01", "--role", "operator", "--password-stdin"
+    )
     assert run(*args, stdin="password-a\n")[0] == 0
     code, _, err = run(*args, stdin="password-a\n")
     assert code == 1 and err == "error: user 'a' already exists\n"
-    code, _, err = run(*zones("users", "add", "b", "--scope", "v-42-42", "--role", "operator",
-                              "--password-stdin"), stdin="password-b\n")
+    code, _, err = run(
+        *zones("users", "add", "b", "--scope", "v-42-42", "--role", "operator", "--password-stdin"),
+        stdin="password-b\n",
+    )
     assert code == 1 and "v-42-42" in err and "password-b" not in err
-    code, _, err = run(*zones("users", "add", "b", "--scope", "seat", "--role", "operator",
-                              "--password-stdin"), stdin="tiny7\n")
+    code, _, err = run(
+        *zones("users", "add", "b", "--scope", "seat", "--role", "operator", "--password-stdin"),
+        stdin="tiny7\n",
+    )
     assert code == 1 and "too short" in err and "tiny7" not in err
     assert run(*zones("users", "remove", "nobody"))[0] == 1
     assert run(*zones("users", "token", "a", "--expires", "soon"))[0] == 1
@@ -110,10 +144,16 @@ def test_password_prompt_twice(run, monkeypatch):
 
 
 def test_audit_lists_local_changes(run):
-    run(*zones("users", "add", "a2", "--scope", "area-02", "--role", "admin",
-               "--password-stdin"), stdin="password-a2\n")
-    run(*zones("users", "add", "v11", "--scope", "v-01-01", "--role", "operator",
-               "--password-stdin"), stdin="password-v11\n")
+    run(
+        *zones("users", "add", "a2", "--scope", "area-02", "--role", "admin", "--password-stdin"),
+        stdin="password-a2\n",
+    )
+    run(
+        *zones(
+            "users", "add", "v11", "--scope", "v-01-01", "--role", "operator", "--password-stdin"
+        ),
+        stdin="password-v11\n",
+    )
     run(*zones("users", "token", "v11", "--expires", "0"))
     code, out, _ = run("audit")
     assert code == 0 and "local-cli" in out and "user_added" in out and "token_issued" in out
@@ -132,8 +172,13 @@ def fill(run, n: int = 6) -> None:
     store = Store.in_data_dir(run.data)
     log = AuditLog(store)
     for i in range(n):
-        log.append("broadcast_started", Principal("office", "subdistrict", "admin"),
-                   targets=["seat"], what={"clip": f"c{i}"}, broadcast=f"b{i}")
+        log.append(
+            "broadcast_started",
+            Principal("office", "subdistrict", "admin"),
+            targets=["seat"],
+            what={"clip": f"c{i}"},
+            broadcast=f"b{i}",
+        )
     store.close()
 
 
@@ -158,12 +203,21 @@ def test_audit_verify_intact_and_anchor(run):
     assert code == 1 and "row 3 was removed" in out
 
 
-@pytest.mark.parametrize(("statements", "expected"), [
-    (["UPDATE audit SET actor = 'someone' WHERE seq = 2"], "row 2 was changed"),
-    (["DELETE FROM audit WHERE seq = 4"], "row 4 was removed"),
-    (["UPDATE audit SET seq = -5 WHERE seq = 3", "UPDATE audit SET seq = 3 WHERE seq = 4",
-      "UPDATE audit SET seq = 4 WHERE seq = -5"], "row 3 was reordered"),
-])
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        (["UPDATE audit SET actor = 'someone' WHERE seq = 2"], "row 2 was changed"),
+        (["DELETE FROM audit WHERE seq = 4"], "row 4 was removed"),
+        (
+            [
+                "UPDATE audit SET seq = -5 WHERE seq = 3",
+                "UPDATE audit SET seq = 3 WHERE seq = 4",
+                "UPDATE audit SET seq = 4 WHERE seq = -5",
+            ],
+            "row 3 was reordered",
+        ),
+    ],
+)
 def test_audit_verify_finds_tampering(run, statements, expected):
     fill(run)
     tamper(run.data, *statements)
@@ -200,15 +254,30 @@ def test_the_main_parser_hook(tmp_path, capsys):
 
 
 def proc(argv: list[str], stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(argv, input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60,
-                          check=False)
+    return subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
 
 
 def test_as_a_process(tmp_path):
     """`python -m broadcaster.cli.users`: stdin password, stdout carries only the token."""
     base = [sys.executable, "-m", "broadcaster.cli.users", "--data", str(tmp_path)]
-    add = proc([*base, "users", "add", "op", "--scope", "v-02-03", "--role", "operator",
-                "--password-stdin", "--zones", str(ZONES)], "process-pass\n")
+    add = proc(
+        [
+            *base,
+            "users",
+            "add",
+            "op",
+            "--scope",
+            "v-02-03",
+            "--role",
+            "operator",
+            "--password-stdin",
+            "--zones",
+            str(ZONES),
+        ],
+        "process-pass\n",
+    )
     assert add.returncode == 0, add.stderr
     token = proc([*base, "users", "token", "op", "--zones", str(ZONES)])
     assert token.returncode == 0 and token.stdout.startswith("bct_")

@@ -25,8 +25,9 @@ def tone_pcm(freqs: tuple[float, ...], seconds: float, rate: int, amp: float = 0
     n = int(seconds * rate)
     scale = amp * 32767 / len(freqs)
     steps = [2 * math.pi * f / rate for f in freqs]
-    return array.array("h", (int(scale * sum(math.sin(s * i) for s in steps))
-                             for i in range(n))).tobytes()
+    return array.array(
+        "h", (int(scale * sum(math.sin(s * i) for s in steps)) for i in range(n))
+    ).tobytes()
 
 
 def write_wav(path: Path, pcm: bytes, rate: int, channels: int = 1) -> Path:
@@ -39,8 +40,9 @@ def write_wav(path: Path, pcm: bytes, rate: int, channels: int = 1) -> Path:
     return path
 
 
-def encode_with_pyav(path: Path, fmt: str, codec: str, rate: int, pcm: bytes,
-                     bit_rate: int | None = None) -> Path:
+def encode_with_pyav(
+    path: Path, fmt: str, codec: str, rate: int, pcm: bytes, bit_rate: int | None = None
+) -> Path:
     """Encode mono s16le with PyAV's bundled FFmpeg (the only AMR-NB encoder on this machine)."""
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")

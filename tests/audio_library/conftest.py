@@ -16,8 +16,26 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of short source WAVs shared by the session (speech-like tones, 1.5 s)."""
     root = tmp_path_factory.mktemp("sources")
     # Two partials with a slow tremolo: varied enough to exercise the loudness gate.
-    run("sox", "-n", "-r", "44100", "-c", "2", str(root / "stereo.wav"), "synth", "1.5",
-        "sine", "300", "sine", "450", "tremolo", "3", "60", "gain", "-6")
+    run(
+        "sox",
+        "-n",
+        "-r",
+        "44100",
+        "-c",
+        "2",
+        str(root / "stereo.wav"),
+        "synth",
+        "1.5",
+        "sine",
+        "300",
+        "sine",
+        "450",
+        "tremolo",
+        "3",
+        "60",
+        "gain",
+        "-6",
+    )
     write_wav(root / "mono8k.wav", tone_pcm((440.0, 950.0), 1.5, 8000), 8000)
     return root
 
@@ -34,11 +52,17 @@ def formats(sources: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     run(*ff, "-c:a", "libvorbis", str(root / "a.ogg"))
     run(*ff, "-c:a", "aac", "-b:a", "64k", str(root / "a.m4a"))
     run(*ff, "-c:a", "flac", str(root / "a.flac"))
-    made.update(mp3=root / "a.mp3", opus=root / "a.opus", ogg=root / "a.ogg",
-                m4a=root / "a.m4a", flac=root / "a.flac")
+    made.update(
+        mp3=root / "a.mp3",
+        opus=root / "a.opus",
+        ogg=root / "a.ogg",
+        m4a=root / "a.m4a",
+        flac=root / "a.flac",
+    )
     pcm8k = (sources / "mono8k.wav").read_bytes()[44:]
-    made["amr_nb"] = encode_with_pyav(root / "a.amr", "amr", "libopencore_amrnb", 8000, pcm8k,
-                                      bit_rate=12200)
+    made["amr_nb"] = encode_with_pyav(
+        root / "a.amr", "amr", "libopencore_amrnb", 8000, pcm8k, bit_rate=12200
+    )
     made["amr_wb"] = write_amr_wb(root / "a.awb")
     return made
 
@@ -65,8 +89,9 @@ def snapshot() -> Callable[[Library], tuple]:
 
     def take(library: Library) -> tuple:
         rows = tuple(tuple(sorted(r.items())) for r in library.catalogue.rows())
-        files = tuple(str(p) for p in library.files.files()
-                      if not p.name.startswith("catalogue.db"))
+        files = tuple(
+            str(p) for p in library.files.files() if not p.name.startswith("catalogue.db")
+        )
         return rows, files
 
     return take

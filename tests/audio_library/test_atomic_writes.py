@@ -55,8 +55,7 @@ def test_rename_failure_leaves_nothing(seeded: Library, formats, monkeypatch, sn
     check_nothing_changed(seeded, before, snapshot)
 
 
-def test_db_insert_failure_leaves_nothing(seeded: Library, formats, monkeypatch,
-                                          snapshot) -> None:
+def test_db_insert_failure_leaves_nothing(seeded: Library, formats, monkeypatch, snapshot) -> None:
     before = snapshot(seeded)
 
     def broken_insert(self, *args, **kwargs):
@@ -116,8 +115,9 @@ def test_process_crash_between_files_and_row(data_dir: Path, formats, snapshot) 
     with Library(data_dir) as lib:
         lib.add(formats["flac"], title="existing")
         before = snapshot(lib)
-    proc = subprocess.run([sys.executable, "-c", CRASH, str(data_dir), str(formats["wav"])],
-                          capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH, str(data_dir), str(formats["wav"])], capture_output=True
+    )
     assert proc.returncode == 9, proc.stderr.decode()
     # Another process may still be mid-add, so a young orphan survives a start-up...
     with Library(data_dir) as lib:
@@ -147,8 +147,9 @@ def test_remove_deletes_row_and_files(seeded: Library, formats: dict[str, Path])
     no_orphans(seeded)
 
 
-def test_remove_with_failing_db_keeps_clip(seeded: Library, formats, monkeypatch,
-                                           snapshot: Callable) -> None:
+def test_remove_with_failing_db_keeps_clip(
+    seeded: Library, formats, monkeypatch, snapshot: Callable
+) -> None:
     clip = seeded.add(formats["opus"])
     before = snapshot(seeded)
 

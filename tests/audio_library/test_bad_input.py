@@ -28,8 +28,9 @@ from audio_library import (
 
 
 def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, capture_output=True
+    )
 
 
 def truncated(src: Path, out: Path) -> Path:
@@ -53,8 +54,12 @@ def longer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("longer")
     wav = write_wav(root / "s.wav", tone_pcm((300.0, 470.0), 3.0, 44100), 44100)
     out = {"wav": wav}
-    for ext, codec in (("mp3", "libmp3lame"), ("flac", "flac"), ("m4a", "aac"),
-                       ("opus", "libopus")):
+    for ext, codec in (
+        ("mp3", "libmp3lame"),
+        ("flac", "flac"),
+        ("m4a", "aac"),
+        ("opus", "libopus"),
+    ):
         ffmpeg("-i", str(wav), "-c:a", codec, str(root / f"s.{ext}"))
         out[ext] = root / f"s.{ext}"
     return out
@@ -81,13 +86,19 @@ def bad_inputs(tmp: Path, longer: dict[str, Path]) -> list[tuple[Path, type[Deco
         (damaged(longer["mp3"], tmp / "damaged.mp3"), CorruptAudioError, "corrupt"),
         (damaged(longer["m4a"], tmp / "damaged.m4a"), CorruptAudioError, "corrupt"),
         (damaged(longer["flac"], tmp / "damaged.flac"), CorruptAudioError, "corrupt"),
-        (wav_with_format_tag(tmp / "odd-codec.wav", 0x9999), UnsupportedCodecError,
-         "unsupported_codec"),
+        (
+            wav_with_format_tag(tmp / "odd-codec.wav", 0x9999),
+            UnsupportedCodecError,
+            "unsupported_codec",
+        ),
     ]
 
 
 def test_every_bad_input_is_refused_and_leaves_nothing(
-    lib: Library, formats: dict[str, Path], longer: dict[str, Path], tmp_path: Path,
+    lib: Library,
+    formats: dict[str, Path],
+    longer: dict[str, Path],
+    tmp_path: Path,
     snapshot: Callable[[Library], tuple],
 ) -> None:
     lib.add(formats["flac"], title="already here")
@@ -144,9 +155,13 @@ def test_unknown_clip(lib: Library) -> None:
 
 def test_bad_arguments(lib: Library, formats: dict[str, Path]) -> None:
     clip = lib.add(formats["wav"])
-    for call in (lambda: lib.pcm(clip.id, 100), lambda: lib.rename(clip.id, "   "),
-                 lambda: lib.chime("siren", 8000), lambda: lib.tts("   "),
-                 lambda: lib.export(clip.id, "/tmp/x", fmt="mp3")):
+    for call in (
+        lambda: lib.pcm(clip.id, 100),
+        lambda: lib.rename(clip.id, "   "),
+        lambda: lib.chime("siren", 8000),
+        lambda: lib.tts("   "),
+        lambda: lib.export(clip.id, "/tmp/x", fmt="mp3"),
+    ):
         with pytest.raises(InvalidRequestError) as caught:
             call()
         assert caught.value.code == "invalid"
@@ -156,11 +171,22 @@ def test_bad_arguments(lib: Library, formats: dict[str, Path]) -> None:
 
 def test_errors_share_one_hierarchy() -> None:
     codes = set()
-    for cls in (NotAudioError, CorruptAudioError, EmptyAudioError, UnsupportedCodecError,
-                TooLargeError, TooLongError, ClipNotFoundError, InvalidRequestError):
+    for cls in (
+        NotAudioError,
+        CorruptAudioError,
+        EmptyAudioError,
+        UnsupportedCodecError,
+        TooLargeError,
+        TooLongError,
+        ClipNotFoundError,
+        InvalidRequestError,
+    ):
         assert issubclass(cls, LibraryError)
         codes.add(cls.code)
         error = cls("went wrong", file="x.wav")
-        assert error.to_dict() == {"error": cls.code, "message": "x.wav: went wrong",
-                                   "file": "x.wav"}
+        assert error.to_dict() == {
+            "error": cls.code,
+            "message": "x.wav: went wrong",
+            "file": "x.wav",
+        }
     assert len(codes) == 8

@@ -11,8 +11,9 @@ import pytest
 from audio_library import ClipNotFoundError, Library
 
 
-def test_same_file_twice_is_one_clip(lib: Library, formats: dict[str, Path], tmp_path: Path,
-                                     snapshot) -> None:
+def test_same_file_twice_is_one_clip(
+    lib: Library, formats: dict[str, Path], tmp_path: Path, snapshot
+) -> None:
     first, new1 = lib.ingest(formats["mp3"], title="first")
     after_first = snapshot(lib)
     copy = tmp_path / "renamed copy.mp3"
@@ -23,13 +24,16 @@ def test_same_file_twice_is_one_clip(lib: Library, formats: dict[str, Path], tmp
     assert snapshot(lib) == after_first
 
 
-def test_same_audio_in_another_container_is_one_clip(lib: Library, formats: dict[str, Path],
-                                                     tmp_path: Path) -> None:
+def test_same_audio_in_another_container_is_one_clip(
+    lib: Library, formats: dict[str, Path], tmp_path: Path
+) -> None:
     # WAV -> FLAC is lossless: the normalized audio, hence its hash, is identical.
     wav, flac = tmp_path / "x.wav", tmp_path / "x.flac"
     for src, out, codec in ((formats["mp3"], wav, "pcm_s16le"), (wav, flac, "flac")):
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(src), "-c:a", codec,
-                        str(out)], check=True)
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-i", str(src), "-c:a", codec, str(out)],
+            check=True,
+        )
     a = lib.add(flac)
     b, new = lib.ingest(wav)
     assert not new and b.id == a.id
@@ -44,12 +48,15 @@ def test_different_audio_is_different_clips(lib: Library, formats: dict[str, Pat
 @pytest.fixture
 def stocked(lib: Library, formats: dict[str, Path]) -> dict[str, str]:
     return {
-        "fire": lib.add(formats["mp3"], title="防火禁烧通知", tags=["防火", "通知"],
-                        category="campaign").id,
-        "flood": lib.add(formats["ogg"], title="防汛 flood warning", tags=["防汛"],
-                         category="campaign").id,
-        "fraud": lib.add(formats["m4a"], title="Anti-fraud 50% notice", tags=["反诈"],
-                         category="daily").id,
+        "fire": lib.add(
+            formats["mp3"], title="防火禁烧通知", tags=["防火", "通知"], category="campaign"
+        ).id,
+        "flood": lib.add(
+            formats["ogg"], title="防汛 flood warning", tags=["防汛"], category="campaign"
+        ).id,
+        "fraud": lib.add(
+            formats["m4a"], title="Anti-fraud 50% notice", tags=["反诈"], category="daily"
+        ).id,
     }
 
 

@@ -10,8 +10,16 @@ import pytest
 from audio_library import TRANSPORT_RATES, Library, decode_file, transcoder
 
 FORMATS = ["wav", "mp3", "opus", "ogg", "m4a", "flac", "amr_nb", "amr_wb"]
-EXPECTED_CODEC = {"wav": "pcm_s", "mp3": "mp3", "opus": "opus", "ogg": "vorbis",
-                  "m4a": "aac", "flac": "flac", "amr_nb": "amrnb", "amr_wb": "amrwb"}
+EXPECTED_CODEC = {
+    "wav": "pcm_s",
+    "mp3": "mp3",
+    "opus": "opus",
+    "ogg": "vorbis",
+    "m4a": "aac",
+    "flac": "flac",
+    "amr_nb": "amrnb",
+    "amr_wb": "amrwb",
+}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -31,8 +39,14 @@ def test_every_format_ingests(lib: Library, formats: dict[str, Path], fmt: str) 
 
 
 def test_metadata_is_kept(lib: Library, formats: dict[str, Path]) -> None:
-    clip = lib.add(formats["mp3"], title="防火禁烧通知", tags=["防火", "通知", "防火"],
-                   category="campaign", added_by="宣传办", original_name="notice 1.mp3")
+    clip = lib.add(
+        formats["mp3"],
+        title="防火禁烧通知",
+        tags=["防火", "通知", "防火"],
+        category="campaign",
+        added_by="宣传办",
+        original_name="notice 1.mp3",
+    )
     assert (clip.title, clip.tags, clip.category) == ("防火禁烧通知", ("防火", "通知"), "campaign")
     assert (clip.added_by, clip.original_name, clip.kind) == ("宣传办", "notice 1.mp3", "upload")
     assert -25 < clip.loudness_before < -10 and abs(clip.loudness_after + 16) <= 1
@@ -43,8 +57,9 @@ def test_default_title_is_file_stem(lib: Library, formats: dict[str, Path]) -> N
     assert lib.add(formats["flac"]).title == "a"
 
 
-def test_original_name_is_never_a_path(lib: Library, data_dir: Path, formats: dict[str, Path],
-                                       tmp_path: Path) -> None:
+def test_original_name_is_never_a_path(
+    lib: Library, data_dir: Path, formats: dict[str, Path], tmp_path: Path
+) -> None:
     before = sorted(p for p in tmp_path.rglob("*"))
     clip = lib.add(formats["wav"], original_name="../../../etc/passwd.wav")
     assert clip.original_name == "passwd.wav"

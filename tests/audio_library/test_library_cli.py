@@ -22,9 +22,20 @@ def cli(data_dir: Path, *argv: str) -> tuple[int, str, str]:
 
 
 def test_add_list_show_rename_tag_remove(data_dir: Path, formats: dict[str, Path]) -> None:
-    code, out, err = cli(data_dir, "add", str(formats["mp3"]), str(formats["amr_nb"]),
-                         "--tag", "防火", "--tag", "通知", "--category", "campaign",
-                         "--by", "宣传办")
+    code, out, err = cli(
+        data_dir,
+        "add",
+        str(formats["mp3"]),
+        str(formats["amr_nb"]),
+        "--tag",
+        "防火",
+        "--tag",
+        "通知",
+        "--category",
+        "campaign",
+        "--by",
+        "宣传办",
+    )
     assert code == 0, err
     ids = out.split()
     assert len(ids) == 2 and "[1/2]" in err and "[2/2]" in err
@@ -61,8 +72,10 @@ def test_tts_and_export(data_dir: Path, tmp_path: Path) -> None:
     assert code == 0, err
     clip_id = out.strip()
     wav = tmp_path / "out.wav"
-    assert cli(data_dir, "export", clip_id, "--rate", "16000", "--format", "wav",
-               "--out", str(wav))[0] == 0
+    assert (
+        cli(data_dir, "export", clip_id, "--rate", "16000", "--format", "wav", "--out", str(wav))[0]
+        == 0
+    )
     with wave.open(str(wav)) as src:
         assert (src.getframerate(), src.getnchannels()) == (16000, 1)
         frames = src.getnframes()

@@ -23,19 +23,31 @@ def speechlike(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 s of espeak-ng Mandarin: real speech, with its high crest factor."""
     root = tmp_path_factory.mktemp("speech")
     out = root / "speech.wav"
-    subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-w", str(out), "请注意，现在开会。"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "cmn-latn-pinyin", "-w", str(out), "请注意，现在开会。"],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 @pytest.mark.parametrize("gain_db", [-45, -20, 0])
-def test_loudness_reaches_target_at_any_input_level(lib: Library, speechlike: Path,
-                                                    tmp_path: Path, gain_db: int) -> None:
+def test_loudness_reaches_target_at_any_input_level(
+    lib: Library, speechlike: Path, tmp_path: Path, gain_db: int
+) -> None:
     src = tmp_path / f"level{gain_db}.wav"
     # gain 0 after normalizing the peak to 0 dBFS, then compand: a loud, squashed input.
     if gain_db == 0:
-        sox(str(speechlike), str(src), "compand", "0.01,0.1", "-60,-60,-30,-6,0,-1",
-            "gain", "-n", "0")
+        sox(
+            str(speechlike),
+            str(src),
+            "compand",
+            "0.01,0.1",
+            "-60,-60,-30,-6,0,-1",
+            "gain",
+            "-n",
+            "0",
+        )
     else:
         sox(str(speechlike), str(src), "gain", "-n", str(gain_db))
     clip = lib.add(src)

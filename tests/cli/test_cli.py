@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broadcaster.cli.main", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster.cli.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_zones_check_passes_the_site_and_fails_a_broken_file_with_lines():
@@ -63,12 +68,14 @@ async def test_speakers_and_play_wait_against_a_running_controller(tmp_path, dat
             assert "3/3 online, 0 unassigned" in out.stdout
             assert "测试街道/一管区/村1" in out.stdout
             wav = wav_file(tmp_path / "n.wav", 8000, sweep(8000, 0.4))
-            out = await asyncio.to_thread(run, "--controller", url, "play", str(wav), "--to", "v1",
-                                          "--wait")
+            out = await asyncio.to_thread(
+                run, "--controller", url, "play", str(wav), "--to", "v1", "--wait"
+            )
             assert out.returncode == 0, out.stderr
             assert "done — 2/2 speakers played" in out.stdout
-            out = await asyncio.to_thread(run, "--controller", url, "play", str(wav),
-                                          "--to", "nowhere")
+            out = await asyncio.to_thread(
+                run, "--controller", url, "play", str(wav), "--to", "nowhere"
+            )
             assert out.returncode == 1 and "unknown target 'nowhere'" in out.stderr
     finally:
         sim.stop()

@@ -36,9 +36,17 @@ TONE_RATE = 48000
 VICTIM = "horn-09-05-1"  # the speaker whose process a test kills
 VILLAGE = "v-03-02"  # the village user's scope
 OTHER_VILLAGE = "v-01-01"
-FLAGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
-         "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+FLAGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 
 def tone_pattern(rate: int = TONE_RATE, seconds: float = 6.0) -> bytes:
@@ -52,8 +60,10 @@ def tone_pattern(rate: int = TONE_RATE, seconds: float = 6.0) -> bytes:
 
 def shots_dir() -> Path:
     """Where screenshots go (printed so a reviewer can find them)."""
-    d = Path(os.environ.get("BROADCASTER_CONSOLE_SHOTS")
-             or Path(tempfile.gettempdir()) / "broadcaster-console-shots")
+    d = Path(
+        os.environ.get("BROADCASTER_CONSOLE_SHOTS")
+        or Path(tempfile.gettempdir()) / "broadcaster-console-shots"
+    )
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -69,7 +79,9 @@ def static_zones(path: Path) -> Path:
     """The standard 113-speaker site with static addresses on a loopback address of its own
     (no mDNS: discovery has its own tests, and a busy machine makes it slow)."""
     while True:
-        host = f"127.{random.randrange(1, 250)}.{random.randrange(1, 250)}.{random.randrange(2, 250)}"
+        host = (
+            f"127.{random.randrange(1, 250)}.{random.randrange(1, 250)}.{random.randrange(2, 250)}"
+        )
         port = random.randrange(20000, 40000)
         try:
             for p in range(port, port + 113):
@@ -79,9 +91,19 @@ def static_zones(path: Path) -> Path:
         except OSError:
             continue
         break
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_zones"), "-o", str(path),
-                    "--no-multicast", "--addresses", f"{host}:{port}"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "make_zones"),
+            "-o",
+            str(path),
+            "--no-multicast",
+            "--addresses",
+            f"{host}:{port}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -101,11 +123,21 @@ def world(tmp_path_factory):
     rest = [s for s in site.speakers if s != VICTIM]
     # two simulator processes share the 112 (a page to all of them is 5,600 packets a second to
     # decrypt and play: one process alone falls behind on a busy two-core machine)
-    sims = [SimProcess(path, data, record, tag, only=rest[i::2], seed=i + 1, mdns=False).start()
-            for i in range(2)]
+    sims = [
+        SimProcess(path, data, record, tag, only=rest[i::2], seed=i + 1, mdns=False).start()
+        for i in range(2)
+    ]
     victim = SimProcess(path, data, record, tag, only=[VICTIM], seed=3, mdns=False).start()
-    yield {"data": data, "record": record, "tag": tag, "wav": wav, "sims": sims, "victim": victim,
-           "base": base, "site": site}
+    yield {
+        "data": data,
+        "record": record,
+        "tag": tag,
+        "wav": wav,
+        "sims": sims,
+        "victim": victim,
+        "base": base,
+        "site": site,
+    }
     victim.stop()
     for sim in sims:
         sim.stop()
@@ -113,8 +145,16 @@ def world(tmp_path_factory):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ctl_client(world):
-    async with controller(world["site"], world["data"], world["tag"], accounts=True, mdns=False,
-                          max_upload=8 * 1024 * 1024, playout_delay=0.3, live_lead=0.5) as (ctl, client):
+    async with controller(
+        world["site"],
+        world["data"],
+        world["tag"],
+        accounts=True,
+        mdns=False,
+        max_upload=8 * 1024 * 1024,
+        playout_delay=0.3,
+        live_lead=0.5,
+    ) as (ctl, client):
         await wait_online(ctl, 113, timeout=90)
         await wait_synced(ctl, timeout=60)
         yield ctl, client
@@ -137,8 +177,11 @@ def users(ctl_client):
     _, client = ctl_client
     acc = accounts_of(client)
     made = {}
-    for name, scope, role in (("office", "subdistrict", "admin"), ("cadre", VILLAGE, "operator"),
-                              ("cadre2", OTHER_VILLAGE, "operator")):
+    for name, scope, role in (
+        ("office", "subdistrict", "admin"),
+        ("cadre", VILLAGE, "operator"),
+        ("cadre2", OTHER_VILLAGE, "operator"),
+    ):
         pw = "pw-" + secrets.token_urlsafe(12)
         acc.add_user(name, pw, scope, role)
         made[name] = pw
@@ -148,9 +191,13 @@ def users(ctl_client):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser(world):
     from playwright.async_api import async_playwright
+
     pw = await async_playwright().start()
-    b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS + [
-        f"--use-file-for-fake-audio-capture={world['wav']}"])
+    b = await pw.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=FLAGS + [f"--use-file-for-fake-audio-capture={world['wav']}"],
+    )
     yield b
     await b.close()
     await pw.stop()
@@ -198,11 +245,19 @@ async def open_console(browser, ctl_client):
     opened: list[Console] = []
 
     async def make(phone: bool = False) -> Console:
-        opts = ({"viewport": {"width": 375, "height": 667}, "is_mobile": True, "has_touch": True,
-                 "device_scale_factor": 2} if phone else
-                {"viewport": {"width": 1440, "height": 900}})
-        ctx = await browser.new_context(locale="zh-CN", timezone_id="Asia/Shanghai",
-                                        permissions=["microphone"], **opts)
+        opts = (
+            {
+                "viewport": {"width": 375, "height": 667},
+                "is_mobile": True,
+                "has_touch": True,
+                "device_scale_factor": 2,
+            }
+            if phone
+            else {"viewport": {"width": 1440, "height": 900}}
+        )
+        ctx = await browser.new_context(
+            locale="zh-CN", timezone_id="Asia/Shanghai", permissions=["microphone"], **opts
+        )
         page = await ctx.new_page()
         c = Console(ctx, page, base)
         opened.append(c)

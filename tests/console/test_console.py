@@ -21,8 +21,9 @@ from tests.support.audio import sweep, wav_file
 from tests.support.harness import playout_records, recorded_pcm, wait_done
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-expect = pytest.importorskip("playwright.async_api", reason="playwright is missing: run "
-                             "scripts/setup").expect
+expect = pytest.importorskip(
+    "playwright.async_api", reason="playwright is missing: run scripts/setup"
+).expect
 
 
 def goertzel(pcm: bytes, rate: int, hz: float) -> float:
@@ -30,7 +31,7 @@ def goertzel(pcm: bytes, rate: int, hz: float) -> float:
     n = len(pcm) // 2
     if n == 0:
         return 0.0
-    xs = struct.unpack(f"<{n}h", pcm[:n * 2])
+    xs = struct.unpack(f"<{n}h", pcm[: n * 2])
     k = 2 * math.cos(2 * math.pi * hz / rate)
     s1 = s2 = 0.0
     for x in xs:
@@ -66,8 +67,11 @@ async def talk(page, seconds: float, latched: bool = False) -> None:
 async def last_broadcast(ctl, owner: str, kind: str | None = None) -> str:
     """The newest broadcast this user started (optionally of one source kind)."""
     for _ in range(100):
-        mine = [b for b in ctl.broadcasts.values() if b.owner == owner
-                and (kind is None or b.source.get("kind") == kind)]
+        mine = [
+            b
+            for b in ctl.broadcasts.values()
+            if b.owner == owner and (kind is None or b.source.get("kind") == kind)
+        ]
         if mine:
             return max(mine, key=lambda b: b.created_at).id
         await asyncio.sleep(0.1)
@@ -84,8 +88,7 @@ async def new_broadcast(ctl, before: set[str]) -> str:
     raise AssertionError("no new broadcast started")
 
 
-async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_client, world,
-                                                   shots):
+async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_client, world, shots):
     ctl, _ = ctl_client
     con = await open_console()
     page = con.page
@@ -103,21 +106,26 @@ async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_clien
     recs = playout_records(world["record"], bid)
     assert set(recs) == set(world["site"].speakers)
     quiet = [sid for sid in recs if not tone_heard(*recorded_pcm(world["record"], sid, bid))]
-    assert not quiet, (f"{len(quiet)} speakers did not play the microphone's tone: {quiet[:5]}; "
-                       f"{b['summary']}; {b['source']}; first: {recs[quiet[0]]}")
+    assert not quiet, (
+        f"{len(quiet)} speakers did not play the microphone's tone: {quiet[:5]}; "
+        f"{b['summary']}; {b['source']}; first: {recs[quiet[0]]}"
+    )
     await page.screenshot(path=str(shots / "desk-office.png"), full_page=True)
     keep_shot(shots, shots / "desk-office.png", "console-desk.png")
     await con.close()
 
 
-async def test_village_cadre_on_a_phone_reaches_only_their_horns(open_console, users, ctl_client,
-                                                                world, shots):
+async def test_village_cadre_on_a_phone_reaches_only_their_horns(
+    open_console, users, ctl_client, world, shots
+):
     ctl, _ = ctl_client
     mine = set(world["site"].resolve(VILLAGE))
     con = await open_console(phone=True)
     page = con.page
     await con.login("cadre", users["cadre"])
-    shown = set(await page.locator("button.spk").evaluate_all("els => els.map(e => e.dataset.speaker)"))
+    shown = set(
+        await page.locator("button.spk").evaluate_all("els => els.map(e => e.dataset.speaker)")
+    )
     assert shown == mine
     await expect(page.locator("#selection")).to_contain_text("个喇叭")
     await page.screenshot(path=str(shots / "phone-village.png"), full_page=False)
@@ -130,26 +138,35 @@ async def test_village_cadre_on_a_phone_reaches_only_their_horns(open_console, u
     assert all(tone_heard(*recorded_pcm(world["record"], sid, bid)) for sid in mine)
     # the console's own session cannot reach another village, over HTTP or the paging socket
     csrf = await con.csrf()
-    resp = await page.request.post(con.base + "/api/broadcasts", headers={"X-CSRF-Token": csrf},
-                                   data={"to": [OTHER_VILLAGE], "tts": "不该播出"})
+    resp = await page.request.post(
+        con.base + "/api/broadcasts",
+        headers={"X-CSRF-Token": csrf},
+        data={"to": [OTHER_VILLAGE], "tts": "不该播出"},
+    )
     assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
-    answer = await page.evaluate("""async (to) => new Promise((done) => {
-        const ws = new WebSocket(`ws://${location.host}/api/page?csrf=` + localStorage.getItem('bc.csrf'));
+    answer = await page.evaluate(
+        """async (to) => new Promise((done) => {
+        const csrf = localStorage.getItem('bc.csrf');
+        const ws = new WebSocket(`ws://${location.host}/api/page?csrf=` + csrf);
         ws.onopen = () => ws.send(JSON.stringify({type: 'start', to: [to], rate: 16000}));
         ws.onmessage = (m) => { done(JSON.parse(m.data)); ws.close(); };
         ws.onerror = () => done({type: 'socket-error'});
-    })""", OTHER_VILLAGE)
+    })""",
+        OTHER_VILLAGE,
+    )
     assert answer["type"] == "error" and answer["error"] == "forbidden", answer
     before = set(playout_records(world["record"], bid))
-    assert not any(b.targets == [OTHER_VILLAGE] and b.owner == "cadre"
-                   for b in ctl.broadcasts.values())
+    assert not any(
+        b.targets == [OTHER_VILLAGE] and b.owner == "cadre" for b in ctl.broadcasts.values()
+    )
     assert before == mine
     await page.screenshot(path=str(shots / "phone-after-page.png"), full_page=True)
     await con.close()
 
 
-async def test_upload_a_file_and_play_it_then_tts(open_console, users, ctl_client, world,
-                                                   shots, tmp_path):
+async def test_upload_a_file_and_play_it_then_tts(
+    open_console, users, ctl_client, world, shots, tmp_path
+):
     ctl, _ = ctl_client
     con = await open_console()
     page = con.page
@@ -190,8 +207,9 @@ async def test_upload_a_file_and_play_it_then_tts(open_console, users, ctl_clien
     await con.close()
 
 
-async def test_an_emergency_cuts_a_village_page_on_the_cadres_screen(open_console, users,
-                                                                      ctl_client, shots):
+async def test_an_emergency_cuts_a_village_page_on_the_cadres_screen(
+    open_console, users, ctl_client, shots
+):
     ctl, _ = ctl_client
     cadre = await open_console(phone=True)
     await cadre.login("cadre", users["cadre"])

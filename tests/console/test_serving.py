@@ -21,6 +21,7 @@ from tests.support.sites import small_site
 @pytest.fixture
 async def client(tmp_path, data, tag):
     import broadcaster.site as zones
+
     site = zones.load(small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=1))
     async with controller(site, data, tag, accounts=True, mdns=False) as (_, c):
         yield c
@@ -67,8 +68,9 @@ async def test_an_unknown_console_file_is_a_404_naming_it(client):
 def test_every_file_the_page_names_exists():
     assets = console.load_assets()
     names = set(assets)
-    text = "\n".join(a.body.decode() for n, a in assets.items()
-                     if n.endswith((".html", ".js", ".css")))
+    text = "\n".join(
+        a.body.decode() for n, a in assets.items() if n.endswith((".html", ".js", ".css"))
+    )
     for ref in re.findall(r"/console/([\w./-]+?)(?:\?v=\w+)?[\"')]", text):
         assert ref in names, f"{ref} is referenced but not in broadcaster/web/console/"
     for n, a in assets.items():

@@ -27,15 +27,18 @@ async def test_lead_follows_the_paths_and_nothing_is_lost_late(tmp_path, data, r
         async with controller(site, data, tag) as (ctl, _):
             await wait_online(ctl, len(site.speakers), timeout=60)
             # the village's figures come with its status polls, once its window has filled
-            await wait_for(lambda: all((p := ctl.paths.get(s)) and p.delay > 0.14
-                                       for s in VILLAGE), 30)
-            await wait_for(lambda: all((p := ctl.paths.get(s)) and p.jitter > 0.01
-                                       for s in VILLAGE), 30)
+            await wait_for(
+                lambda: all((p := ctl.paths.get(s)) and p.delay > 0.14 for s in VILLAGE), 30
+            )
+            await wait_for(
+                lambda: all((p := ctl.paths.get(s)) and p.jitter > 0.01 for s in VILLAGE), 30
+            )
 
             # the first exchanges on a busy machine carry long round trips: the LAN's figures
             # settle under the floor once the window holds only later ones
-            await wait_for(lambda: ctl.choose_lead(["col-1", "col-2"]).need
-                           < ctl.config.playout_delay, 40)
+            await wait_for(
+                lambda: ctl.choose_lead(["col-1", "col-2"]).need < ctl.config.playout_delay, 40
+            )
             lan = await wait_done(ctl, (await ctl.play(sweep(8000, 1.0), ["seat"])).id)
             assert lan["lead"] == ctl.config.playout_delay  # the floor: LAN paths need less
             assert lan["summary"]["played"] == 2
@@ -44,8 +47,11 @@ async def test_lead_follows_the_paths_and_nothing_is_lost_late(tmp_path, data, r
             chosen = b.lead
             # 150 ms + 2 × ~45 ms + 50 ms (more when the machine's load adds to the round trips)
             assert chosen is not None and 0.25 < chosen <= ctl.config.max_lead, chosen
-            starting = [e for e in ctl.events if e["kind"] == "broadcast"
-                        and e.get("broadcast") == b.id and "lead_choice" in e]
+            starting = [
+                e
+                for e in ctl.events
+                if e["kind"] == "broadcast" and e.get("broadcast") == b.id and "lead_choice" in e
+            ]
             assert starting and starting[0]["lead"] == chosen
             assert starting[0]["lead_choice"]["worst"] in VILLAGE
             res = await wait_done(ctl, b.id)

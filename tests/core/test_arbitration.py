@@ -14,8 +14,12 @@ BACKGROUND = Hold("bg", rank("background", "subdistrict"), "background", "office
 def test_the_ladder_classes_then_tiers():
     assert rank("emergency", "village") > rank("live", "subdistrict")
     assert rank("live", "village") > rank("announcement", "subdistrict")
-    assert rank("announcement", "subdistrict") > rank("announcement", "area") \
-        > rank("announcement", "village") > rank("background", "subdistrict")
+    assert (
+        rank("announcement", "subdistrict")
+        > rank("announcement", "area")
+        > rank("announcement", "village")
+        > rank("background", "subdistrict")
+    )
 
 
 def test_higher_takes_lower_equal_blocks():

@@ -36,6 +36,7 @@ SPEAKER_STEP_AT = 20.0  # seconds after the simulator starts: after start-up eve
 def expected(src: bytes) -> bytes:
     """What a speaker plays of a PCMU broadcast: the source through µ-law."""
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import audioop
@@ -44,8 +45,11 @@ def expected(src: bytes) -> bytes:
 
 def security(ctl) -> dict[str, dict[str, int]]:
     """Every speaker's security counters as the controller last saw them."""
-    return {sid: {k: st.counters.get(k, 0) for k in SECURITY_COUNTERS}
-            for sid, st in ctl.registry.speakers.items() if st.assigned}
+    return {
+        sid: {k: st.counters.get(k, 0) for k in SECURITY_COUNTERS}
+        for sid, st in ctl.registry.speakers.items()
+        if st.assigned
+    }
 
 
 def check_broadcast(ctl, record, b: dict, src: bytes) -> dict[str, int]:
@@ -57,8 +61,11 @@ def check_broadcast(ctl, record, b: dict, src: bytes) -> dict[str, int]:
     for r in b["speakers"]:
         rec = recs[r["speaker"]]
         # the record says what the speaker says it played
-        assert (r["packets"], r["lost"], r["samples"]) == (rec["packets"], rec["lost"],
-                                                            rec["samples"])
+        assert (r["packets"], r["lost"], r["samples"]) == (
+            rec["packets"],
+            rec["lost"],
+            rec["samples"],
+        )
         assert r["state"] == ("played" if rec["packets"] >= b["frames"] else "partial"), r
         assert rec["ended"] == "end"
         pcm, rate = recorded_pcm(record, r["speaker"], b["id"])
@@ -73,8 +80,10 @@ async def test_wall_clock_steps_move_nothing(tmp_path, data, record, tag, monkey
     site = zones.load(path)
     stepped = {"h1-1": 5.0, "h1-2": -5.0, "h2-1": 40.0}
     sim = SimProcess(path, data, record, tag)
-    sim.cmd += ["--clock-step", ";".join(f"{sid}={SPEAKER_STEP_AT}:{step:+}"
-                                         for sid, step in stepped.items())]
+    sim.cmd += [
+        "--clock-step",
+        ";".join(f"{sid}={SPEAKER_STEP_AT}:{step:+}" for sid, step in stepped.items()),
+    ]
     t_spawn = time.monotonic()
     sim.start()
     real_time = time.time
@@ -92,8 +101,10 @@ async def test_wall_clock_steps_move_nothing(tmp_path, data, record, tag, monkey
             b = await wait_done(ctl, (await ctl.play(src, ["sd"])).id, timeout=60)
             assert t0 < t_spawn + SPEAKER_STEP_AT  # the steps came while it played
             check_broadcast(ctl, record, b, src)
-            steps = {sid: ctl.registry.get(sid).counters.get("wall_clock_steps", 0)
-                     for sid in site.speakers}
+            steps = {
+                sid: ctl.registry.get(sid).counters.get("wall_clock_steps", 0)
+                for sid in site.speakers
+            }
             assert steps == {sid: int(sid in stepped) for sid in site.speakers}, steps
 
             # 2. the controller's wall clock steps +5, -5 (back) and +40 s, mid-broadcast
@@ -124,9 +135,27 @@ def test_a_bad_clock_step_is_refused_naming_it(tmp_path, data, spec):
     import sys
 
     from tests.support.harness import ROOT
+
     path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=0)
-    out = subprocess.run([sys.executable, "-m", "broadcaster.cli.main", "--data", str(data),
-                          "speaker", "--simulate", str(path), "--no-mdns", "--clock-step", spec],
-                         check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--data",
+            str(data),
+            "speaker",
+            "--simulate",
+            str(path),
+            "--no-mdns",
+            "--clock-step",
+            spec,
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and "--clock-step" in out.stderr
     assert "Traceback" not in out.stderr

@@ -23,8 +23,9 @@ from tests.support.net import free_port
 from tests.support.sites import small_site
 
 
-async def test_killed_speaker_is_recorded_others_play_on_and_it_comes_back(tmp_path, data, record,
-                                                                           tag):
+async def test_killed_speaker_is_recorded_others_play_on_and_it_comes_back(
+    tmp_path, data, record, tag
+):
     path = small_site(tmp_path / "z.yaml")
     site = zones.load(path)
     others = sorted(set(site.speakers) - {"h1-1"})
@@ -83,8 +84,10 @@ async def test_static_addresses_work_without_mdns(tmp_path, data, record, tag):
             assert body["counts"]["online"] == 2 and body["counts"]["total"] == len(site.speakers)
             b = await wait_done(ctl, (await ctl.play(sweep(8000, 0.2), ["v1"])).id)
             assert {r["speaker"] for r in b["speakers"] if r["played"]} == {"h1-1"}
-            assert {r["speaker"]: r["state"] for r in b["speakers"] if not r["played"]} == \
-                {"h1-2": "offline", "h1-3": "offline"}
+            assert {r["speaker"]: r["state"] for r in b["speakers"] if not r["played"]} == {
+                "h1-2": "offline",
+                "h1-3": "offline",
+            }
     finally:
         sim.stop()
 
@@ -105,12 +108,14 @@ async def test_unknown_speaker_is_listed_as_unassigned(tmp_path, data, tag):
         sim.stop()
 
 
-async def test_in_step_despite_unequal_delays_jitter_loss_and_wrong_clocks(tmp_path, data, record,
-                                                                          tag):
+async def test_in_step_despite_unequal_delays_jitter_loss_and_wrong_clocks(
+    tmp_path, data, record, tag
+):
     path = small_site(tmp_path / "z.yaml", villages=3, horns=3, columns=2)
     site = zones.load(path)
-    impair = ("h1-1+h1-2+h1-3=delay=50ms,jitter=5ms,loss=1%;"
-              "h2-1+h2-2+h2-3=delay=20ms,jitter=2ms,loss=1%")
+    impair = (
+        "h1-1+h1-2+h1-3=delay=50ms,jitter=5ms,loss=1%;h2-1+h2-2+h2-3=delay=20ms,jitter=2ms,loss=1%"
+    )
     sim = SimProcess(path, data, record, tag, impair=impair, clock_skew=0.5).start()
     try:
         async with controller(site, data, tag) as (ctl, _):
@@ -133,17 +138,20 @@ async def test_in_step_despite_unequal_delays_jitter_loss_and_wrong_clocks(tmp_p
     starts = [r["first_sample_true"] for r in recs.values()]  # the truth, not controller time
     spread_ms = (max(starts) - min(starts)) * 1000
     median = statistics.median(starts)
-    print(f"spread {spread_ms:.2f} ms; per speaker ms: "
-          f"{sorted(round((s - median) * 1000, 2) for s in starts)}")
+    print(
+        f"spread {spread_ms:.2f} ms; per speaker ms: "
+        f"{sorted(round((s - median) * 1000, 2) for s in starts)}"
+    )
     # bound loose enough for a busy machine, tight enough to be no echo (the benchmark measures)
     assert spread_ms < 20.0
     # every frame that arrived is the source's frame at the same position: aligned, not shifted
     import audioop
+
     expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
     for sid, rec in recs.items():
         pcm, _ = recorded_pcm(record, sid, b["id"])
         assert len(pcm) == len(expect)
-        bad = sum(pcm[i:i + 320] != expect[i:i + 320] for i in range(0, len(pcm), 320))
+        bad = sum(pcm[i : i + 320] != expect[i : i + 320] for i in range(0, len(pcm), 320))
         assert bad == rec["lost"]
         assert rec["lost"] < 100  # about 1% of 200 frames on the lossy paths; never most of it
 
@@ -158,9 +166,11 @@ async def test_zone_multicast_group_carries_the_stream(tmp_path, data, record, t
             src = sweep(8000, 0.6)
             b = await wait_done(ctl, (await ctl.play(src, ["v1"])).id)
             routes = {r["speaker"]: r["route"] for r in b["speakers"]}
-            group = "%s:%d" % site.zones["v1"].multicast
+            host, port = site.zones["v1"].multicast
+            group = f"{host}:{port}"
             assert routes == {f"h1-{i}": f"multicast {group}" for i in (1, 2, 3)}
             import audioop
+
             for i in (1, 2, 3):
                 pcm, _ = recorded_pcm(record, f"h1-{i}", b["id"])
                 assert pcm == audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)

@@ -19,12 +19,22 @@ def test_path_of_a_synced_status():
     assert p == PathFigure(0.15, pytest.approx(0.045))
 
 
-@pytest.mark.parametrize("clock", [
-    None, "x", {}, {"synced": False, "rtt": 0.3, "rtt_p90": 0.4},
-    {"synced": "yes", "rtt": 0.3}, {"synced": True}, {"synced": True, "rtt": "0.3"},
-    {"synced": True, "rtt": -1.0}, {"synced": True, "rtt": math.nan},
-    {"synced": True, "rtt": math.inf}, {"synced": True, "rtt": True},
-])
+@pytest.mark.parametrize(
+    "clock",
+    [
+        None,
+        "x",
+        {},
+        {"synced": False, "rtt": 0.3, "rtt_p90": 0.4},
+        {"synced": "yes", "rtt": 0.3},
+        {"synced": True},
+        {"synced": True, "rtt": "0.3"},
+        {"synced": True, "rtt": -1.0},
+        {"synced": True, "rtt": math.nan},
+        {"synced": True, "rtt": math.inf},
+        {"synced": True, "rtt": True},
+    ],
+)
 def test_path_of_unsynced_or_malformed_is_none(clock):
     assert path_of(clock) is None
 
@@ -65,8 +75,9 @@ def test_jitter_counts_k_times():
 
 
 def test_a_jittery_short_path_can_outweigh_a_steady_long_one():
-    c = choose_lead({"steady": PathFigure(0.2, 0.0), "jittery": PathFigure(0.05, 0.1)}, 0.0,
-                    k=2, margin=0)
+    c = choose_lead(
+        {"steady": PathFigure(0.2, 0.0), "jittery": PathFigure(0.05, 0.1)}, 0.0, k=2, margin=0
+    )
     assert c.worst == "jittery" and c.lead == pytest.approx(0.25)
 
 

@@ -8,13 +8,17 @@ from tests.support.harness import SimProcess, controller, playout_records, wait_
 from tests.support.sites import small_site
 
 
-async def test_past_the_limit_requests_are_refused_and_the_accepted_play(tmp_path, data, record,
-                                                                        tag):
+async def test_past_the_limit_requests_are_refused_and_the_accepted_play(
+    tmp_path, data, record, tag
+):
     path = small_site(tmp_path / "z.yaml", villages=4, horns=2, columns=1)
     site = zones.load(path)
     sim = SimProcess(path, data, record, tag).start()
     try:
-        async with controller(site, data, tag, max_broadcasts=3, playout_delay=0.3) as (ctl, client):
+        async with controller(site, data, tag, max_broadcasts=3, playout_delay=0.3) as (
+            ctl,
+            client,
+        ):
             await wait_online(ctl, len(site.speakers))
             accepted = [await ctl.play(sweep(8000, 4.0), [f"v{i}"]) for i in (1, 2, 3)]
             r = await client.post("/api/broadcasts", params={"to": "v4", "tts": "测试"})

@@ -31,13 +31,32 @@ def zones(tmp_path) -> Path:
     return small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=1)
 
 
-def serve(data: Path, zones: Path, prefix: list[str] | None = None,
-          timeout: float = 60) -> tuple[int, str, str]:
+def serve(
+    data: Path, zones: Path, prefix: list[str] | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
     """Run `broadcaster serve`; if it comes up, stop it with SIGINT. (rc, stdout, stderr)."""
-    cmd = (prefix or []) + CLI + ["--data", str(data), "serve", "--zones", str(zones),
-                                  "--listen", f"127.0.0.1:{free_port()}", "--no-mdns"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = (
+        (prefix or [])
+        + CLI
+        + [
+            "--data",
+            str(data),
+            "serve",
+            "--zones",
+            str(zones),
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--no-mdns",
+        ]
+    )
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the banner, or "" when it exited
     if first:
@@ -47,9 +66,14 @@ def serve(data: Path, zones: Path, prefix: list[str] | None = None,
 
 
 def keys_cmd(data: Path, zones: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + ["--data", str(data), "keys", *args, "--zones", str(zones)],
-                          check=False, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        CLI + ["--data", str(data), "keys", *args, "--zones", str(zones)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def assert_one_line(rc: int, err: str, *names: str) -> str:
@@ -93,8 +117,14 @@ def test_an_empty_key_store_is_an_error_never_113_new_keys(data, zones):
     store = data / "speaker-keys.json"
     store.write_text("{}")
     rc, _, err = serve(data, zones)
-    line = assert_one_line(rc, err, str(store), "no keys for 3 speakers of zones.yaml",
-                           "broadcaster keys init", "broadcaster keys rekey")
+    line = assert_one_line(
+        rc,
+        err,
+        str(store),
+        "no keys for 3 speakers of zones.yaml",
+        "broadcaster keys init",
+        "broadcaster keys rekey",
+    )
     assert store.read_text() == "{}"
     # the operator says it is a new site: then it starts
     r = keys_cmd(data, zones, "init")
@@ -127,8 +157,9 @@ def test_keys_list_shows_fingerprints_never_keys(data, zones):
         assert f"{sid}" in r.stdout and fingerprint(key) in r.stdout
         assert key.hex() not in r.stdout + r.stderr
     rows = json.loads(keys_cmd(data, zones, "list", "--json").stdout)
-    assert {r["speaker"]: r["fingerprint"] for r in rows} == \
-        {s: fingerprint(k) for s, k in keys.items()}
+    assert {r["speaker"]: r["fingerprint"] for r in rows} == {
+        s: fingerprint(k) for s, k in keys.items()
+    }
 
 
 def test_rekey_replaces_only_the_named_keys_and_says_who_to_repair(data, zones):
@@ -164,6 +195,7 @@ def test_rekey_repairs_a_damaged_key(data, zones):
 
 
 # --- zones.yaml, the database, the data directory -----------------------------------------------
+
 
 def test_damaged_zones_file_lists_every_problem_and_exits_2(data, tmp_path, zones):
     bad = tmp_path / "bad.yaml"
@@ -215,13 +247,21 @@ def test_read_only_data_directory(data, zones):
     """A real read-only file system (a read-only bind mount in a private mount namespace): as
     root, chmod would not stop writes."""
     unshare = shutil.which("unshare")
-    if os.geteuid() != 0 or unshare is None or subprocess.run(
-            [unshare, "-m", "true"], check=False, capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or unshare is None
+        or subprocess.run([unshare, "-m", "true"], check=False, capture_output=True).returncode != 0
+    ):
         pytest.skip("needs root and unshare -m for a read-only bind mount")
     valid_store(data)
-    prefix = [unshare, "-m", "sh", "-c",
-              (f'mount --bind "{data}" "{data}" && mount -o remount,bind,ro "{data}" '
-               '&& exec "$@"'), "sh"]
+    prefix = [
+        unshare,
+        "-m",
+        "sh",
+        "-c",
+        (f'mount --bind "{data}" "{data}" && mount -o remount,bind,ro "{data}" && exec "$@"'),
+        "sh",
+    ]
     rc, _, err = serve(data, zones, prefix=prefix)
     line = assert_one_line(rc, err, str(data))
     assert "read-only" in line.lower() and "--data" in line

@@ -1,4 +1,4 @@
-"""The 113-speaker site end to end: real mDNS and real SRTP on loopback, speakers in a child process.
+"""The 113-speaker site end to end: real mDNS and SRTP on loopback, speakers in a child process.
 
 One simulator and one controller serve the whole module; each test checks what the speakers'
 virtual sound cards actually played.
@@ -46,8 +46,9 @@ def world(tmp_path_factory, zones_unicast):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def ctl_client(world, site_unicast):
     # a generous playout delay: the tests check content, not latency, on a possibly busy machine
-    async with controller(site_unicast, world["data"], world["tag"],
-                          max_upload=2 * 1024 * 1024, playout_delay=0.3) as (ctl, client):
+    async with controller(
+        site_unicast, world["data"], world["tag"], max_upload=2 * 1024 * 1024, playout_delay=0.3
+    ) as (ctl, client):
         await wait_online(ctl, 113, timeout=60)
         yield ctl, client
 
@@ -68,8 +69,9 @@ async def test_all_113_speakers_discovered_over_mdns(ctl_client):
     assert horn["zone_path"] == "示例街道/第一管区/示例一村" and horn["kind"] == "horn"
 
 
-@pytest.mark.parametrize("target", ["v-03-02", "area-05", "road-1", "seat-columns", "horn-09-05-1",
-                                    "subdistrict"])
+@pytest.mark.parametrize(
+    "target", ["v-03-02", "area-05", "road-1", "seat-columns", "horn-09-05-1", "subdistrict"]
+)
 async def test_a_target_reaches_exactly_its_speakers(ctl_client, world, site_unicast, target):
     ctl, _ = ctl_client
     b = await play(ctl, sweep(8000, 0.2), [target])
@@ -80,8 +82,9 @@ async def test_a_target_reaches_exactly_its_speakers(ctl_client, world, site_uni
     assert b["state"] == "done" and b["summary"]["heard"] == len(expected)
     assert all(r["packets"] + r["lost"] == 10 and r["packets"] > 0 for r in played.values())
     by = {r["speaker"]: r for r in b["speakers"]}
-    assert all(by[s]["state"] == ("played" if r["lost"] == 0 else "partial")
-               for s, r in played.items())
+    assert all(
+        by[s]["state"] == ("played" if r["lost"] == 0 else "partial") for s, r in played.items()
+    )
     if target == "subdistrict":
         assert len(expected) == 113
     if target == "v-03-02":
@@ -105,10 +108,23 @@ async def test_play_a_file_through_the_api_decodes_with_ffmpeg(ctl_client, world
     ctl, client = ctl_client
     src = sweep(8000, 0.5)
     flac = tmp_path / "notice.flac"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav_file(tmp_path / "n.wav", 8000, src)),
-                    str(flac)], check=True)
-    resp = await client.post("/api/broadcasts", params=[("to", "v-04-01"), ("name", "notice.flac")],
-                             data=flac.read_bytes())
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(wav_file(tmp_path / "n.wav", 8000, src)),
+            str(flac),
+        ],
+        check=True,
+    )
+    resp = await client.post(
+        "/api/broadcasts",
+        params=[("to", "v-04-01"), ("name", "notice.flac")],
+        data=flac.read_bytes(),
+    )
     assert resp.status == 201, await resp.text()
     b = await wait_done(ctl, (await resp.json())["id"])
     pcm, _ = recorded_pcm(world["record"], "horn-04-01-1", b["id"])
@@ -116,7 +132,9 @@ async def test_play_a_file_through_the_api_decodes_with_ffmpeg(ctl_client, world
     assert_recording_matches(pcm, audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2), 8000, lost)
     got = await (await client.get(f"/api/broadcasts/{b['id']}")).json()
     assert got["state"] == "done" and got["source"]["name"] == "notice.flac"
-    assert {s["speaker"] for s in got["speakers"] if s["played"]} == set(ctl.site.resolve("v-04-01"))
+    assert {s["speaker"] for s in got["speakers"] if s["played"]} == set(
+        ctl.site.resolve("v-04-01")
+    )
 
 
 async def test_disjoint_broadcasts_play_at_the_same_time(ctl_client, world):
@@ -151,8 +169,11 @@ async def test_errors_name_what_is_wrong(ctl_client, tmp_path):
     r = await client.post("/api/broadcasts", params={"to": "v-99-99"}, data=b"x")
     assert r.status == 404
     assert "v-99-99" in (await r.json())["message"]
-    r = await client.post("/api/broadcasts", params={"to": "v-01-01", "name": "notice.mp3"},
-                          data=b"this is not audio at all" * 10)
+    r = await client.post(
+        "/api/broadcasts",
+        params={"to": "v-01-01", "name": "notice.mp3"},
+        data=b"this is not audio at all" * 10,
+    )
     body = await r.json()
     assert r.status == 422 and body["error"] == "bad_audio" and "notice.mp3" in body["message"]
     r = await client.post("/api/broadcasts", params={"to": "v-01-01"}, data=b"")
@@ -170,11 +191,14 @@ async def test_errors_name_what_is_wrong(ctl_client, tmp_path):
 
 async def test_broadcasts_and_events_are_journaled_in_the_data_dir(ctl_client, world):
     import json
+
     ctl, _ = ctl_client
     b = await play(ctl, sweep(8000, 0.1), ["v-05-01"])
     lines = (world["data"] / "log" / "broadcasts.jsonl").read_text().splitlines()
     logged = [json.loads(x) for x in lines]
     mine = next(r for r in logged if r["id"] == b["id"])
     assert mine["state"] == "done" and mine["summary"]["played"] == b["summary"]["played"]
-    events = [json.loads(x) for x in (world["data"] / "log" / "events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(x) for x in (world["data"] / "log" / "events.jsonl").read_text().splitlines()
+    ]
     assert sum(e["kind"] == "online" for e in events) >= 113

@@ -59,9 +59,18 @@ class FakeSpeaker:
         self.sid, self.key, self.port = sid, key, port
         self.guard = ReplayGuard()
         self.bodies: list[bytes] = []  # /status answers still to give, in order
-        self.last = json.dumps({"id": sid, "kind": "horn", "volume": 80, "rtp_port": 40000,
-                                "playing": None, "priority": None, "counters": {},
-                                "clock": {"synced": True, "offset": 0.0, "rtt": 0.0}}).encode()
+        self.last = json.dumps(
+            {
+                "id": sid,
+                "kind": "horn",
+                "volume": 80,
+                "rtp_port": 40000,
+                "playing": None,
+                "priority": None,
+                "counters": {},
+                "clock": {"synced": True, "offset": 0.0, "rtt": 0.0},
+            }
+        ).encode()
         self.served = 0
         self.play_delay = 0.0
         self.requests: list[str] = []
@@ -82,9 +91,15 @@ class FakeSpeaker:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            nonce = self.guard.check(self.key, request.method, request.path_qs, body,
-                                     request.headers.get("Authorization", ""), time.time(),
-                                     self.sid)
+            nonce = self.guard.check(
+                self.key,
+                request.method,
+                request.path_qs,
+                body,
+                request.headers.get("Authorization", ""),
+                time.time(),
+                self.sid,
+            )
         except AuthError:
             return web.Response(status=401)
         self.requests.append(request.path)
@@ -103,13 +118,16 @@ class FakeSpeaker:
 
 async def statuses(ctl, ids: list[str]) -> dict[str, dict]:
     """Each speaker's own answer to a signed /status."""
+
     async def one(sid):
         a = ctl.bc.addresses[sid]
         return sid, await ctl.link.call(sid, a.host, a.port, "GET", "/status")
+
     return dict(await asyncio.gather(*(one(s) for s in ids)))
 
 
 # --- a stop during set-up ----------------------------------------------------------------------
+
 
 async def test_a_stop_during_set_up_leaves_no_speaker_playing(tmp_path, data, record, tag):
     path, site = static_site(tmp_path, villages=3, horns=3, columns=2)  # 11 speakers
@@ -144,11 +162,14 @@ async def test_a_stop_during_set_up_leaves_no_speaker_playing(tmp_path, data, re
 
             async def all_idle():
                 return all(s["playing"] is None for s in (await statuses(ctl, sims)).values())
+
             while not await all_idle():
                 assert time.monotonic() - stopped_at < 2.5, "speakers still playing"
                 await asyncio.sleep(0.05)
-            print(f"every speaker idle {time.monotonic() - stopped_at:.2f} s after the stop "
-                  f"(set-up held {slow.play_delay} s by the slow speaker)")
+            print(
+                f"every speaker idle {time.monotonic() - stopped_at:.2f} s after the stop "
+                f"(set-up held {slow.play_delay} s by the slow speaker)"
+            )
             res = await wait_done(ctl, b.id, 5)
             assert res["state"] == "stopped" and res["frames"] == 0
             assert {r["state"] for r in res["speakers"]} == {"stopped"}
@@ -164,12 +185,19 @@ async def test_a_stop_during_set_up_leaves_no_speaker_playing(tmp_path, data, re
 
 # --- a malformed status answer -----------------------------------------------------------------
 
-MALFORMED = [b"[1, 2, 3]", b"null", b'"a string"', b"42", b"not json at all", b"\xff\xfe\x00",
-             b"[" * 100_000,  # nesting deep enough to overflow the parser's recursion
-             b'{"counters": "12", "rtp_port": "abc", "clock": [1], "playing": 5}',
-             b'{"rtp_port": 1e400, "counters": {"dropped_replay": "x", "control_refused": [1]}}',
-             b'{"counters": null, "clock": {"synced": "yes", "offset": "x"}, "volume": {}}',
-             b'{"rtp_port": -1, "id": ["h2-2"], "counters": {"dropped_replay": 1e300}}']
+MALFORMED = [
+    b"[1, 2, 3]",
+    b"null",
+    b'"a string"',
+    b"42",
+    b"not json at all",
+    b"\xff\xfe\x00",
+    b"[" * 100_000,  # nesting deep enough to overflow the parser's recursion
+    b'{"counters": "12", "rtp_port": "abc", "clock": [1], "playing": 5}',
+    b'{"rtp_port": 1e400, "counters": {"dropped_replay": "x", "control_refused": [1]}}',
+    b'{"counters": null, "clock": {"synced": "yes", "offset": "x"}, "volume": {}}',
+    b'{"rtp_port": -1, "id": ["h2-2"], "counters": {"dropped_replay": 1e300}}',
+]
 
 
 async def test_a_malformed_status_answer_is_that_speakers_fault_alone(tmp_path, data, record, tag):
@@ -199,8 +227,12 @@ async def test_a_malformed_status_answer_is_that_speakers_fault_alone(tmp_path, 
             assert {s["id"] for s in body["speakers"] if s["online"]} >= set(good)
             assert not [e for e in ctl.events if e["kind"] == "attack"]
             # and the bad speaker, answering properly again, is monitored as before
-            await until(lambda: ctl.registry.get(bad_id).online
-                        and ctl.registry.get(bad_id).last_error is None, 5)
+            await until(
+                lambda: (
+                    ctl.registry.get(bad_id).online and ctl.registry.get(bad_id).last_error is None
+                ),
+                5,
+            )
             b = await wait_done(ctl, (await ctl.play(sweep(8000, 0.3), good)).id)
             assert b["summary"]["played"] == len(good)
     finally:
@@ -210,20 +242,34 @@ async def test_a_malformed_status_answer_is_that_speakers_fault_alone(tmp_path, 
 
 # --- a long decode before the start ------------------------------------------------------------
 
+
 async def test_a_long_file_plays_from_its_first_frame(tmp_path, data, record, tag):
     need("ffmpeg")
     path, site = static_site(tmp_path, villages=1, horns=1, columns=1)
     src = sweep(8000, 180.0)  # three minutes: the decode takes a while
     flac = tmp_path / "long.flac"
-    await asyncio.to_thread(subprocess.run, ["ffmpeg", "-v", "error", "-y", "-i",
-                            str(wav_file(tmp_path / "long.wav", 8000, src)), str(flac)],
-                            check=True)
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(wav_file(tmp_path / "long.wav", 8000, src)),
+            str(flac),
+        ],
+        check=True,
+    )
     sim = SimProcess(path, data, record, tag, mdns=False).start()
     try:
         async with controller(site, data, tag, mdns=False) as (ctl, client):
             await wait_online(ctl, len(site.speakers))
-            resp = await client.post("/api/broadcasts", params=[("to", "sd"), ("name", "long.flac")],
-                                     data=flac.read_bytes())
+            resp = await client.post(
+                "/api/broadcasts",
+                params=[("to", "sd"), ("name", "long.flac")],
+                data=flac.read_bytes(),
+            )
             assert resp.status == 201, await resp.text()
             bid = (await resp.json())["id"]
             await until(lambda: ctl.broadcast(bid).state == "playing", 10)
@@ -241,13 +287,18 @@ async def test_a_long_file_plays_from_its_first_frame(tmp_path, data, record, ta
     for sid, rec in recs.items():
         pcm, _ = recorded_pcm(record, sid, bid)
         assert len(pcm) >= n, f"{sid} played {len(pcm) // step} frames"
-        bad = [i for i in range(50) if pcm[i * step:(i + 1) * step] != expect[i * step:(i + 1) * step]]
+        bad = [
+            i
+            for i in range(50)
+            if pcm[i * step : (i + 1) * step] != expect[i * step : (i + 1) * step]
+        ]
         assert_recording_matches(pcm[:n], expect, 8000, len(bad))  # lost frames are silence
         assert len(bad) <= 2 and len(bad) <= rec["lost"], (sid, bad, rec)
         assert rec["ended"] == "stopped"
 
 
 # --- no leaks -----------------------------------------------------------------------------------
+
 
 async def test_a_hundred_broadcasts_leave_no_socket_or_task_behind(tmp_path, data, record, tag):
     path, site = static_site(tmp_path, villages=4, horns=2, columns=2, village_multicast=True)
@@ -266,12 +317,14 @@ async def test_a_hundred_broadcasts_leave_no_socket_or_task_behind(tmp_path, dat
             while count < 100:
                 targets = ["v1", "v2", "v3", "v4", "col-1", "col-2"]  # disjoint, played at once
                 bs = [await ctl.play(tone, [t], rank=LOW) for t in targets]
-                await until(lambda bs=bs: all(ctl.broadcast(b.id).state != "starting"
-                                              for b in bs), 10)
+                await until(
+                    lambda bs=bs: all(ctl.broadcast(b.id).state != "starting" for b in bs), 10
+                )
                 await asyncio.sleep(0.15)
                 await ctl.stop(bs[1].id)  # v2's is stopped
-                cut = await ctl.play(sweep(8000, 0.2), ["h1-1", "col-1"], priority="live",
-                                     rank=HIGH)  # takes one horn of v1's group, and col-1
+                cut = await ctl.play(
+                    sweep(8000, 0.2), ["h1-1", "col-1"], priority="live", rank=HIGH
+                )  # takes one horn of v1's group, and col-1
                 stopped_early = await ctl.play(tone, ["h3-1"], priority="live", rank=HIGH)
                 await ctl.stop(stopped_early.id)  # stopped during its set-up
                 for b in [*bs, cut, stopped_early]:
@@ -286,17 +339,24 @@ async def test_a_hundred_broadcasts_leave_no_socket_or_task_behind(tmp_path, dat
 
             async def settled() -> bool:
                 await asyncio.sleep(0.2)
-                return (udp_sockets(sim.pid) <= base_udp and len(os.listdir(fds)) <= base_fds + 12
-                        and len(asyncio.all_tasks()) <= base_tasks + 2)
+                return (
+                    udp_sockets(sim.pid) <= base_udp
+                    and len(os.listdir(fds)) <= base_fds + 12
+                    and len(asyncio.all_tasks()) <= base_tasks + 2
+                )
+
             t0 = time.monotonic()
             while not await settled():
                 if time.monotonic() - t0 > 10:
                     raise AssertionError(
                         f"simulator: {udp_sockets(sim.pid)} UDP sockets (was {base_udp}), "
                         f"{len(os.listdir(fds))} fds (was {base_fds}); controller: "
-                        f"{len(asyncio.all_tasks())} tasks (was {base_tasks})")
-            print(f"after: {udp_sockets(sim.pid)} UDP sockets (was {base_udp}), "
-                  f"{len(os.listdir(fds))} fds (was {base_fds}), "
-                  f"{len(asyncio.all_tasks())} tasks (was {base_tasks})")
+                        f"{len(asyncio.all_tasks())} tasks (was {base_tasks})"
+                    )
+            print(
+                f"after: {udp_sockets(sim.pid)} UDP sockets (was {base_udp}), "
+                f"{len(os.listdir(fds))} fds (was {base_fds}), "
+                f"{len(asyncio.all_tasks())} tasks (was {base_tasks})"
+            )
     finally:
         sim.stop()

@@ -53,6 +53,7 @@ HORNS = ["h1-1", "h1-2"]
 
 # --- the pure parts ------------------------------------------------------------------------
 
+
 def test_punch_round_trip_and_forgery():
     key, other = os.urandom(32), os.urandom(32)
     data = msg.encode_punch("h1-1", key, 1234.5, 7)
@@ -87,13 +88,19 @@ def test_backoff_doubles_is_capped_and_jittered():
 
 # --- through a real NAT --------------------------------------------------------------------
 
+
 def _cli(data: Path, *args: str, **kw) -> list[str]:
     return [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), *args]
 
 
 def _pair(zones: Path, data: Path, sid: str, out: Path) -> Path:
-    subprocess.run(_cli(data, "speaker", "pair", sid, "--out", str(out)), check=True, cwd=ROOT,
-                   env={**os.environ, "BROADCASTER_ZONES": str(zones)}, capture_output=True)
+    subprocess.run(
+        _cli(data, "speaker", "pair", sid, "--out", str(out)),
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "BROADCASTER_ZONES": str(zones)},
+        capture_output=True,
+    )
     return out
 
 
@@ -106,8 +113,9 @@ async def _until(pred, timeout: float, what: str) -> float:
     return time.monotonic() - t0
 
 
-async def _play_and_check(ctl: Controller, record: Path, targets: list[str],
-                          speakers: list[str]) -> dict[str, dict]:
+async def _play_and_check(
+    ctl: Controller, record: Path, targets: list[str], speakers: list[str]
+) -> dict[str, dict]:
     src = sweep(8000, 1.0)
     b = await ctl.play(src, targets)
     done = await wait_done(ctl, b.id)
@@ -132,8 +140,13 @@ def _connect(host: str, port: int) -> str:
 @pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")
 async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path):
     col_port = free_port()
-    zones = small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=1,
-                       static={"col-1": f"127.0.0.1:{col_port}"})
+    zones = small_site(
+        tmp_path / "zones.yaml",
+        villages=1,
+        horns=2,
+        columns=1,
+        static={"col-1": f"127.0.0.1:{col_port}"},
+    )
     data, record = tmp_path / "data", tmp_path / "rec"
     data.mkdir()
     record.mkdir()
@@ -141,8 +154,12 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
     site = zones_mod.load(zones)
     tag = site_tag()
     with netns.village(horns=2) as vil:
-        ctl = Controller(site, ControllerConfig(data, interface=vil.host_addr, site_tag=tag,
-                                                mdns=False, playout_delay=0.3))
+        ctl = Controller(
+            site,
+            ControllerConfig(
+                data, interface=vil.host_addr, site_tag=tag, mdns=False, playout_delay=0.3
+            ),
+        )
         services = Services.for_controller(ctl, accounts=False)
         services.start()
         await ctl.start()
@@ -154,11 +171,25 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
             for sid, addr in zip(HORNS, vil.horn_addrs):
                 log = open(tmp_path / f"{sid}.log", "w")
                 logs.append(log)
-                vil.popen(_cli(data, "speaker", "--key-file", str(keys[sid]), "--host", addr,
-                               "--controller", f"{vil.host_addr}:{server.port}", "--no-mdns",
-                               "--record", str(record)),
-                          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                vil.popen(
+                    _cli(
+                        data,
+                        "speaker",
+                        "--key-file",
+                        str(keys[sid]),
+                        "--host",
+                        addr,
+                        "--controller",
+                        f"{vil.host_addr}:{server.port}",
+                        "--no-mdns",
+                        "--record",
+                        str(record),
+                    ),
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
             await wait_online(ctl, 3, timeout=45)
             # listed like any other speaker: dial-in, at the router's address
             for sid in HORNS:
@@ -174,8 +205,10 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
             recs = await _play_and_check(ctl, record, [site.id], ["col-1", *HORNS])
             starts = [recs[s]["first_sample_at"] for s in ("col-1", *HORNS)]
             spread = max(starts) - min(starts)
-            print(f"first_sample_at spread (controller time as each speaker knows it): "
-                  f"{spread * 1000:.2f} ms")
+            print(
+                f"first_sample_at spread (controller time as each speaker knows it): "
+                f"{spread * 1000:.2f} ms"
+            )
             assert spread < 0.05  # loose: echo starts at ~30-40 ms; the CPU may be busy
 
             # stop works over the channel
@@ -195,25 +228,37 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
             for _ in range(5):
                 forger.sendto(forged, (vil.horn_addrs[0], 5004))
             forger.close()
-            await _until(lambda: ctl.registry.get(HORNS[0]).counters.get(
-                "dropped_unauthenticated", 0) >= before + 5, 10, "forgery not counted")
-            assert any(e["kind"] == "attack" and e.get("speaker") == HORNS[0]
-                       for e in ctl.events)
+            await _until(
+                lambda: (
+                    ctl.registry.get(HORNS[0]).counters.get("dropped_unauthenticated", 0)
+                    >= before + 5
+                ),
+                10,
+                "forgery not counted",
+            )
+            assert any(e["kind"] == "attack" and e.get("speaker") == HORNS[0] for e in ctl.events)
             assert ctl.registry.get(HORNS[0]).playing is None
 
             # the uplink fails: offline within ~10 s; restored: they dial in again and play
             vil.cut()
-            t_off = await _until(lambda: not any(ctl.is_online(s) for s in HORNS), 15,
-                                 "horns still online after the cut")
+            t_off = await _until(
+                lambda: not any(ctl.is_online(s) for s in HORNS),
+                15,
+                "horns still online after the cut",
+            )
             print(f"offline {t_off:.1f} s after the cut")
             assert ctl.is_online("col-1")
-            t_closed = await _until(lambda: all(ctl.bc.dialin.channels[s].closed for s in HORNS),
-                                    15, "the channels outlived the cut")  # heartbeats missed
+            t_closed = await _until(
+                lambda: all(ctl.bc.dialin.channels[s].closed for s in HORNS),
+                15,
+                "the channels outlived the cut",
+            )  # heartbeats missed
             print(f"channels closed {t_off + t_closed:.1f} s after the cut")
             assert dict(ctl.bc.dialin.sessions) == {s: 1 for s in HORNS}
             vil.restore()
-            t_on = await _until(lambda: all(ctl.is_online(s) for s in HORNS), 45,
-                                "horns did not come back")
+            t_on = await _until(
+                lambda: all(ctl.is_online(s) for s in HORNS), 45, "horns did not come back"
+            )
             print(f"online again {t_on:.1f} s after the restore")
             assert dict(ctl.bc.dialin.sessions) == {s: 2 for s in HORNS}  # they called again
             await wait_online(ctl, 3, timeout=30)
@@ -245,9 +290,14 @@ async def test_a_channel_that_fails_authentication_is_closed_and_alarmed(tmp_pat
                 async with http.ws_connect(f"http://127.0.0.1:{server.port}/api/dial-in") as ws:
                     challenge = await ws.receive_json(timeout=5)
                     assert challenge["t"] == "challenge"
-                    await ws.send_json({"t": "hello", "speaker": speaker, "nonce": "ab" * 16,
-                                        "mac": msg.hello_mac(os.urandom(32), challenge["nonce"],
-                                                             speaker)})
+                    await ws.send_json(
+                        {
+                            "t": "hello",
+                            "speaker": speaker,
+                            "nonce": "ab" * 16,
+                            "mac": msg.hello_mac(os.urandom(32), challenge["nonce"], speaker),
+                        }
+                    )
                     m = await ws.receive(timeout=5)
                     assert m.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
                     assert ws.close_code == 4401
@@ -256,8 +306,9 @@ async def test_a_channel_that_fails_authentication_is_closed_and_alarmed(tmp_pat
         assert all(e["counters"] == {"dialin_refused": 1} for e in attacks)
         assert not ctl.bc.dialin.channels and not ctl.is_online("h1-1")
         # a punch without a channel moves no media
-        ctl.bc.dialin.on_punch(msg.encode_punch("h1-1", ctl.keys["h1-1"], ctl.now(), 1),
-                               ("127.0.0.9", 5004), ctl.now())
+        ctl.bc.dialin.on_punch(
+            msg.encode_punch("h1-1", ctl.keys["h1-1"], ctl.now(), 1), ("127.0.0.9", 5004), ctl.now()
+        )
         assert not ctl.bc.dialin.media
     finally:
         await server.close()

@@ -38,7 +38,7 @@ with warnings.catch_warnings():
 FORGER_HOST = "127.0.66.6"
 
 # The forger imports nothing from broadcaster: it knows the public advert format, no key.
-FORGER = r'''
+FORGER = r"""
 import asyncio, json, secrets, socket, sys
 from aiohttp import web
 from zeroconf import IPVersion
@@ -88,7 +88,7 @@ async def main():
         await r.cleanup()
 
 asyncio.run(main())
-'''
+"""
 
 
 class Forger:
@@ -99,8 +99,12 @@ class Forger:
         script = tmp / "forger.py"
         script.write_text(FORGER)
         plan = {"tag": tag, "host": FORGER_HOST, "log": str(self.log), "forge": forge}
-        self.proc = subprocess.Popen([sys.executable, str(script), json.dumps(plan)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), json.dumps(plan)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line, "forger did not start"
@@ -129,13 +133,18 @@ async def wait_events(ctl, kind: str, count: int, timeout: float = 30.0, **match
     """Wait until `count` events of `kind` (with these details) are on the bus."""
     end = time.monotonic() + timeout
     while True:
-        found = [e for e in ctl.events if e["kind"] == kind
-                 and all(e.get(k) == v for k, v in match.items())]
+        found = [
+            e
+            for e in ctl.events
+            if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())
+        ]
         if len(found) >= count:
             return found
         if time.monotonic() > end:
-            raise TimeoutError(f"{len(found)}/{count} {kind} events {match}; recent: "
-                               f"{[e['kind'] for e in ctl.events][-20:]}")
+            raise TimeoutError(
+                f"{len(found)}/{count} {kind} events {match}; recent: "
+                f"{[e['kind'] for e in ctl.events][-20:]}"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -182,8 +191,11 @@ async def test_forged_adverts_raise_an_alarm_and_move_nothing(tmp_path, site_fil
         async with controller(site, data, tag, playout_delay=0.3) as (ctl, _):
             await wait_online(ctl, 3)
             real = {sid: address_of(ctl, sid) for sid in ("h1-1", "h1-2")}
-            forger = Forger(tmp_path, tag, [{"id": "h1-1", "mode": "unsigned"},
-                                            {"id": "h1-2", "mode": "badmac"}])
+            forger = Forger(
+                tmp_path,
+                tag,
+                [{"id": "h1-1", "mode": "unsigned"}, {"id": "h1-2", "mode": "badmac"}],
+            )
             for sid in ("h1-1", "h1-2"):
                 [ev] = await wait_events(ctl, "advert_conflict", 1, speaker=sid)
                 assert ev["address"] == forger.addresses[sid] and ev["current"] == real[sid]
@@ -195,8 +207,9 @@ async def test_forged_adverts_raise_an_alarm_and_move_nothing(tmp_path, site_fil
             await play_and_check(ctl, record, ["v1"], ["h1-1", "h1-2"])
             # the forger was only asked to prove the key: never sent a /play or a stop
             asked = forger.requests()
-            assert asked and all(r["method"] == "GET" and r["path"].startswith("/status")
-                                 for r in asked)
+            assert asked and all(
+                r["method"] == "GET" and r["path"].startswith("/status") for r in asked
+            )
             # withdrawing the forged adverts is noted; it takes nothing offline
             forger.stop()
             for sid in ("h1-1", "h1-2"):
@@ -209,8 +222,7 @@ async def test_forged_adverts_raise_an_alarm_and_move_nothing(tmp_path, site_fil
         sim.stop()
 
 
-async def test_withdrawn_advert_of_the_current_address_takes_nothing_offline(tmp_path,
-                                                                              site_files):
+async def test_withdrawn_advert_of_the_current_address_takes_nothing_offline(tmp_path, site_files):
     zones, data, record = site_files
     tag = site_tag()
     site = zones_mod.load(zones)
@@ -234,8 +246,7 @@ async def test_withdrawn_advert_of_the_current_address_takes_nothing_offline(tmp
         sim.stop()
 
 
-async def test_a_speaker_that_really_moved_is_followed_once_it_proves_its_key(tmp_path,
-                                                                              site_files):
+async def test_a_speaker_that_really_moved_is_followed_once_it_proves_its_key(tmp_path, site_files):
     zones, data, record = site_files
     tag = site_tag()
     site = zones_mod.load(zones)
@@ -246,8 +257,13 @@ async def test_a_speaker_that_really_moved_is_followed_once_it_proves_its_key(tm
             await wait_online(ctl, 1)
             before = address_of(ctl, "h1-1")
             old.stop()  # the horn is re-cabled: it comes back on another address and ports
-            moved = small_site(tmp_path / "moved.yaml", villages=1, horns=2, columns=1,
-                               static={"h1-1": f"127.0.44.4:{free_port()}"})
+            moved = small_site(
+                tmp_path / "moved.yaml",
+                villages=1,
+                horns=2,
+                columns=1,
+                static={"h1-1": f"127.0.44.4:{free_port()}"},
+            )
             new = SimProcess(moved, data, record, tag, only=["h1-1"]).start()
             after = f"{new.info['speakers'][0]['host']}:{new.info['speakers'][0]['port']}"
             assert after != before and after.startswith("127.0.44.4:")

@@ -41,8 +41,10 @@ FRAME = 320  # bytes of 8 kHz s16 PCM in 20 ms
 def random_group() -> tuple[str, int]:
     """A group and even port of our own for this run: multicast is shared by the whole machine."""
     rng = random.Random()
-    return (f"239.{rng.randrange(100, 200)}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}",
-            2 * rng.randrange(12000, 16000))
+    return (
+        f"239.{rng.randrange(100, 200)}.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}",
+        2 * rng.randrange(12000, 16000),
+    )
 
 
 class Ffmpeg:
@@ -57,10 +59,30 @@ class Ffmpeg:
         # -localaddr: join the group on loopback; without it ffmpeg joins on the default route's
         # interface (the IGMP report leaves the machine) and hears nothing sent on 127.0.0.1
         self.proc = subprocess.Popen(
-            ["ffmpeg", "-v", "error", "-nostdin", "-protocol_whitelist", "file,udp,rtp",
-             "-localaddr", "127.0.0.1", "-i", str(self.sdp), "-f", "s16le", "-acodec",
-             "pcm_s16le", "-ar", "8000", "-ac", "1", "-y", str(self.out)],
-            stderr=subprocess.PIPE)
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-nostdin",
+                "-protocol_whitelist",
+                "file,udp,rtp",
+                "-localaddr",
+                "127.0.0.1",
+                "-i",
+                str(self.sdp),
+                "-f",
+                "s16le",
+                "-acodec",
+                "pcm_s16le",
+                "-ar",
+                "8000",
+                "-ac",
+                "1",
+                "-y",
+                str(self.out),
+            ],
+            stderr=subprocess.PIPE,
+        )
 
     async def listening(self, timeout: float = 15.0) -> None:
         """Wait until ffmpeg holds its RTP port (a bind without SO_REUSEADDR then fails)."""
@@ -98,8 +120,11 @@ class GroupTap:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((group, port))
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                             socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+        self.sock.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton(group) + socket.inet_aton("127.0.0.1"),
+        )
         self.sock.setblocking(False)
 
     def drain(self) -> list[bytes]:
@@ -121,8 +146,8 @@ def assert_heard(got: bytes, err: str, src: bytes) -> None:
     so each decoded 20 ms frame must be one of the source's frames, later than the one before.
     """
     expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
-    where = {expect[i:i + FRAME]: i // FRAME for i in range(0, len(expect), FRAME)}
-    frames = [got[i:i + FRAME] for i in range(0, len(got) - FRAME + 1, FRAME)]
+    where = {expect[i : i + FRAME]: i // FRAME for i in range(0, len(expect), FRAME)}
+    frames = [got[i : i + FRAME] for i in range(0, len(got) - FRAME + 1, FRAME)]
     assert len(frames) >= len(expect) // FRAME // 2, f"decoded only {len(frames)} frames: {err}"
     found = [where.get(f) for f in frames]
     assert None not in found, f"frame {found.index(None)} is not the source's: {err}"
@@ -132,7 +157,8 @@ def assert_heard(got: bytes, err: str, src: bytes) -> None:
 def write_zones(path: Path, unicast: tuple[str, int], group: tuple[str, int]) -> Path:
     """One village: two of our horns and three paging horns (one unicast, two on one group)."""
     u, g = f"{unicast[0]}:{unicast[1]}", f"{group[0]}:{group[1]}"
-    path.write_text(f"""\
+    path.write_text(
+        f"""\
 site:
   id: sd
   name: 测试街道
@@ -148,7 +174,9 @@ site:
             - {{id: r-u, kind: horn, driver: rtp, address: "{u}"}}
             - {{id: r-m1, kind: horn, driver: rtp, address: "{g}"}}
             - {{id: r-m2, kind: horn, driver: rtp, address: "{g}"}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -191,8 +219,9 @@ async def test_mixed_village_plays_on_both_kinds(tmp_path, data, record, tag):
     try:
         async with controller(site, data, tag) as (ctl, client):
             await wait_online(ctl, 5)
-            rows = {s["id"]: s for s in (await (await client.get("/api/speakers")).json())
-                    ["speakers"]}
+            rows = {
+                s["id"]: s for s in (await (await client.get("/api/speakers")).json())["speakers"]
+            }
             for sid, addr in (("r-u", unicast), ("r-m1", group), ("r-m2", group)):
                 assert rows[sid]["online"] and rows[sid]["driver"] == "rtp"
                 assert rows[sid]["source"] == "static"
@@ -210,15 +239,20 @@ async def test_mixed_village_plays_on_both_kinds(tmp_path, data, record, tag):
             recs = playout_records(record, b["id"])
             expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
             for sid in ("h1", "h2"):
-                assert by[sid]["state"] in ("played", "partial") and by[sid]["driver"] == "bcspeaker"
+                assert (
+                    by[sid]["state"] in ("played", "partial") and by[sid]["driver"] == "bcspeaker"
+                )
                 pcm, rate = recorded_pcm(record, sid, b["id"])
                 assert_recording_matches(pcm, expect, rate, recs[sid]["lost"])
             g = f"{group[0]}:{group[1]}"
-            assert {s: (by[s]["state"], by[s]["route"], by[s]["driver"])
-                    for s in ("r-u", "r-m1", "r-m2")} == {
+            assert {
+                s: (by[s]["state"], by[s]["route"], by[s]["driver"])
+                for s in ("r-u", "r-m1", "r-m2")
+            } == {
                 "r-u": ("sent", f"rtp unicast {unicast[0]}:{unicast[1]}", "rtp"),
                 "r-m1": ("sent", f"rtp multicast {g}", "rtp"),
-                "r-m2": ("sent", f"rtp multicast {g}", "rtp")}
+                "r-m2": ("sent", f"rtp multicast {g}", "rtp"),
+            }
             assert all(by[s]["frames_sent"] == b["frames"] == 100 for s in ("r-u", "r-m1"))
             assert by["r-m1"]["packets"] is None  # nobody claims what a paging horn heard
             # the standard receivers decoded the audio (ffmpeg ends by itself on the RTCP BYE)
@@ -241,8 +275,10 @@ async def test_mixed_village_plays_on_both_kinds(tmp_path, data, record, tag):
             pkts = [RtpPacket.parse(d) for d in tap.drain()]
             assert {(p.payload_type, len(p.payload)) for p in pkts} == {(0, 160)}
             down = Resampler(16000, 8000)
-            want = [audioop.lin2ulaw(down.convert(wide[i:i + 640]), 2)
-                    for i in range(0, len(wide), 640)]
+            want = [
+                audioop.lin2ulaw(down.convert(wide[i : i + 640]), 2)
+                for i in range(0, len(wide), 640)
+            ]
             ts0 = min(p.timestamp for p in pkts)
             assert all(p.payload == want[(p.timestamp - ts0) // 160] for p in pkts)
     finally:
@@ -273,8 +309,12 @@ async def test_stop_and_takeover_end_the_stream_on_the_group(tmp_path, data, tag
             assert ssrcs.index(b) > len(ssrcs) - 1 - ssrcs[::-1].index(a)  # no interleaving
             byes = [m.ssrc for d in tap_rtcp.drain() for m in parse_rtcp(d) if isinstance(m, Bye)]
             assert a in byes and b in byes
-            assert any(e["kind"] == "rtp_taken_over" and e["broadcast"] == first.id
-                       and e["by"] == second.id for e in ctl.events)
+            assert any(
+                e["kind"] == "rtp_taken_over"
+                and e["broadcast"] == first.id
+                and e["by"] == second.id
+                for e in ctl.events
+            )
             await ctl.stop(first.id)
             await wait_done(ctl, first.id)
             tap.drain()

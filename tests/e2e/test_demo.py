@@ -12,9 +12,24 @@ from tests.support.net import free_port
 def test_demo_plays_the_notice_on_all_113_speakers(tmp_path):
     data = tmp_path / "data"
     out = subprocess.run(
-        [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), "demo", "--once",
-         "--port", str(free_port()), "--site-tag", site_tag()],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--data",
+            str(data),
+            "demo",
+            "--once",
+            "--port",
+            str(free_port()),
+            "--site-tag",
+            site_tag(),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "113/113 speakers online" in out.stdout
     assert "113/113 speakers played it" in out.stdout

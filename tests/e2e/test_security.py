@@ -1,8 +1,8 @@
 """Security of the speaker link (issue 4): an attacker on the LAN cannot make a horn play, stop or
 change volume, every attempt is counted and reported, and a real broadcast plays intact meanwhile.
 
-The attacker is tests/support/attacker.py in its own process; it knows addresses, ports and whatever a
-network tap captured, never a key. The tap for audio is an extra destination the controller sends
+The attacker is tests/support/attacker.py in its own process; it knows addresses, ports and whatever
+a network tap captured, never a key. The tap for audio is an extra destination the controller sends
 the real bytes to (or, for multicast, a socket that joins the group like any host on the LAN); the
 tap for control requests records what the controller signed and put on the wire.
 """
@@ -53,13 +53,22 @@ A, B = "horn-01-01-1", "horn-01-01-2"  # A is attacked; B shares the broadcasts 
 
 # --- helpers ---------------------------------------------------------------------------------
 
+
 def source_pcm(seconds: float, seed: int) -> bytes:
     """A deterministic test signal (two tones plus noise), 8 kHz s16le, whole 20 ms frames."""
     rng = random.Random(seed)
     n = int(seconds * 50) * 160
-    return b"".join(struct.pack("<h", int(6000 * math.sin(2 * math.pi * 440 * i / 8000)
-                                          + 3000 * math.sin(2 * math.pi * 1230 * i / 8000)
-                                          + rng.randint(-2000, 2000))) for i in range(n))
+    return b"".join(
+        struct.pack(
+            "<h",
+            int(
+                6000 * math.sin(2 * math.pi * 440 * i / 8000)
+                + 3000 * math.sin(2 * math.pi * 1230 * i / 8000)
+                + rng.randint(-2000, 2000)
+            ),
+        )
+        for i in range(n)
+    )
 
 
 def pcmu_roundtrip(pcm: bytes) -> bytes:
@@ -98,8 +107,7 @@ async def tap_broadcast(ctl, bid: str, rtp_tap: int, rtcp_tap: int) -> bytes:
         player = ctl.players.get(bid)
         if player and ctl.broadcast(bid).state == "playing":
             sender = player.parts[0].delivery.sender
-            sender.destinations.append(Destination(("127.0.0.1", rtp_tap),
-                                                   ("127.0.0.1", rtcp_tap)))
+            sender.destinations.append(Destination(("127.0.0.1", rtp_tap), ("127.0.0.1", rtcp_tap)))
             return sender.key
         await asyncio.sleep(0.01)
     raise TimeoutError(f"broadcast {bid} never started streaming")
@@ -114,8 +122,12 @@ async def speaker_status(ctl, sid: str) -> dict:
 async def run_attacker(plan: list[dict]) -> dict:
     """Run tests/support/attacker.py as a separate process with this plan; returns its report."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ATTACKER), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        str(ATTACKER),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(json.dumps(plan).encode()), 30)
     assert proc.returncode == 0, err.decode()
     return json.loads(out)
@@ -145,37 +157,63 @@ def wire(monkeypatch) -> list[dict]:
 
     def recording(speaker_id, key, method, path, body, now):
         header = real(speaker_id, key, method, path, body, now)
-        seen.append({"speaker": speaker_id, "method": method, "path": path, "body": body,
-                     "authorization": header})
+        seen.append(
+            {
+                "speaker": speaker_id,
+                "method": method,
+                "path": path,
+                "body": body,
+                "authorization": header,
+            }
+        )
         return header
 
     monkeypatch.setattr(link, "sign_request", recording)
     return seen
 
 
-def captured(wire: list[dict], speaker: str, method: str, path: str,
-             contains: str = "") -> dict:
+def captured(wire: list[dict], speaker: str, method: str, path: str, contains: str = "") -> dict:
     """The last captured request of that kind."""
     for req in reversed(wire):
-        if (req["speaker"], req["method"], req["path"]) == (speaker, method, path) \
-                and contains in req["body"].decode():
+        if (req["speaker"], req["method"], req["path"]) == (
+            speaker,
+            method,
+            path,
+        ) and contains in req["body"].decode():
             return req
     raise AssertionError(f"no {method} {path} to {speaker} was captured")
 
 
-def http_step(name: str, host: str, port: int, req: dict, *, body: bytes | None = None,
-              authorization: str | None | bool = True, forge: dict | None = None) -> dict:
+def http_step(
+    name: str,
+    host: str,
+    port: int,
+    req: dict,
+    *,
+    body: bytes | None = None,
+    authorization: str | None | bool = True,
+    forge: dict | None = None,
+) -> dict:
     """An attacker plan step that sends a (captured, altered or forged) control request."""
-    return {"op": "http", "name": name, "host": host, "port": port, "method": req["method"],
-            "path": req["path"], "body": (req["body"] if body is None else body).hex(),
-            "authorization": req["authorization"] if authorization is True else authorization,
-            "forge": forge}
+    return {
+        "op": "http",
+        "name": name,
+        "host": host,
+        "port": port,
+        "method": req["method"],
+        "path": req["path"],
+        "body": (req["body"] if body is None else body).hex(),
+        "authorization": req["authorization"] if authorization is True else authorization,
+        "forge": forge,
+    }
 
 
 # --- the attack during a live broadcast --------------------------------------------------------
 
+
 async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
-        site_unicast, zones_unicast, data, record, tag, wire, caplog):
+    site_unicast, zones_unicast, data, record, tag, wire, caplog
+):
     """Forged, tampered and replayed audio and control against a playing horn: the broadcast plays
     bit-exact, volume and state stay, each attempt is counted, the controller raises `attack`."""
     caplog.set_level(logging.DEBUG)
@@ -219,9 +257,14 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
             def signed_long_ago(method: str, path: str, body: dict, age: float) -> dict:
                 # a request the controller really signed `age` seconds ago, captured then
                 raw = json.dumps(body).encode()
-                return {"method": method, "path": path, "body": raw,
-                        "authorization": auth.sign_request(A, ctl.keys[A], method, path, raw,
-                                                           time.time() - age)}
+                return {
+                    "method": method,
+                    "path": path,
+                    "body": raw,
+                    "authorization": auth.sign_request(
+                        A, ctl.keys[A], method, path, raw, time.time() - age
+                    ),
+                }
 
             vol_req = captured(wire, A, "POST", "/volume")
             stop_req = captured(wire, A, "POST", "/stop", b1.id)
@@ -235,34 +278,72 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
                 http_step("replayed play", host, ctl_port, play_req),
                 http_step("volume, altered body", host, ctl_port, vol_req, body=quiet),
                 http_step("stop, altered body", host, ctl_port, stop_req, body=stop_b2),
-                http_step("stop, forged MAC", host, ctl_port, stop_req, body=stop_b2,
-                          forge={"id": A, "ts_offset": 0}),
-                http_step("play, forged MAC", host, ctl_port, play_req,
-                          forge={"id": A, "ts_offset": 0}),
-                http_step("volume, no signature", host, ctl_port, vol_req, body=quiet,
-                          authorization=None),
+                http_step(
+                    "stop, forged MAC",
+                    host,
+                    ctl_port,
+                    stop_req,
+                    body=stop_b2,
+                    forge={"id": A, "ts_offset": 0},
+                ),
+                http_step(
+                    "play, forged MAC", host, ctl_port, play_req, forge={"id": A, "ts_offset": 0}
+                ),
+                http_step(
+                    "volume, no signature", host, ctl_port, vol_req, body=quiet, authorization=None
+                ),
                 http_step("B's play sent to A", host, ctl_port, play_b),
-                http_step("volume, stale", host, ctl_port,
-                          signed_long_ago("POST", "/volume", {"volume": 5}, 120)),
-                http_step("stop, from the future", host, ctl_port,
-                          signed_long_ago("POST", "/stop", {"broadcast": b2.id}, -120)),
+                http_step(
+                    "volume, stale",
+                    host,
+                    ctl_port,
+                    signed_long_ago("POST", "/volume", {"volume": 5}, 120),
+                ),
+                http_step(
+                    "stop, from the future",
+                    host,
+                    ctl_port,
+                    signed_long_ago("POST", "/stop", {"broadcast": b2.id}, -120),
+                ),
             ]
-            expect_codes = {"auth_replay": 3, "auth_bad_mac": 4, "auth_missing": 1,
-                            "auth_wrong_speaker": 1, "auth_stale": 2}
+            expect_codes = {
+                "auth_replay": 3,
+                "auth_bad_mac": 4,
+                "auth_missing": 1,
+                "auth_wrong_speaker": 1,
+                "auth_stale": 2,
+            }
             hexes = lambda pkts: [p.hex() for p in pkts]  # noqa: E731
             audio = [
                 {"op": "udp", "to": [host, audio_port], "packets": hexes(live_rtp)},
                 {"op": "udp", "to": [host, audio_port], "packets": hexes(live_rtp), "flip": True},
-                {"op": "udp", "to": [host, audio_port],
-                 "packets": hexes(p for p in old_pkts if not is_rtcp(p))},
+                {
+                    "op": "udp",
+                    "to": [host, audio_port],
+                    "packets": hexes(p for p in old_pkts if not is_rtcp(p)),
+                },
                 # made-up packets for sequence numbers the horn has not played yet
-                {"op": "forge_rtp", "to": [host, audio_port], "ssrc": ssrc, "seq": seq + 50,
-                 "ts": ts + 50 * 160, "count": 40},
+                {
+                    "op": "forge_rtp",
+                    "to": [host, audio_port],
+                    "ssrc": ssrc,
+                    "seq": seq + 50,
+                    "ts": ts + 50 * 160,
+                    "count": 40,
+                },
                 {"op": "udp", "to": [host, audio_port + 1], "packets": hexes(live_rtcp)},
-                {"op": "udp", "to": [host, audio_port + 1], "packets": hexes(live_rtcp),
-                 "flip": True, "seed": 2},
-                {"op": "udp", "to": [host, audio_port + 1],
-                 "packets": hexes(p for p in old_pkts if is_rtcp(p))},
+                {
+                    "op": "udp",
+                    "to": [host, audio_port + 1],
+                    "packets": hexes(live_rtcp),
+                    "flip": True,
+                    "seed": 2,
+                },
+                {
+                    "op": "udp",
+                    "to": [host, audio_port + 1],
+                    "packets": hexes(p for p in old_pkts if is_rtcp(p)),
+                },
                 {"op": "forge_rtcp_bye", "to": [host, audio_port + 1], "ssrc": ssrc, "count": 5},
             ]
             report = await run_attacker(audio + control)
@@ -277,11 +358,20 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
 
             # 3. Later: the whole captured broadcast replayed once it is over.
             after_pkts = rtp_tap.take() + rtcp_tap.take()
-            late = await run_attacker([
-                {"op": "udp", "to": [host, audio_port],
-                 "packets": hexes(p for p in live_rtp + after_pkts if not is_rtcp(p))},
-                {"op": "udp", "to": [host, audio_port + 1],
-                 "packets": hexes(p for p in live_rtcp + after_pkts if is_rtcp(p))}])
+            late = await run_attacker(
+                [
+                    {
+                        "op": "udp",
+                        "to": [host, audio_port],
+                        "packets": hexes(p for p in live_rtp + after_pkts if not is_rtcp(p)),
+                    },
+                    {
+                        "op": "udp",
+                        "to": [host, audio_port + 1],
+                        "packets": hexes(p for p in live_rtcp + after_pkts if is_rtcp(p)),
+                    },
+                ]
+            )
             await asyncio.sleep(0.2)
             s3 = await speaker_status(ctl, A)
 
@@ -292,8 +382,13 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
                 assert rate == 8000
                 assert pcm == pcmu_roundtrip(src2), f"{sid} did not play the broadcast exactly"
             rec = playout_records(record, b2.id)[A]
-            assert (rec["ended"], rec["lost"], rec["late"], rec["duplicates"], rec["foreign"]) \
-                == ("end", 0, 0, 0, 0)
+            assert (rec["ended"], rec["lost"], rec["late"], rec["duplicates"], rec["foreign"]) == (
+                "end",
+                0,
+                0,
+                0,
+                0,
+            )
 
             # nothing changed: volume, broadcasts started, what the horn recorded
             assert s3["volume"] == vol0
@@ -305,13 +400,15 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
             for code, n in expect_codes.items():
                 assert delta(s2, s1, f"control_refused_{code}") == n, code
             assert delta(s2, s1, "control_refused") == len(control)
-            audio_dropped = (delta(s2, s1, "dropped_unauthenticated")
-                             + delta(s2, s1, "dropped_replay"))
+            audio_dropped = delta(s2, s1, "dropped_unauthenticated") + delta(
+                s2, s1, "dropped_replay"
+            )
             assert audio_dropped == report["datagrams"]
             assert delta(s2, s1, "dropped_replay") >= len(live_rtp) + len(live_rtcp)
             assert delta(s2, s1, "dropped_unauthenticated") >= forged
-            assert (delta(s3, s2, "dropped_unauthenticated")
-                    + delta(s3, s2, "dropped_replay")) == late["datagrams"]
+            assert (
+                delta(s3, s2, "dropped_unauthenticated") + delta(s3, s2, "dropped_replay")
+            ) == late["datagrams"]
 
             # the controller noticed, logged a warning and shows it; B saw nothing
             await asyncio.sleep(1.2)
@@ -319,11 +416,14 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
             assert {e["speaker"] for e in attacks} == {A}
             seen = ctl.registry.get(A).attacks
             assert seen.get("control_refused") == len(control)
-            assert seen.get("dropped_unauthenticated", 0) + seen.get("dropped_replay", 0) \
+            assert (
+                seen.get("dropped_unauthenticated", 0) + seen.get("dropped_replay", 0)
                 == report["datagrams"] + late["datagrams"]
+            )
             assert ctl.registry.get(B).attacks == {}
-            assert any(r.levelno == logging.WARNING and "attack" in r.getMessage()
-                       for r in caplog.records)
+            assert any(
+                r.levelno == logging.WARNING and "attack" in r.getMessage() for r in caplog.records
+            )
 
             out = io.StringIO()
             url = str(client.make_url("")).rstrip("/")
@@ -335,7 +435,7 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
             assert await asyncio.to_thread(speakers_cli) == 0
             header, *lines = out.getvalue().splitlines()
             col = header.index("alerts")  # columns are fixed-width ASCII up to the zone path
-            alerts = {ln.split()[0]: ln[col:col + 10].strip() for ln in lines}
+            alerts = {ln.split()[0]: ln[col : col + 10].strip() for ln in lines}
             assert alerts[A] == str(sum(seen.values()))
             assert alerts[B] == "-"
 
@@ -348,8 +448,11 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
         sim.stop()
 
     # keys never appear in the logs (ours, the speakers', the journal), in any usual spelling
-    journal = "".join(f.read_text(errors="replace") for f in data.rglob("*")
-                      if f.is_file() and not f.name.startswith("speaker-keys."))
+    journal = "".join(
+        f.read_text(errors="replace")
+        for f in data.rglob("*")
+        if f.is_file() and not f.name.startswith("speaker-keys.")
+    )
     logs = caplog.text + sim_log.decode(errors="replace") + journal
     assert '"attack"' in (data / "log" / "events.jsonl").read_text()  # the journal keeps it too
     assert len(sim_log) < 30000, len(sim_log)  # well under a pipe buffer: the child never blocks
@@ -360,6 +463,7 @@ async def test_attacker_on_the_lan_changes_nothing_and_is_reported(
 
 
 # --- multicast ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def zones_multicast(tmp_path_factory) -> Path:
@@ -377,8 +481,11 @@ def join_group(group: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((group, port))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                    socket.inet_aton(group) + socket.inet_aton("127.0.0.1"))
+    sock.setsockopt(
+        socket.IPPROTO_IP,
+        socket.IP_ADD_MEMBERSHIP,
+        socket.inet_aton(group) + socket.inet_aton("127.0.0.1"),
+    )
     sock.setblocking(False)
     return sock
 
@@ -411,18 +518,32 @@ async def test_multicast_group_stream_is_authenticated(zones_multicast, data, re
             live = tap.take()
             rtp = [p for p in live if not is_rtcp(p)]
             seq, ts, ssrc = rtp_header(rtp[-1])
-            report = await run_attacker([
-                {"op": "udp", "to": list(group), "packets": [p.hex() for p in live]},
-                {"op": "udp", "to": list(group), "packets": [p.hex() for p in rtp], "flip": True},
-                {"op": "forge_rtp", "to": list(group), "ssrc": ssrc, "seq": seq + 3,
-                 "ts": ts + 480, "count": 20},
-                {"op": "forge_rtcp_bye", "to": list(group), "ssrc": ssrc, "count": 3},
-            ])
+            report = await run_attacker(
+                [
+                    {"op": "udp", "to": list(group), "packets": [p.hex() for p in live]},
+                    {
+                        "op": "udp",
+                        "to": list(group),
+                        "packets": [p.hex() for p in rtp],
+                        "flip": True,
+                    },
+                    {
+                        "op": "forge_rtp",
+                        "to": list(group),
+                        "ssrc": ssrc,
+                        "seq": seq + 3,
+                        "ts": ts + 480,
+                        "count": 20,
+                    },
+                    {"op": "forge_rtcp_bye", "to": list(group), "ssrc": ssrc, "count": 3},
+                ]
+            )
             await wait_done(ctl, b.id)
             for sid in horns:
                 after = await speaker_status(ctl, sid)
-                dropped = (delta(after, before[sid], "dropped_unauthenticated")
-                           + delta(after, before[sid], "dropped_replay"))
+                dropped = delta(after, before[sid], "dropped_unauthenticated") + delta(
+                    after, before[sid], "dropped_replay"
+                )
                 assert dropped == report["datagrams"], sid
                 pcm, _ = recorded_pcm(record, sid, b.id)
                 assert pcm == pcmu_roundtrip(src), f"{sid} did not play the broadcast exactly"
@@ -434,6 +555,7 @@ async def test_multicast_group_stream_is_authenticated(zones_multicast, data, re
 
 # --- pure checks of the building blocks ---------------------------------------------------------
 
+
 def test_control_refusals_name_the_reason():
     """The replay guard refuses missing, forged, altered, stale, replayed and misaddressed
     requests, each with its own code; the MAC is checked before anything else is trusted."""
@@ -442,8 +564,9 @@ def test_control_refusals_name_the_reason():
     now = 1_700_000_000.0
     g = auth.ReplayGuard()
 
-    def code(header: str, *, b: bytes = body, at: float = now, sid: str = "h1",
-             path: str = "/volume") -> str:
+    def code(
+        header: str, *, b: bytes = body, at: float = now, sid: str = "h1", path: str = "/volume"
+    ) -> str:
         try:
             g.check(key, "POST", path, b, header, at, sid)
         except AuthError as exc:
@@ -500,20 +623,23 @@ def test_srtp_packets_of_one_broadcast_never_verify_in_another():
 
 
 def test_forged_clock_answers_are_refused():
-    """Clock-sync datagrams carry a MAC: a made-up or altered answer cannot move a speaker's clock."""
+    """Clock datagrams carry a MAC: a made-up or altered answer cannot move a speaker's clock."""
     key = os.urandom(32)
     good = clock.encode_response(key, 1.0, 2.0, 3.0)
     assert clock.decode_response(good, key) == (1.0, 2.0, 3.0)
-    for bad in (clock.encode_response(os.urandom(32), 1.0, 2.0, 3.0),
-                good[:10] + bytes([good[10] ^ 1]) + good[11:]):
+    for bad in (
+        clock.encode_response(os.urandom(32), 1.0, 2.0, 3.0),
+        good[:10] + bytes([good[10] ^ 1]) + good[11:],
+    ):
         with pytest.raises(clock.ClockMessageError):
             clock.decode_response(bad, key)
 
 
 # --- keys at rest -------------------------------------------------------------------------------
 
+
 def test_key_store_is_owner_only(tmp_path):
-    """The key store file is 0600, even when a stale temp file with wide permissions is left over."""
+    """The key store file is 0600, even when a stale temp file with wide permissions is left."""
     store = auth.KeyStore(tmp_path / "speaker-keys.json")
     keys = store.ensure(["h1", "h2"])
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
@@ -527,7 +653,8 @@ def test_key_store_is_owner_only(tmp_path):
 
 
 def test_pair_writes_an_owner_only_key_file_and_never_prints_the_key(
-        zones_unicast, tmp_path, monkeypatch, capsys):
+    zones_unicast, tmp_path, monkeypatch, capsys
+):
     """`broadcaster speaker pair ID --out FILE`: the key goes to a 0600 file, not to the screen."""
     data_dir = tmp_path / "data"
     monkeypatch.setenv("BROADCASTER_ZONES", str(zones_unicast))

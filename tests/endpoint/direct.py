@@ -26,8 +26,10 @@ LEAD = 0.1
 async def endpoints(n: int, record: Path | None = None, **spec):
     """n real endpoints in this process (their own sockets and control APIs), and a link to them."""
     keys = {f"s{i}": secrets.token_bytes(32) for i in range(n)}
-    speakers = [Speaker(SpeakerSpec(sid, "horn", key, "t", record_dir=record, **spec))
-                for sid, key in keys.items()]
+    speakers = [
+        Speaker(SpeakerSpec(sid, "horn", key, "t", record_dir=record, **spec))
+        for sid, key in keys.items()
+    ]
     for sp in speakers:
         await sp.start()
     ticker = asyncio.ensure_future(Ticker(speakers).run())
@@ -69,10 +71,17 @@ class Stream:
     def body(self, sp: Speaker) -> dict:
         """The /play request for one endpoint."""
         s = self.sender
-        return {"broadcast": self.bid, "codec": "PCMU", "ssrc": s.ssrc, "base_ts": s.base_ts,
-                "base_time": None, "priority": self.priority, "volume": 100,
-                "key": wrap_key(sp.spec.key, s.key, f"{sp.spec.speaker_id}/{self.bid}"),
-                "multicast": None}
+        return {
+            "broadcast": self.bid,
+            "codec": "PCMU",
+            "ssrc": s.ssrc,
+            "base_ts": s.base_ts,
+            "base_time": None,
+            "priority": self.priority,
+            "volume": 100,
+            "key": wrap_key(sp.spec.key, s.key, f"{sp.spec.speaker_id}/{self.bid}"),
+            "multicast": None,
+        }
 
     def start(self) -> None:
         """Fix frame 0 a lead ahead and send the first sender reports."""
@@ -87,7 +96,7 @@ class Stream:
             wait = self.base_time + n * 0.02 - LEAD - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            chunk = pcm[(n * step) % len(pcm):(n * step) % len(pcm) + step]
+            chunk = pcm[(n * step) % len(pcm) : (n * step) % len(pcm) + step]
             self.sender.frame(n, chunk, time.time())
         self.sent += total
         return total

@@ -21,22 +21,56 @@ with warnings.catch_warnings():
 
 async def test_paired_speaker_plays_through_its_output_at_its_volume(tmp_path, data, tag):
     port = free_port()
-    path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=1,
-                      static={"h1-1": f"127.0.0.1:{port}"})
+    path = small_site(
+        tmp_path / "z.yaml", villages=1, horns=1, columns=1, static={"h1-1": f"127.0.0.1:{port}"}
+    )
     site = zones.load(path)
     env = {**os.environ, "BROADCASTER_ZONES": str(path)}
     keyfile = tmp_path / "h1-1.key"
-    paired = subprocess.run([sys.executable, "-m", "broadcaster.cli.main", "--data", str(data),
-                             "speaker", "pair", "h1-1", "--out", str(keyfile)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    paired = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--data",
+            str(data),
+            "speaker",
+            "pair",
+            "h1-1",
+            "--out",
+            str(keyfile),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broadcaster.cli.main", "speaker", "--key-file", str(keyfile),
-         "--host", "127.0.0.1", "--port", str(port), "--rtp-port", str(free_even_port()),
-         "--no-mdns", "--output", f"pipe:cat > {out_dir}/{{broadcast}}-{{rate}}.raw"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "speaker",
+            "--key-file",
+            str(keyfile),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--rtp-port",
+            str(free_even_port()),
+            "--no-mdns",
+            "--output",
+            f"pipe:cat > {out_dir}/{{broadcast}}-{{rate}}.raw",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         async with controller(site, data, tag, mdns=False) as (ctl, _):
             await wait_online(ctl, 1, timeout=30)
@@ -51,6 +85,7 @@ async def test_paired_speaker_plays_through_its_output_at_its_volume(tmp_path, d
         proc.terminate()
         proc.wait(10)
     import json
+
     assert json.loads(keyfile.read_text())["key"] not in paired.stdout + paired.stderr
 
 
@@ -58,13 +93,45 @@ async def test_a_real_speaker_is_found_over_mdns(tmp_path, data, tag):
     path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=1)
     site = zones.load(path)
     keyfile = tmp_path / "col-1.key"
-    subprocess.run([sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), "speaker",
-                    "pair", "col-1", "--out", str(keyfile)], cwd=ROOT, check=True,
-                   env={**os.environ, "BROADCASTER_ZONES": str(path)}, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--data",
+            str(data),
+            "speaker",
+            "pair",
+            "col-1",
+            "--out",
+            str(keyfile),
+        ],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "BROADCASTER_ZONES": str(path)},
+        capture_output=True,
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broadcaster.cli.main", "speaker", "--key-file", str(keyfile),
-         "--host", "127.0.0.1", "--port", "0", "--rtp-port", "0", "--site-tag", tag],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "speaker",
+            "--key-file",
+            str(keyfile),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--rtp-port",
+            "0",
+            "--site-tag",
+            tag,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         async with controller(site, data, tag) as (ctl, _):
             await wait_online(ctl, 1, timeout=30)

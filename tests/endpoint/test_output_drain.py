@@ -21,21 +21,53 @@ DRAIN = 2.0  # the player sleeps this long before reading: closing its input wai
 
 async def test_a_draining_player_never_blocks_the_speaker(tmp_path, data, tag):
     port = free_port()
-    path = small_site(tmp_path / "z.yaml", villages=1, horns=1, columns=1,
-                      static={"h1-1": f"127.0.0.1:{port}"})
+    path = small_site(
+        tmp_path / "z.yaml", villages=1, horns=1, columns=1, static={"h1-1": f"127.0.0.1:{port}"}
+    )
     site = zones.load(path)
     keyfile = tmp_path / "h1-1.key"
     await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data),
-                         "speaker", "pair", "h1-1", "--out", str(keyfile)],
-        cwd=ROOT, env={**os.environ, "BROADCASTER_ZONES": str(path)}, capture_output=True,
-        check=True)
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--data",
+            str(data),
+            "speaker",
+            "pair",
+            "h1-1",
+            "--out",
+            str(keyfile),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "BROADCASTER_ZONES": str(path)},
+        capture_output=True,
+        check=True,
+    )
     rec = tmp_path / "rec"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "broadcaster.cli.main", "speaker", "--key-file", str(keyfile),
-        "--host", "127.0.0.1", "--port", str(port), "--rtp-port", str(free_even_port()),
-        "--no-mdns", "--record", str(rec), "--output", f"pipe:sleep {DRAIN}; cat >/dev/null",
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "broadcaster.cli.main",
+        "speaker",
+        "--key-file",
+        str(keyfile),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--rtp-port",
+        str(free_even_port()),
+        "--no-mdns",
+        "--record",
+        str(rec),
+        "--output",
+        f"pipe:sleep {DRAIN}; cat >/dev/null",
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         async with controller(site, data, tag, mdns=False) as (ctl, _):
             await wait_online(ctl, 1, timeout=30)
@@ -67,8 +99,12 @@ async def test_a_draining_player_never_blocks_the_speaker(tmp_path, data, tag):
                 assert time.monotonic() - t0 < 5
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.3)
-            em = await ctl.play(sweep(8000, 0.6), ["h1-1"], priority="emergency",
-                                rank=rank("emergency", "subdistrict"))
+            em = await ctl.play(
+                sweep(8000, 0.6),
+                ["h1-1"],
+                priority="emergency",
+                rank=rank("emergency", "subdistrict"),
+            )
             t0 = time.monotonic()
             while ctl.broadcast(em.id).state == "starting":
                 await asyncio.sleep(0.005)

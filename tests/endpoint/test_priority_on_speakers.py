@@ -76,9 +76,17 @@ async def test_low_then_high_then_low(tmp_path, data, record, tag):
             # ... and so does the speaker, if a (buggy) controller sends it anyway
             for sid in ("h1-1", "col-1"):
                 a = ctl.bc.addresses[sid]
-                body = {"broadcast": "stray", "codec": "PCMU", "ssrc": 7, "base_ts": 0,
-                        "base_time": None, "priority": LOW, "volume": 80, "multicast": None,
-                        "key": wrap_key(ctl.keys[sid], new_key(), f"{sid}/stray")}
+                body = {
+                    "broadcast": "stray",
+                    "codec": "PCMU",
+                    "ssrc": 7,
+                    "base_ts": 0,
+                    "base_time": None,
+                    "priority": LOW,
+                    "volume": 80,
+                    "multicast": None,
+                    "key": wrap_key(ctl.keys[sid], new_key(), f"{sid}/stray"),
+                }
                 with pytest.raises(SpeakerError) as err:
                     await ctl.link.call(sid, a.host, a.port, "POST", "/play", body)
                 assert err.value.code == "outranked"
@@ -94,8 +102,9 @@ async def test_low_then_high_then_low(tmp_path, data, record, tag):
     hrecs = playout_records(record, high.id)
     for sid in taken:
         pcm, _ = recorded_pcm(record, sid, high.id)
-        assert_recording_matches(pcm, audioop.ulaw2lin(audioop.lin2ulaw(high_src, 2), 2), 8000,
-                                 hrecs[sid]["lost"])  # emergency: full volume
+        assert_recording_matches(
+            pcm, audioop.ulaw2lin(audioop.lin2ulaw(high_src, 2), 2), 8000, hrecs[sid]["lost"]
+        )  # emergency: full volume
     by = {r["speaker"]: r for r in lo["speakers"]}
     lrecs = playout_records(record, low.id)
     for sid in ids:
@@ -109,5 +118,7 @@ async def test_low_then_high_then_low(tmp_path, data, record, tag):
     assert not [e for e in ctl.events if e["kind"] == "attack"]
     for sid in ids:
         assert {k: after[sid][k] for k in SECURITY} == {k: before[sid][k] for k in SECURITY}, sid
-    print("late packets of the preempted stream, recognised:",
-          {sid: after[sid]["late_previous_broadcast"] for sid in taken})
+    print(
+        "late packets of the preempted stream, recognised:",
+        {sid: after[sid]["late_previous_broadcast"] for sid in taken},
+    )

@@ -34,9 +34,14 @@ async def raw_post(sp, path: str, body: dict) -> tuple[int, dict]:
     """A signed POST whose HTTP status the test sees (the link turns errors into exceptions)."""
     raw = json.dumps(body).encode()
     auth = sign_request(sp.spec.speaker_id, sp.spec.key, "POST", path, raw, time.time())
-    async with aiohttp.ClientSession() as http, http.post(
-            f"http://{sp.spec.host}:{sp.control_port}{path}", data=raw,
-            headers={"Authorization": auth}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://{sp.spec.host}:{sp.control_port}{path}",
+            data=raw,
+            headers={"Authorization": auth},
+        ) as resp,
+    ):
         return resp.status, await resp.json()
 
 
@@ -62,8 +67,9 @@ async def test_a_broadcast_that_never_starts_or_whose_packets_stop_ends_idle(mon
             await call(link, sp, "POST", "/play", cut.body(sp))
         cut.start()
         await cut.send(sweep(8000, 0.5))
-        await until(lambda: all(sp.status()["playing"] is None for sp in sps),
-                    playout_mod.IDLE_END + 2)
+        await until(
+            lambda: all(sp.status()["playing"] is None for sp in sps), playout_mod.IDLE_END + 2
+        )
         for sp in sps:
             rep = await call(link, sp, "GET", "/playout/cut")
             assert rep["ended"] == "idle" and rep["packets"] == 25
@@ -73,6 +79,7 @@ async def test_a_broadcast_that_never_starts_or_whose_packets_stop_ends_idle(mon
 
 def test_an_armed_playout_waits_its_arm_timeout_for_the_first_report():
     from broadcaster.protocol.codecs import PCMU
+
     p = playout_mod.Playout("b", PCMU, 1, 0, None, armed_at=100.0)
     assert not p.finished(100.0 + playout_mod.ARM_TIMEOUT - 0.01)
     assert p.finished(100.0 + playout_mod.ARM_TIMEOUT + 0.01)
@@ -111,8 +118,9 @@ async def test_a_lower_priority_never_displaces_a_higher_stream(tmp_path):
         rec = playout_records(tmp_path, "high")[sp.spec.speaker_id]
         assert rec["ended"] == "end" and rec["samples"] == len(src) // 2
         pcm, _ = recorded_pcm(tmp_path, sp.spec.speaker_id, "high")
-        assert_recording_matches(pcm, audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2), 8000,
-                                 rec["lost"])
+        assert_recording_matches(
+            pcm, audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2), 8000, rec["lost"]
+        )
         assert "low2" not in sp.reports and sp.counters["play_outranked"] == 2
 
         same = Stream("same", 30, [sp])  # an equal priority takes an idle or equal speaker
@@ -199,12 +207,14 @@ async def test_bad_play_fields_are_refused_before_anything_moves(tmp_path):
         good = Stream("good", 20, [sp])
         await call(link, sp, "POST", "/play", good.body(sp))
         bad = Stream("bad", 90, [sp])
-        for field, value, words in [("priority", "high", "priority must be an integer"),
-                                    ("ssrc", 1.5, "ssrc must be an integer"),
-                                    ("volume", 500, "volume 500 is outside 0-100"),
-                                    ("multicast", "10.0.0.1:5000", "not GROUP:PORT"),
-                                    ("multicast", "239.1.2.3:http", "not GROUP:PORT"),
-                                    ("base_time", "soon", "base_time must be a number")]:
+        for field, value, words in [
+            ("priority", "high", "priority must be an integer"),
+            ("ssrc", 1.5, "ssrc must be an integer"),
+            ("volume", 500, "volume 500 is outside 0-100"),
+            ("multicast", "10.0.0.1:5000", "not GROUP:PORT"),
+            ("multicast", "239.1.2.3:http", "not GROUP:PORT"),
+            ("base_time", "soon", "base_time must be a number"),
+        ]:
             status, body = await raw_post(sp, "/play", bad.body(sp) | {field: value})
             assert status == 400 and words in body["message"], (field, body)
         status, body = await raw_post(sp, "/play", [1, 2])
@@ -247,6 +257,7 @@ async def test_multicast_sockets_are_released_however_a_broadcast_ends(tmp_path)
 
 def test_a_stream_taken_up_mid_way_starts_at_the_frame_now_due():
     from broadcaster.protocol.codecs import PCMU
+
     p = playout_mod.Playout("b", PCMU, 1, 0, base_time=1000.0, armed_at=1010.0, join_late=True)
     frames = p.due(1010.001, 0.0)  # 10 s in: frame 500 is due now, the ones before are skipped
     # (but those within the card's underrun tolerance, which any tick may still write)

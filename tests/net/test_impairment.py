@@ -19,11 +19,14 @@ def test_parse_defaults_to_both_directions():
     assert imp.affects("in") and imp.affects("out")
 
 
-@pytest.mark.parametrize("text, inbound, outbound", [
-    ("delay=300ms,dir=in", True, False),
-    ("dir=out, delay=0.3", False, True),
-    ("delay=300ms,dir=both", True, True),
-])
+@pytest.mark.parametrize(
+    "text, inbound, outbound",
+    [
+        ("delay=300ms,dir=in", True, False),
+        ("dir=out, delay=0.3", False, True),
+        ("delay=300ms,dir=both", True, True),
+    ],
+)
 def test_parse_direction(text, inbound, outbound):
     """dir=in impairs what the socket receives, dir=out what it sends."""
     imp = Impairment.parse(text, seed=3)
@@ -31,13 +34,16 @@ def test_parse_direction(text, inbound, outbound):
     assert (imp.affects("in"), imp.affects("out")) == (inbound, outbound)
 
 
-@pytest.mark.parametrize("text, names", [
-    ("dir=up", "dir=in, dir=out or dir=both"),
-    ("delay=fast", "'fast' is not a number"),
-    ("wobble=3", "use delay=, jitter=, loss= or dir="),
-    ("loss=150%", "loss within 0-100%"),
-    ("delay=-5ms", "delay and jitter >= 0"),
-])
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("dir=up", "dir=in, dir=out or dir=both"),
+        ("delay=fast", "'fast' is not a number"),
+        ("wobble=3", "use delay=, jitter=, loss= or dir="),
+        ("loss=150%", "loss within 0-100%"),
+        ("delay=-5ms", "delay and jitter >= 0"),
+    ],
+)
 def test_parse_errors_name_the_fault(text, names):
     """A bad impairment says which part is wrong and what would be right."""
     with pytest.raises(ValueError) as err:
@@ -45,8 +51,9 @@ def test_parse_errors_name_the_fault(text, names):
     assert names in str(err.value)
 
 
-async def _path(near: Impairment | None, count: int = 20,
-                wait: float = 5.0) -> tuple[list[float], list[float]]:
+async def _path(
+    near: Impairment | None, count: int = 20, wait: float = 5.0
+) -> tuple[list[float], list[float]]:
     """One-way delays far→near (downlink) and near→far (uplink) over real UDP on loopback.
 
     The near socket carries the shim; each datagram holds its send time, so the receiver

@@ -20,8 +20,7 @@ import pytest
 from tests.support import netns
 from tests.support.netns import Village, village
 
-pytestmark = pytest.mark.skipif(netns.unavailable() is not None,
-                                reason=netns.unavailable() or "")
+pytestmark = pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")
 
 CLIENT = """
 import json, socket, sys
@@ -88,8 +87,9 @@ def test_village_reaches_the_host_through_the_nat():
         got = ask(v, v.host_addr, port)
         assert got["reply"] == "echo: hello from the village"
         assert got["local"] in v.horn_addrs, "the horn sends from its village address"
-        assert [p[0] for p in peers] == [v.router_uplink], \
+        assert [p[0] for p in peers] == [v.router_uplink], (
             f"the controller saw {peers}, not the router's masqueraded address"
+        )
 
 
 def test_host_cannot_connect_to_a_horn():
@@ -111,8 +111,7 @@ def test_host_cannot_connect_to_a_horn():
             # even a host that routes the village subnet to the router is stopped by the NAT
             netns.sh("ip", "route", "replace", v.village_subnet, "via", v.router_uplink)
             try:
-                with pytest.raises(OSError), socket.create_connection((v.horn_addrs[0], port),
-                                                                      1):
+                with pytest.raises(OSError), socket.create_connection((v.horn_addrs[0], port), 1):
                     pass
             finally:
                 netns.sh("ip", "route", "replace", "unreachable", v.village_subnet)

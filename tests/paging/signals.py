@@ -12,9 +12,14 @@ with warnings.catch_warnings():
     import audioop
 
 
-def talk(rate: int, seconds: float, seed: int = 7, level: int = 6000,
-         spurt: tuple[float, float] = (1.2, 2.2), pause: tuple[float, float] = (0.3, 0.6)
-         ) -> tuple[bytes, list[tuple[int, int]]]:
+def talk(
+    rate: int,
+    seconds: float,
+    seed: int = 7,
+    level: int = 6000,
+    spurt: tuple[float, float] = (1.2, 2.2),
+    pause: tuple[float, float] = (0.3, 0.6),
+) -> tuple[bytes, list[tuple[int, int]]]:
     """Noise-like 'speech' in spurts separated by near-silent pauses (room noise at -70 dBFS);
     returns the PCM and the (start, end) sample of each spurt."""
     rng = random.Random(seed)
@@ -46,7 +51,7 @@ def find(recording: bytes, piece: bytes, lo: int = 0, hi: int | None = None) -> 
     """The sample offset in `recording` (searched between lo and hi) where `piece` fits best."""
     hi = len(recording) // 2 if hi is None else min(hi, len(recording) // 2)
     lo = max(0, lo)
-    window = recording[lo * 2:hi * 2 + len(piece)]
+    window = recording[lo * 2 : hi * 2 + len(piece)]
     if len(window) < len(piece):
         return -1
     # findfit divides by the window's energy: digital silence (before the voice) would make it

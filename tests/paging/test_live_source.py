@@ -21,12 +21,17 @@ RATE = 8000
 STEP = RATE // 50 * 2
 
 
-def run(source: LiveSource, pcm: bytes, speed: float, stall: tuple[float, float] | None = None,
-        seconds: float | None = None) -> list[tuple[int, int]]:
+def run(
+    source: LiveSource,
+    pcm: bytes,
+    speed: float,
+    stall: tuple[float, float] | None = None,
+    seconds: float | None = None,
+) -> list[tuple[int, int]]:
     """Push `pcm` frame k at k*20ms/speed (held back during `stall` and then sent at once);
     take every 20 ms. Returns (take index, depth before the take) for every take."""
     asyncio.run(source.prepare(RATE))
-    frames = [pcm[i:i + STEP] for i in range(0, len(pcm), STEP)]
+    frames = [pcm[i : i + STEP] for i in range(0, len(pcm), STEP)]
     total = seconds or len(frames) * 0.02 / speed + 0.5
     depths = []
     k = 0
@@ -86,8 +91,9 @@ def test_the_voice_waits_for_the_prefix_and_early_audio_is_discarded():
     asyncio.run(chime.prepare(RATE))
     chime.push(b"\x01\x00" * (STEP // 2) * 3)
     chime.end()
-    src = LiveSource(RATE, prefix=chime, gate=True, on_open=lambda: opened.append(1),
-                     recorder=played.append)
+    src = LiveSource(
+        RATE, prefix=chime, gate=True, on_open=lambda: opened.append(1), recorder=played.append
+    )
     asyncio.run(src.prepare(RATE))
     src.push(b"\x05\x00" * (STEP // 2))  # before ready: dropped
     assert [src.take() for _ in range(3)] == [b"\x01\x00" * (STEP // 2)] * 3
@@ -116,8 +122,9 @@ def test_a_client_that_goes_quiet_ends_the_page():
 
 
 def tone(level: float, n: int = RATE // 50, freq: float = 440.0) -> bytes:
-    return struct.pack(f"<{n}h", *(int(level * 32767 * math.sin(2 * math.pi * freq * i / RATE))
-                                   for i in range(n)))
+    return struct.pack(
+        f"<{n}h", *(int(level * 32767 * math.sin(2 * math.pi * freq * i / RATE)) for i in range(n))
+    )
 
 
 def test_leveller_raises_a_quiet_voice_and_never_clips_a_loud_one():

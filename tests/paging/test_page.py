@@ -41,16 +41,21 @@ def spurts_heard(rec: bytes, ref: bytes, spurts: list[tuple[int, int]]) -> list[
         if b - a < 4000:
             continue
         mid = (a + b) // 2
-        piece = ref[(mid - 1200) * 2:(mid + 1200) * 2]
-        pos = find(rec, piece, lo=last + mid - a - 4000 if last else 0,
-                   hi=(last + (mid - a) + 12000) if last else None) - (mid - 1200 - a)
+        piece = ref[(mid - 1200) * 2 : (mid + 1200) * 2]
+        pos = find(
+            rec,
+            piece,
+            lo=last + mid - a - 4000 if last else 0,
+            hi=(last + (mid - a) + 12000) if last else None,
+        ) - (mid - 1200 - a)
         last = pos + (b - a)
-        out.append((pos, correlation(rec[pos * 2:(pos + b - a) * 2], ref[a * 2:b * 2])))
+        out.append((pos, correlation(rec[pos * 2 : (pos + b - a) * 2], ref[a * 2 : b * 2])))
     return out
 
 
 async def test_a_page_reaches_exactly_its_speakers_sounds_like_the_voice_and_is_kept(
-        tmp_path, data, record, tag):
+    tmp_path, data, record, tag
+):
     pcm, spurts = talk(16000, 5.0, seed=3)
     async with world(tmp_path, data, record, tag) as w:
         page = w.page("v1-op", ["v1"], rate=16000, codec="pcmu")
@@ -64,8 +69,9 @@ async def test_a_page_reaches_exactly_its_speakers_sounds_like_the_voice_and_is_
         assert ended["state"] == "done" and ended["reason"] == "end"
         kinds = [m["type"] for m in page.messages]
         assert kinds[0] == "accepted" and "ready" in kinds and "speakers" in kinds
-        playing = next(m for m in page.messages if m["type"] == "speakers"
-                       and m["playing"])["playing"]
+        playing = next(m for m in page.messages if m["type"] == "speakers" and m["playing"])[
+            "playing"
+        ]
         assert playing == ["h1-1", "h1-2"]
 
         b = w.ctl.broadcast(bid)
@@ -92,15 +98,19 @@ async def test_a_page_reaches_exactly_its_speakers_sounds_like_the_voice_and_is_
         row = next(r for r in rows if r["action"] == "page_recorded")
         assert row["what"]["clip"] == clip_id and row["broadcast"] == bid
         # and purged once older than the retention; other clips stay
-        other = lib.add(wav_file(tmp_path / "notice.wav", 8000, sweep(8000, 1.0)),
-                        title="notice", tags=["notice"])
+        other = lib.add(
+            wav_file(tmp_path / "notice.wav", 8000, sweep(8000, 1.0)),
+            title="notice",
+            tags=["notice"],
+        )
         assert purge_recordings(lib, 90) == []
         assert purge_recordings(lib, 90, now=time.time() + 91 * 86400) == [clip_id]
         assert [c.id for c in lib.search()] == [other.id]
 
 
 async def test_a_client_whose_clock_runs_fast_keeps_its_delay_for_two_minutes(
-        tmp_path, data, record, tag):
+    tmp_path, data, record, tag
+):
     rate, speed = 8000, 1.001
     pcm, spurts = talk(rate, 120.0, seed=5)
     async with world(tmp_path, data, record, tag, villages=1, horns=2, columns=0) as w:
@@ -118,8 +128,7 @@ async def test_a_client_whose_clock_runs_fast_keeps_its_delay_for_two_minutes(
         # frames dropped (in pauses, or at the cap after a burst) less frames it added (silence
         # in pauses, or gaps when a frame came late). On an idle machine that is ~6 quiet drops;
         # on a loaded one, stalls add gaps and bursts add drops, and the balance still holds.
-        net = (src["quiet_dropped"] + src["frames_dropped"] - src["silence_inserted"]
-               - src["gaps"])
+        net = src["quiet_dropped"] + src["frames_dropped"] - src["silence_inserted"] - src["gaps"]
         assert 4 <= net <= 8, src
         recs = playout_records(record, bid)
         for sid, r in recs.items():
@@ -134,8 +143,10 @@ async def test_a_client_whose_clock_runs_fast_keeps_its_delay_for_two_minutes(
 
             def delay(i: int, r: dict = r, heard: list = heard) -> float:
                 # when spurt i's first sample played, less when the client captured it
-                return (r["first_sample_at"] + heard[i][0] / rate) - (c0 + spurts[i][0] / rate
-                                                                      / speed)
+                return (r["first_sample_at"] + heard[i][0] / rate) - (
+                    c0 + spurts[i][0] / rate / speed
+                )
+
             # the delay at the end is the delay at the start, within two frames (medians of
             # five spurts, so that a transient gap's extra frame before the next pause is moot)
             n = len(heard)
@@ -147,10 +158,25 @@ async def test_a_client_whose_clock_runs_fast_keeps_its_delay_for_two_minutes(
 async def test_a_killed_client_ends_its_page_within_about_a_second(tmp_path, data, record, tag):
     async with world(tmp_path, data, record, tag, villages=1, horns=2, columns=0) as w:
         env = {**os.environ, "BROADCASTER_TOKEN": w.tokens["v1-op"], "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "broadcaster.cli.main", "--controller", w.url, "page",
-               "--to", "v1", "--input", "-"]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env,  # noqa: ASYNC220 - a client to kill
-                                stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        cmd = [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--controller",
+            w.url,
+            "page",
+            "--to",
+            "v1",
+            "--input",
+            "-",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,  # noqa: ASYNC220 - a client to kill
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         pcm, _ = talk(16000, 30.0, seed=9)
         stop = threading.Event()
 
@@ -163,7 +189,7 @@ async def test_a_killed_client_ends_its_page_within_about_a_second(tmp_path, dat
                     if stop.is_set():
                         return
                     time.sleep(max(0.0, t0 + (k // 640 + 1) * 0.02 - time.monotonic()))
-                    proc.stdin.write(pcm[k:k + 640])
+                    proc.stdin.write(pcm[k : k + 640])
                     proc.stdin.flush()
             except (BrokenPipeError, ValueError):
                 pass
@@ -209,7 +235,8 @@ async def test_a_killed_client_ends_its_page_within_about_a_second(tmp_path, dat
 
 
 async def test_an_emergency_cuts_a_page_and_the_client_hears_of_it_at_once(
-        tmp_path, data, record, tag):
+    tmp_path, data, record, tag
+):
     async with world(tmp_path, data, record, tag, villages=1, horns=2, columns=1) as w:
         page = w.page("v1-op", ["v1"], rate=8000)
         acc = await page.open()
@@ -217,11 +244,12 @@ async def test_an_emergency_cuts_a_page_and_the_client_hears_of_it_at_once(
         talking = asyncio.ensure_future(talk_into(page, talk(8000, 20.0)[0], 8000))
         await asyncio.sleep(1.0)
         wav = wav_file(tmp_path / "alarm.wav", 8000, sweep(8000, 1.0)).read_bytes()
-        resp = await w.client.post("/api/broadcasts", params={"to": "sd", "priority": "emergency",
-                                                              "name": "alarm.wav"},
-                                   data=wav, headers={"Authorization":
-                                                      f"Bearer {w.tokens['office']}",
-                                                      "Content-Type": "audio/wav"})
+        resp = await w.client.post(
+            "/api/broadcasts",
+            params={"to": "sd", "priority": "emergency", "name": "alarm.wav"},
+            data=wav,
+            headers={"Authorization": f"Bearer {w.tokens['office']}", "Content-Type": "audio/wav"},
+        )
         assert resp.status == 201, await resp.text()
         emergency = (await resp.json())["id"]
         answered = time.monotonic()
@@ -240,7 +268,8 @@ async def test_an_emergency_cuts_a_page_and_the_client_hears_of_it_at_once(
 
 
 async def test_a_village_operator_cannot_page_outside_the_village_nor_over_the_office(
-        tmp_path, data, record, tag):
+    tmp_path, data, record, tag
+):
     async with world(tmp_path, data, record, tag, villages=2, horns=1, columns=1) as w:
         with pytest.raises(PageError) as refused:
             await w.page("v1-op", ["v2"]).open()
@@ -261,8 +290,10 @@ async def test_a_village_operator_cannot_page_outside_the_village_nor_over_the_o
         await office.end()
         await office.finish()
         assert [b.owner for b in w.ctl.broadcasts.values()] == ["office"]
-        assert not any((record / sid).exists() and any((record / sid).glob("*.wav"))
-                       for sid in ("h2-1", "col-1"))
+        assert not any(
+            (record / sid).exists() and any((record / sid).glob("*.wav"))
+            for sid in ("h2-1", "col-1")
+        )
         # a bad start message is a 4xx naming the field, not a failure of the controller
         with pytest.raises(PageError) as bad:
             await w.page("office", ["v1"], rate=1234).open()

@@ -41,8 +41,15 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, data: Path, record: Path, tag: str, villages: int = 2,
-                horns: int = 2, columns: int = 1):
+async def world(
+    tmp_path: Path,
+    data: Path,
+    record: Path,
+    tag: str,
+    villages: int = 2,
+    horns: int = 2,
+    columns: int = 1,
+):
     """Speakers running in a child process, and a started controller that knows them."""
     path = small_site(tmp_path / "zones.yaml", villages=villages, horns=horns, columns=columns)
     site = zones.load(path)
@@ -62,8 +69,9 @@ async def world(tmp_path: Path, data: Path, record: Path, tag: str, villages: in
         sim.stop()
 
 
-async def talk_into(page: PageClient, pcm: bytes, rate: int, speed: float = 1.0,
-                    clock=None) -> float:
+async def talk_into(
+    page: PageClient, pcm: bytes, rate: int, speed: float = 1.0, clock=None
+) -> float:
     """Send PCM in 20 ms frames as a sound card would deliver them, on a clock running `speed`
     times real time; returns the play-clock instant the first sample was 'captured'."""
     step = rate // 50 * 2
@@ -73,6 +81,6 @@ async def talk_into(page: PageClient, pcm: bytes, rate: int, speed: float = 1.0,
         wait = t0 + (k + 1) * 0.02 / speed - time.monotonic()  # frame k exists once captured
         if wait > 0:
             await asyncio.sleep(wait)
-        if not await page.send(pcm[k * step:(k + 1) * step]):
+        if not await page.send(pcm[k * step : (k + 1) * step]):
             break
     return c0

@@ -1,4 +1,4 @@
-"""Dense tests of the pure cores: RTP/RTCP packets, codecs, playout schedule, clock estimate, auth."""
+"""Dense tests of the pure cores: RTP/RTCP packets, codecs, playout, clock estimate, auth."""
 
 from __future__ import annotations
 
@@ -30,34 +30,44 @@ with warnings.catch_warnings():
 
 def tone(rate: int, seconds: float, freq: float = 440.0, amp: int = 12000) -> bytes:
     n = int(rate * seconds)
-    return struct.pack(f"<{n}h", *(int(amp * math.sin(2 * math.pi * freq * i / rate))
-                                   for i in range(n)))
+    return struct.pack(
+        f"<{n}h", *(int(amp * math.sin(2 * math.pi * freq * i / rate)) for i in range(n))
+    )
 
 
 # --- RTP / RTCP ---------------------------------------------------------------------------------
 
+
 def test_rtp_round_trip_of_captured_bytes():
     # a PCMU packet as a SIP phone sends it: V=2, M=1, PT=0, seq 0x1234, ts 0x0a0b0c0d
-    data = bytes.fromhex("80801234" "0a0b0c0d" "deadbeef") + bytes(range(160))
+    data = bytes.fromhex("808012340a0b0c0ddeadbeef") + bytes(range(160))
     pkt = RtpPacket.parse(data)
-    assert (pkt.payload_type, pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.marker) == \
-        (0, 0x1234, 0x0A0B0C0D, 0xDEADBEEF, True)
+    assert (pkt.payload_type, pkt.sequence, pkt.timestamp, pkt.ssrc, pkt.marker) == (
+        0,
+        0x1234,
+        0x0A0B0C0D,
+        0xDEADBEEF,
+        True,
+    )
     assert bytes(pkt) == data
 
 
 def test_rtp_with_csrc_and_padding():
-    data = bytes.fromhex("a1000001" "00000002" "00000003" "00000004") + b"abc" + bytes([0, 0, 3])
+    data = bytes.fromhex("a1000001000000020000000300000004") + b"abc" + bytes([0, 0, 3])
     pkt = RtpPacket.parse(data)
     assert pkt.csrc == [4] and pkt.payload == b"abc"
 
 
-@pytest.mark.parametrize("data,why", [
-    (b"\x80\x00", "too short"),
-    (bytes.fromhex("40000001000000020000000300"), "version"),
-    (bytes.fromhex("90000001000000020000000300"), "extension"),
-    (bytes.fromhex("82000001000000020000000300"), "CSRC"),
-    (bytes.fromhex("a00000010000000200000003ff"), "padding"),
-])
+@pytest.mark.parametrize(
+    "data,why",
+    [
+        (b"\x80\x00", "too short"),
+        (bytes.fromhex("40000001000000020000000300"), "version"),
+        (bytes.fromhex("90000001000000020000000300"), "extension"),
+        (bytes.fromhex("82000001000000020000000300"), "CSRC"),
+        (bytes.fromhex("a00000010000000200000003ff"), "padding"),
+    ],
+)
 def test_rtp_malformed(data, why):
     with pytest.raises(PacketError, match=why):
         RtpPacket.parse(data)
@@ -76,6 +86,7 @@ def test_rtcp_sr_and_bye_round_trip():
 
 # --- codecs -------------------------------------------------------------------------------------
 
+
 def test_pcmu_matches_reference_and_l16_is_big_endian():
     pcm = tone(8000, 0.02)
     assert PCMU.encode(pcm) == audioop.lin2ulaw(pcm, 2)
@@ -90,6 +101,7 @@ def test_frames_pad_last():
 
 
 # --- playout ------------------------------------------------------------------------------------
+
 
 def _playout(base_time=100.0):
     return Playout("b1", PCMU, ssrc=9, base_ts=1000, base_time=base_time)
@@ -161,6 +173,7 @@ def test_playout_gives_up_when_the_stream_goes_silent():
 
 # --- clock --------------------------------------------------------------------------------------
 
+
 def test_offset_estimator_filters_each_direction():
     est = clk.OffsetEstimator()
     true_offset = 0.75  # controller ahead of the speaker
@@ -215,18 +228,22 @@ def test_signed_request_verifies_once():
     assert e.value.code == "auth_replay"
 
 
-@pytest.mark.parametrize("change,code", [
-    (dict(body=b'{"volume": 100}'), "auth_bad_mac"),
-    (dict(path="/stop"), "auth_bad_mac"),
-    (dict(key=b"z" * 32), "auth_bad_mac"),
-    (dict(now=1100.0), "auth_stale"),
-    (dict(speaker_id="horn-2"), "auth_wrong_speaker"),
-    (dict(header="Bearer x"), "auth_missing"),
-])
+@pytest.mark.parametrize(
+    "change,code",
+    [
+        (dict(body=b'{"volume": 100}'), "auth_bad_mac"),
+        (dict(path="/stop"), "auth_bad_mac"),
+        (dict(key=b"z" * 32), "auth_bad_mac"),
+        (dict(now=1100.0), "auth_stale"),
+        (dict(speaker_id="horn-2"), "auth_wrong_speaker"),
+        (dict(header="Bearer x"), "auth_missing"),
+    ],
+)
 def test_forged_or_stale_requests_are_refused(change, code):
     h = sign_request("horn-1", KEY, "POST", "/play", b"{}", now=1000.0)
-    args = dict(key=KEY, method="POST", path="/play", body=b"{}", header=h, now=1000.0,
-                speaker_id="horn-1")
+    args = dict(
+        key=KEY, method="POST", path="/play", body=b"{}", header=h, now=1000.0, speaker_id="horn-1"
+    )
     args.update(change)
     with pytest.raises(AuthError) as e:
         ReplayGuard().check(**args)

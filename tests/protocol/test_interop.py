@@ -31,14 +31,37 @@ async def receive_with_ffmpeg(tmp_path, codec, pcm, key):
     sdp.write_text(stream_sdp(codec, "127.0.0.1", port, key))
     out = tmp_path / "got.raw"
     proc = subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-nostdin", "-protocol_whitelist", "file,udp,rtp,srtp",
-         "-i", str(sdp), "-f", "s16le", "-acodec", "pcm_s16le", "-ar", str(codec.rate),
-         "-ac", "1", "-y", str(out)], stderr=subprocess.PIPE)
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-nostdin",
+            "-protocol_whitelist",
+            "file,udp,rtp,srtp",
+            "-i",
+            str(sdp),
+            "-f",
+            "s16le",
+            "-acodec",
+            "pcm_s16le",
+            "-ar",
+            str(codec.rate),
+            "-ac",
+            "1",
+            "-y",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+    )
     await asyncio.sleep(1.5)  # let ffmpeg open its sockets
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    sender = RtpSender(codec, lambda d, a: sock.sendto(d, a), key,
-                       [Destination(("127.0.0.1", port), ("127.0.0.1", port + 1))])
+    sender = RtpSender(
+        codec,
+        lambda d, a: sock.sendto(d, a),
+        key,
+        [Destination(("127.0.0.1", port), ("127.0.0.1", port + 1))],
+    )
     source = PcmSource(pcm, codec.rate)
     await source.prepare(codec.rate)
     base = time.time() + 0.1
@@ -54,8 +77,9 @@ async def receive_with_ffmpeg(tmp_path, codec, pcm, key):
 
 def tone(rate, seconds):
     n = int(rate * seconds)
-    return struct.pack(f"<{n}h", *(int(8000 * math.sin(2 * math.pi * 523 * i / rate))
-                                   for i in range(n)))
+    return struct.pack(
+        f"<{n}h", *(int(8000 * math.sin(2 * math.pi * 523 * i / rate)) for i in range(n))
+    )
 
 
 async def test_ffmpeg_decodes_our_srtp_pcmu_stream(tmp_path):

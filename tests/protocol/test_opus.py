@@ -44,7 +44,7 @@ def speech(tmp_path_factory) -> bytes:
 
 def frames(pcm: bytes) -> list[bytes]:
     """Split PCM into 20 ms frames."""
-    return [pcm[i:i + FRAME] for i in range(0, len(pcm), FRAME)]
+    return [pcm[i : i + FRAME] for i in range(0, len(pcm), FRAME)]
 
 
 def dot(a: bytes, b: bytes) -> float:
@@ -59,8 +59,8 @@ def dot(a: bytes, b: bytes) -> float:
 def ncc(source: bytes, decoded: bytes, lag: int) -> float:
     """Normalized cross-correlation of the source with the output `lag` samples later."""
     n = len(source) // 2 - 2 * RATE  # leave room for any lag we try
-    x = source[RATE: RATE + n]  # skip the first half second: the codec's start-up
-    y = decoded[RATE + 2 * lag: RATE + 2 * lag + n]
+    x = source[RATE : RATE + n]  # skip the first half second: the codec's start-up
+    y = decoded[RATE + 2 * lag : RATE + 2 * lag + n]
     return dot(x, y) / math.sqrt(dot(x, x) * dot(y, y) or 1)
 
 
@@ -75,8 +75,9 @@ def encode_all(pcm: bytes, **kw) -> tuple[list[bytes], int]:
     return [enc.encode(f) for f in frames(pcm)], enc.delay
 
 
-def decode_all(packets: list[bytes], backend: str, lost: set[int] = frozenset(),
-               repair: str = "conceal") -> bytes:
+def decode_all(
+    packets: list[bytes], backend: str, lost: set[int] = frozenset(), repair: str = "conceal"
+) -> bytes:
     """Decode a stream in which `lost` frames never arrived: concealed, FEC'd or silent."""
     dec = OpusDecoder(RATE, backend=backend)
     out = []
@@ -111,9 +112,10 @@ def test_speech_survives_the_codec(speech, backend):
 
 def test_bytes_per_frame_at_24_kbit():
     """At 24 kbit/s a 20 ms frame is ~60 bytes: exactly with CBR, on average with VBR."""
-    tone = b"".join(int(8000 * math.sin(2 * math.pi * 300 * i / RATE)).to_bytes(2, "little",
-                                                                                signed=True)
-                    for i in range(RATE * 2))
+    tone = b"".join(
+        int(8000 * math.sin(2 * math.pi * 300 * i / RATE)).to_bytes(2, "little", signed=True)
+        for i in range(RATE * 2)
+    )
     cbr, _ = encode_all(tone, vbr="off")
     assert {len(p) for p in cbr[5:]} == {60}
 

@@ -35,11 +35,12 @@ def stream(pcm: bytes, codec=OPUS) -> tuple[RtpSender, list[RtpPacket], list[Sen
     s.start(1000.0, 999.0)
     step = codec.pcm_frame_bytes
     for n in range(len(pcm) // step):
-        s.frame(n, pcm[n * step:(n + 1) * step], 999.0 + n * 0.02)
+        s.frame(n, pcm[n * step : (n + 1) * step], 999.0 + n * 0.02)
     s.end(len(pcm) // step, 1010.0)
     pkts = [RtpPacket.parse(d) for d, a in wire if a == DEST.rtp]
-    srs = [p for d, a in wire if a == DEST.rtcp for p in parse_rtcp(d)
-           if isinstance(p, SenderReport)]
+    srs = [
+        p for d, a in wire if a == DEST.rtcp for p in parse_rtcp(d) if isinstance(p, SenderReport)
+    ]
     return s, pkts, srs
 
 
@@ -52,8 +53,9 @@ def test_sender_steps_timestamps_by_960_and_counts_octets(speech):  # noqa: F811
     assert 30 <= s.octets / 50 <= 75  # 24 kbit/s is 60 bytes per 20 ms
     assert (srs[-1].rtp_timestamp - s.base_ts) & 0xFFFFFFFF == 960 * 50  # the end, in 48 kHz
     _, pcmu, _ = stream(pcm[: 10 * 320], PCMU)  # PCMU: still 160 per frame
-    assert [(p.timestamp - pcmu[0].timestamp) & 0xFFFFFFFF for p in pcmu] == \
-        [160 * n for n in range(10)]
+    assert [(p.timestamp - pcmu[0].timestamp) & 0xFFFFFFFF for p in pcmu] == [
+        160 * n for n in range(10)
+    ]
 
 
 def play(codec, pkts, srs, base_ts, ssrc, lost: set[int]) -> tuple[Playout, bytes]:

@@ -26,8 +26,9 @@ class World:
 
     def __init__(self, base: Path, villages: int = 2, horns: int = 2, columns: int = 1) -> None:
         self.base = base
-        self.zones = small_site(base / "zones.yaml", villages=villages, horns=horns,
-                                columns=columns)
+        self.zones = small_site(
+            base / "zones.yaml", villages=villages, horns=horns, columns=columns
+        )
         self.site = zones.load(self.zones)
         self.keys_dir = base / "keys"
         self.record = base / "rec"
@@ -54,11 +55,13 @@ class World:
 
 
 @asynccontextmanager
-async def running(world: World, data: Path, *, accounts: bool = False, playout_delay=0.2,
-                  **sched_kw):
+async def running(
+    world: World, data: Path, *, accounts: bool = False, playout_delay=0.2, **sched_kw
+):
     """A started controller with its services and scheduler, its speakers online."""
-    ctl = Controller(world.site, ControllerConfig(data, site_tag=world.tag,
-                                                  playout_delay=playout_delay))
+    ctl = Controller(
+        world.site, ControllerConfig(data, site_tag=world.tag, playout_delay=playout_delay)
+    )
     services = Services.for_controller(ctl, accounts=accounts)
     services.start()
     await ctl.start()
@@ -88,8 +91,10 @@ def add_clip(services: Services, tmp: Path, seconds: float = 0.6, title: str = "
 def site_time(t: float) -> str:
     """A Unix time as the site-time text the API takes (Asia/Shanghai)."""
     import datetime as dt
+
     return dt.datetime.fromtimestamp(t, dt.timezone(dt.timedelta(hours=8))).strftime(
-        "%Y-%m-%d %H:%M:%S")
+        "%Y-%m-%d %H:%M:%S"
+    )
 
 
 async def create(services: Services, who: Principal, **raw) -> dict:
@@ -97,8 +102,9 @@ async def create(services: Services, who: Principal, **raw) -> dict:
     return await call("schedules/create", who, services, raw)
 
 
-async def settled(sched: Scheduler, sid: str, timeout: float = 30.0,
-                  states: tuple = ("fired",)) -> list[dict]:
+async def settled(
+    sched: Scheduler, sid: str, timeout: float = 30.0, states: tuple = ("fired",)
+) -> list[dict]:
     """Wait until a schedule has an occurrence whose state is not in `states`."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -22,16 +22,25 @@ FRAME = frame_bytes(8000)
 
 def wav_header(rate: int, bits: int = 16, channels: int = 1) -> bytes:
     """A streaming WAV header (sizes 0xFFFFFFFF, as sox writes to a pipe)."""
-    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * bits // 8,
-                      channels * bits // 8, bits)
-    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", 16)
-            + fmt + b"data" + struct.pack("<I", 0xFFFFFFFF))
+    fmt = struct.pack(
+        "<HHIIHH", 1, channels, rate, rate * channels * bits // 8, channels * bits // 8, bits
+    )
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
 
 
 def test_wav_stream_parser_takes_a_streaming_header_then_pcm():
     p = WavStreamParser()
     data = wav_header(16000) + bytes(range(10))
-    out = b"".join(p.feed(data[i:i + 7]) for i in range(0, len(data), 7))
+    out = b"".join(p.feed(data[i : i + 7]) for i in range(0, len(data), 7))
     assert p.rate == 16000 and out == bytes(range(10))
     with pytest.raises(AudioInputError) as err:
         WavStreamParser().feed(wav_header(16000, channels=2))
@@ -48,8 +57,9 @@ async def test_pcm_source_pads_to_whole_frames_and_ends():
         await PcmSource(b"\0\0", 8000).prepare(16000)
 
 
-async def test_a_stalled_live_broadcast_stops_at_once_and_its_delay_never_grew(tmp_path, data,
-                                                                             record, tag):
+async def test_a_stalled_live_broadcast_stops_at_once_and_its_delay_never_grew(
+    tmp_path, data, record, tag
+):
     path = small_site(tmp_path / "z.yaml", villages=1, horns=2, columns=1)
     site = zones.load(path)
     sim = SimProcess(path, data, record, tag, only=["h1-1", "h1-2"]).start()
@@ -60,10 +70,10 @@ async def test_a_stalled_live_broadcast_stops_at_once_and_its_delay_never_grew(t
             b = await ctl.play(live, ["v1"], priority="live")
             pcm = sweep(8000, 1.0)
             for i in range(0, len(pcm), FRAME):  # one second in real time
-                live.push(pcm[i:i + FRAME])
+                live.push(pcm[i : i + FRAME])
                 await asyncio.sleep(0.02)
             await asyncio.sleep(1.0)  # the feed stalls: gaps, not a wait
-            live.push(pcm[:FRAME * 50])  # a burst: only a backlog's worth survives
+            live.push(pcm[: FRAME * 50])  # a burst: only a backlog's worth survives
             asked = time.monotonic()
             await ctl.stop(b.id)
             done = await wait_done(ctl, b.id, timeout=10)

@@ -35,11 +35,19 @@ REPO = Path(__file__).resolve().parents[2]
 SPEAKERS = [f"spk-{i:03d}" for i in range(113)]
 
 
-def make_broadcast(bid: str, created_at: float, speakers: list[str] = SPEAKERS,
-                   owner: str = "system") -> Broadcast:
+def make_broadcast(
+    bid: str, created_at: float, speakers: list[str] = SPEAKERS, owner: str = "system"
+) -> Broadcast:
     """A broadcast to `speakers`, every one pending."""
-    b = Broadcast(bid, list(speakers), {"kind": "file", "name": "chime.wav"}, "pcmu", owner=owner,
-                  created_at=created_at, requested_at=created_at)
+    b = Broadcast(
+        bid,
+        list(speakers),
+        {"kind": "file", "name": "chime.wav"},
+        "pcmu",
+        owner=owner,
+        created_at=created_at,
+        requested_at=created_at,
+    )
     b.results = {s: SpeakerResult(s) for s in speakers}
     return b
 
@@ -77,6 +85,7 @@ def hist(store, faults) -> Iterator[History]:
 
 # ---- pure helpers -----------------------------------------------------------------------------
 
+
 def test_broadcast_rows_round_trip():
     b = make_broadcast("b1", 100.0)
     b.results["spk-001"].state = "played"
@@ -91,9 +100,18 @@ def test_broadcast_rows_round_trip():
 
 
 def test_broadcast_rows_tolerate_odd_values():
-    row, speakers = broadcast_rows({"id": 7, "created_at": "soon", "started_at": True,
-                                    "speakers": [{"speaker": "a", "state": "pending"}, "junk",
-                                                 {"speaker": "a", "state": "played"}]})
+    row, speakers = broadcast_rows(
+        {
+            "id": 7,
+            "created_at": "soon",
+            "started_at": True,
+            "speakers": [
+                {"speaker": "a", "state": "pending"},
+                "junk",
+                {"speaker": "a", "state": "played"},
+            ],
+        }
+    )
     assert row["id"] == "7" and row["created_at"] is None and row["started_at"] is None
     assert [(s["speaker"], s["state"]) for s in speakers] == [("a", "played")]
 
@@ -101,8 +119,12 @@ def test_broadcast_rows_tolerate_odd_values():
 def test_event_rows_round_trip():
     ev = EventBus(clock=lambda: 5.0).publish("online", speaker="spk-001", broadcast="b1")
     row = event_row(ev.to_dict())
-    assert (row["at"], row["kind"], row["speaker"], row["broadcast"]) == (5.0, "online",
-                                                                          "spk-001", "b1")
+    assert (row["at"], row["kind"], row["speaker"], row["broadcast"]) == (
+        5.0,
+        "online",
+        "spk-001",
+        "b1",
+    )
     assert event_from_row({"seq": 42, "json": row["json"]}) == {**ev.to_dict(), "seq": 42}
 
 
@@ -114,15 +136,21 @@ def test_interrupted_marks_only_live_speakers():
     b.results["d"].state = "failed"
     d = interrupted(b.to_dict())
     assert d["state"] == "interrupted" and d["ended_at"] is None and d["error"] == INTERRUPTED_ERROR
-    assert [s["state"] for s in d["speakers"]] == ["played", "interrupted", "interrupted",
-                                                   "failed"]
+    assert [s["state"] for s in d["speakers"]] == ["played", "interrupted", "interrupted", "failed"]
     assert d["summary"]["interrupted"] == 2 and "pending" not in d["summary"]
 
 
 def test_interrupted_recounts_a_per_state_summary():
-    d = {"id": "x", "state": "playing", "summary": {"speakers": 3, "playing": 2, "played": 1},
-         "speakers": [{"speaker": "a", "state": "playing"}, {"speaker": "b", "state": "playing"},
-                      {"speaker": "c", "state": "played"}]}
+    d = {
+        "id": "x",
+        "state": "playing",
+        "summary": {"speakers": 3, "playing": 2, "played": 1},
+        "speakers": [
+            {"speaker": "a", "state": "playing"},
+            {"speaker": "b", "state": "playing"},
+            {"speaker": "c", "state": "played"},
+        ],
+    }
     assert interrupted(d)["summary"] == {"speakers": 3, "played": 1, "interrupted": 2}
     assert d["summary"]["playing"] == 2  # the input is left as it was
 
@@ -152,6 +180,7 @@ def test_pending_is_bounded_dropping_oldest_events_first():
 
 
 # ---- writing and reading ----------------------------------------------------------------------
+
 
 def test_broadcast_of_113_speakers_progresses_and_survives_reopening(store, hist):
     b = make_broadcast("20240101-000000-aaaaaa", 1000.0)
@@ -203,14 +232,13 @@ def test_ten_thousand_events_all_land_in_order(hist):
     evs = hist.events(limit=20_000, since_seq=0)
     assert [e["i"] for e in evs] == list(range(10_000))
     assert [e["seq"] for e in evs] == list(range(1, 10_001))
-    assert hist.health() == {"ok": True, "error": None, "since": None, "pending": 0,
-                             "dropped": 0}
+    assert hist.health() == {"ok": True, "error": None, "since": None, "pending": 0, "dropped": 0}
 
 
 def test_broadcasts_filter_by_speakers_owner_and_page(hist):
     made = []
     for i in range(25):
-        targets = SPEAKERS[(i % 5) * 20:(i % 5) * 20 + 20]  # five disjoint villages
+        targets = SPEAKERS[(i % 5) * 20 : (i % 5) * 20 + 20]  # five disjoint villages
         b = make_broadcast(f"b{i:02d}", 1000.0 + i // 2, targets, owner=f"op{i % 2}")
         made.append(b)
         hist.save_broadcast(b.to_dict())
@@ -228,7 +256,8 @@ def test_broadcasts_filter_by_speakers_owner_and_page(hist):
     assert hist.broadcasts(limit=1)[0] == newest_first[0].to_dict()
     village = {SPEAKERS[45], "not-a-speaker"}  # in the third village (i % 5 == 2)
     assert [d["id"] for d in hist.broadcasts(speaker_ids=village)] == [
-        b.id for b in newest_first if b.id in {"b02", "b07", "b12", "b17", "b22"}]
+        b.id for b in newest_first if b.id in {"b02", "b07", "b12", "b17", "b22"}
+    ]
     assert hist.broadcasts(speaker_ids=set()) == []
     assert {d["owner"] for d in hist.broadcasts(owner="op1")} == {"op1"}
     assert len(hist.broadcasts(owner="op1", speaker_ids=village)) == 2  # b07, b17
@@ -242,10 +271,10 @@ def test_events_since_seq_kinds_and_speakers(hist):
     hist.save_broadcast(make_broadcast("b1", 1.0, ["a", "b"]).to_dict())
     bus = EventBus(clock=lambda: 7.0)
     bus.subscribe(lambda ev: hist.save_event(ev.to_dict()))
-    bus.publish("online", speaker="a")            # 1
-    bus.publish("online", speaker="c")            # 2
+    bus.publish("online", speaker="a")  # 1
+    bus.publish("online", speaker="c")  # 2
     bus.publish("broadcast_started", broadcast="b1", speakers=2)  # 3
-    bus.publish("storage_fault", message="x")     # 4
+    bus.publish("storage_fault", message="x")  # 4
     bus.publish("offline", speaker="b", reason="timeout")  # 5
     assert hist.flush(5)
     assert [e["seq"] for e in hist.events()] == [1, 2, 3, 4, 5]
@@ -253,15 +282,24 @@ def test_events_since_seq_kinds_and_speakers(hist):
     assert [e["seq"] for e in hist.events(limit=2, since_seq=1)] == [2, 3]
     assert hist.events(since_seq=5) == []
     assert [e["kind"] for e in hist.events(kinds={"online", "offline"})] == [
-        "online", "online", "offline"]
+        "online",
+        "online",
+        "offline",
+    ]
     assert [e["seq"] for e in hist.events(speaker_ids={"a"})] == [1, 3]
     assert [e["seq"] for e in hist.events(speaker_ids={"b"}, since_seq=3)] == [5]
     assert hist.events(speaker_ids={"zzz"}) == []
-    assert hist.events()[4] == {"seq": 5, "at": 7.0, "kind": "offline", "speaker": "b",
-                                "reason": "timeout"}
+    assert hist.events()[4] == {
+        "seq": 5,
+        "at": 7.0,
+        "kind": "offline",
+        "speaker": "b",
+        "reason": "timeout",
+    }
 
 
 # ---- faults -----------------------------------------------------------------------------------
+
 
 def _pragma(store: Store, sql: str) -> None:
     store.run(lambda db: db.conn.execute(sql))
@@ -286,8 +324,7 @@ def test_full_disk_is_reported_and_writes_land_when_room_returns(store, hist, fa
     assert hist.broadcast("during") is None
     _pragma(store, "PRAGMA max_page_count = 1073741823")
     assert hist.flush(5)
-    assert hist.health() == {"ok": True, "error": None, "since": None, "pending": 0,
-                             "dropped": 0}
+    assert hist.health() == {"ok": True, "error": None, "since": None, "pending": 0, "dropped": 0}
     assert len(faults) == 2 and "again" in faults[1]
     assert hist.broadcast("during") == b.to_dict()
     assert [e["i"] for e in hist.events(limit=1000)] == list(range(50)) * 3
@@ -445,8 +482,14 @@ CHILD = textwrap.dedent("""
 
 def test_kill_9_mid_broadcast_leaves_a_truthful_history(tmp_path):
     db = tmp_path / "data" / "broadcaster.sqlite3"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(db)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(db)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     told = json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -455,8 +498,14 @@ def test_kill_9_mid_broadcast_leaves_a_truthful_history(tmp_path):
     assert sorted(h.mark_interrupted(now=500.0)) == sorted(told["live"])
     assert h.mark_interrupted(now=501.0) == []  # already marked
     listed = h.broadcasts()
-    assert [d["id"] for d in listed] == ["live-starting", "live-1", "live-0",
-                                         "done-2", "done-1", "done-0"]
+    assert [d["id"] for d in listed] == [
+        "live-starting",
+        "live-1",
+        "live-0",
+        "done-2",
+        "done-1",
+        "done-0",
+    ]
     for d in told["done"]:
         assert h.broadcast(d["id"]) == d
     for bid in ("live-0", "live-1"):
@@ -464,14 +513,24 @@ def test_kill_9_mid_broadcast_leaves_a_truthful_history(tmp_path):
         assert d["state"] == "interrupted" and d["ended_at"] is None
         assert d["error"] == INTERRUPTED_ERROR and d["started_at"] is not None
         states = [s["state"] for s in d["speakers"]]
-        assert states == ["played"] * 40 + ["interrupted"] * 40 + ["unreachable"] + [
-            "interrupted"] * 32
+        assert (
+            states
+            == ["played"] * 40 + ["interrupted"] * 40 + ["unreachable"] + ["interrupted"] * 32
+        )
         assert [s["packets"] for s in d["speakers"][:40]] == [10] * 40
     assert {s["state"] for s in h.broadcast("live-starting")["speakers"]} == {"interrupted"}
-    rows = store.run(lambda db: list(db.query(
-        "SELECT state, count(*) AS n FROM broadcast_speakers GROUP BY state ORDER BY state")))
-    assert {r["state"]: r["n"] for r in rows} == {"interrupted": 113 + 72 * 2,
-                                                  "played": 3 * 113 + 80, "unreachable": 2}
+    rows = store.run(
+        lambda db: list(
+            db.query(
+                "SELECT state, count(*) AS n FROM broadcast_speakers GROUP BY state ORDER BY state"
+            )
+        )
+    )
+    assert {r["state"]: r["n"] for r in rows} == {
+        "interrupted": 113 + 72 * 2,
+        "played": 3 * 113 + 80,
+        "unreachable": 2,
+    }
     evs = h.events(limit=10_000, since_seq=0)  # whatever landed is a prefix, with no holes
     assert [e["i"] for e in evs] == list(range(len(evs)))
     store.close()

@@ -36,7 +36,7 @@ import time
 def flip_bit(data: bytes, rng: random.Random) -> bytes:
     """The datagram with one bit flipped at a random position (header, payload or tag)."""
     pos = rng.randrange(len(data))
-    return data[:pos] + bytes([data[pos] ^ (1 << rng.randrange(8))]) + data[pos + 1:]
+    return data[:pos] + bytes([data[pos] ^ (1 << rng.randrange(8))]) + data[pos + 1 :]
 
 
 def rtp_packet(pt: int, seq: int, ts: int, ssrc: int, payload: bytes) -> bytes:
@@ -51,8 +51,9 @@ def rtcp_sr_bye(ssrc: int) -> bytes:
     return sr + bye
 
 
-def forged_authorization(speaker_id: str, method: str, path: str, body: bytes,
-                         ts_offset: float) -> str:
+def forged_authorization(
+    speaker_id: str, method: str, path: str, body: bytes, ts_offset: float
+) -> str:
     """A header in the right format, signed with a key the attacker invented."""
     key = os.urandom(32)
     ts = f"{time.time() + ts_offset:.3f}"
@@ -69,8 +70,9 @@ def send_http(step: dict) -> dict:
     auth = step.get("authorization")
     if step.get("forge"):
         f = step["forge"]
-        auth = forged_authorization(f["id"], step["method"], step["path"], body,
-                                    f.get("ts_offset", 0.0))
+        auth = forged_authorization(
+            f["id"], step["method"], step["path"], body, f.get("ts_offset", 0.0)
+        )
     if auth:
         headers["Authorization"] = auth
     conn = http.client.HTTPConnection(step["host"], step["port"], timeout=5)
@@ -84,8 +86,12 @@ def send_http(step: dict) -> dict:
         answer = json.loads(raw)
     except ValueError:
         answer = {"raw": raw.decode(errors="replace")}
-    return {"name": step.get("name"), "status": resp.status, "answer": answer,
-            "mac_header": resp.getheader("X-BC-MAC")}
+    return {
+        "name": step.get("name"),
+        "status": resp.status,
+        "answer": answer,
+        "mac_header": resp.getheader("X-BC-MAC"),
+    }
 
 
 def main() -> int:
@@ -110,8 +116,9 @@ def main() -> int:
             to = tuple(step["to"])
             for i in range(step["count"]):
                 payload = bytes(rng.randrange(256) for _ in range(160))
-                pkt = rtp_packet(step.get("pt", 0), step["seq"] + i, step["ts"] + 160 * i,
-                                 step["ssrc"], payload)
+                pkt = rtp_packet(
+                    step.get("pt", 0), step["seq"] + i, step["ts"] + 160 * i, step["ssrc"], payload
+                )
                 if i % 2:
                     pkt += os.urandom(10)  # looks like SRTP with an auth tag; it is not
                 sock.sendto(pkt, to)

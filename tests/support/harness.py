@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_zones(path: Path, *, multicast: bool = False) -> Path:
-    """Write the standard 113-speaker site (scripts/make_zones), with or without multicast groups."""
+    """Write the standard 113-speaker site (scripts/make_zones), with or without multicast."""
     cmd = [sys.executable, str(ROOT / "scripts" / "make_zones"), "-o", str(path)]
     if not multicast:
         cmd.append("--no-multicast")
@@ -43,13 +43,36 @@ def site_tag() -> str:
 class SimProcess:
     """`broadcaster speaker --simulate` in a child process."""
 
-    def __init__(self, zones: Path, data: Path, record: Path | None, tag: str, *,
-                 only: list[str] | None = None, impair: str | None = None,
-                 clock_skew: float = 0.0, seed: int = 1, mdns: bool = True) -> None:
+    def __init__(
+        self,
+        zones: Path,
+        data: Path,
+        record: Path | None,
+        tag: str,
+        *,
+        only: list[str] | None = None,
+        impair: str | None = None,
+        clock_skew: float = 0.0,
+        seed: int = 1,
+        mdns: bool = True,
+    ) -> None:
         self.ready = data / f"sim-{secrets.token_hex(3)}.json"
-        self.cmd = [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), "speaker",
-                    "--simulate", str(zones), "--site-tag", tag, "--ready-file", str(self.ready),
-                    "--seed", str(seed)]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "broadcaster.cli.main",
+            "--data",
+            str(data),
+            "speaker",
+            "--simulate",
+            str(zones),
+            "--site-tag",
+            tag,
+            "--ready-file",
+            str(self.ready),
+            "--seed",
+            str(seed),
+        ]
         if record:
             self.cmd += ["--record", str(record)]
         if only:
@@ -63,10 +86,15 @@ class SimProcess:
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
 
-    def start(self, timeout: float = 60) -> "SimProcess":
+    def start(self, timeout: float = 60) -> SimProcess:
         """Start and wait until every speaker is listening and advertised."""
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         end = time.monotonic() + timeout
         while not self.ready.exists():
             if self.proc.poll() is not None:
@@ -103,8 +131,14 @@ class SimProcess:
 
 
 @asynccontextmanager
-async def controller(site: Site, data: Path, tag: str, max_upload: int | None = None,
-                     accounts: bool = False, **config):
+async def controller(
+    site: Site,
+    data: Path,
+    tag: str,
+    max_upload: int | None = None,
+    accounts: bool = False,
+    **config,
+):
     """A started Controller and an HTTP test client on its API (real server on port 0).
 
     accounts=False runs it open (every request acts as the system), for tests of other parts;
@@ -135,8 +169,9 @@ async def wait_for(pred, timeout: float) -> float:
     return time.monotonic() - t0
 
 
-async def wait_online(ctl: Controller, count: int, timeout: float = 30.0,
-                      synced: bool = True) -> float:
+async def wait_online(
+    ctl: Controller, count: int, timeout: float = 30.0, synced: bool = True
+) -> float:
     """Wait until `count` assigned speakers are online (and, by default, have synced their
     clocks and seen a second status poll since: on a busy machine the first exchanges carry
     long round trips); returns the seconds it took."""
@@ -150,8 +185,9 @@ async def wait_online(ctl: Controller, count: int, timeout: float = 30.0,
 
     while ready() < count:
         if time.monotonic() - t0 > timeout:
-            raise TimeoutError(f"only {ready()}/{count} speakers online"
-                               + (" and clock-synced" if synced else ""))
+            raise TimeoutError(
+                f"only {ready()}/{count} speakers online" + (" and clock-synced" if synced else "")
+            )
         await asyncio.sleep(0.05)
     if synced:
         await asyncio.sleep(ctl.config.poll_interval)  # more exchanges: shorter round trips

@@ -66,8 +66,9 @@ def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.Comp
     cmd = ([tool("ip") or "ip", "netns", "exec", ns] if ns else []) + list(args)
     if not ns:
         cmd[0] = tool(cmd[0]) or cmd[0]
-    out = subprocess.run(cmd, check=False, capture_output=True, text=True,
-                         env={**os.environ, "PATH": _PATH})
+    out = subprocess.run(
+        cmd, check=False, capture_output=True, text=True, env={**os.environ, "PATH": _PATH}
+    )
     if check and out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
     return out
@@ -100,7 +101,9 @@ def clean_stale() -> None:
             live_nets.add(parts[3].split(".")[2])
         else:
             sh("ip", "link", "del", parts[1].split("@")[0], check=False)
-    for line in sh("ip", "-4", "route", "show", "type", "unreachable", check=False).stdout.splitlines():
+    for line in sh(
+        "ip", "-4", "route", "show", "type", "unreachable", check=False
+    ).stdout.splitlines():
         m = re.search(r"10\.233\.(\d+)\.32/27", line)
         if m and m.group(1) not in live_nets:
             sh("ip", "route", "del", "unreachable", f"10.233.{m.group(1)}.32/27", check=False)
@@ -116,8 +119,10 @@ def _delete_ns(name: str) -> None:
 
 def _pick_subnet() -> int:
     """A third octet of 10.233.X.0/24 that no address or route on the host uses yet."""
-    used = sh("ip", "-4", "addr", "show", check=False).stdout + \
-        sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
+    used = (
+        sh("ip", "-4", "addr", "show", check=False).stdout
+        + sh("ip", "-4", "route", "show", "table", "all", check=False).stdout
+    )
     taken = {int(x) for x in re.findall(r"10\.233\.(\d+)\.", used)}
     free = [x for x in range(256) if x not in taken]
     if not free:
@@ -158,8 +163,9 @@ class Village:
         self.procs.append(proc)
         return proc
 
-    def socket(self, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM,
-               ns: str | None = None) -> socket.socket:
+    def socket(
+        self, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM, ns: str | None = None
+    ) -> socket.socket:
         """A socket created inside the village namespace (it stays there), for in-process peers."""
         box: list[socket.socket | OSError] = []
         target = ns or self.village_ns
@@ -201,35 +207,52 @@ def village(horns: int = 3) -> Iterator[Village]:
     prefix = f"bn{os.getpid():x}x{next(_COUNTER):x}"
     x = _pick_subnet()
     net = f"10.233.{x}"
-    v = Village(prefix=prefix, host_addr=f"{net}.1", router_uplink=f"{net}.2",
-                router_lan=f"{net}.33", horn_addrs=[f"{net}.{34 + i}" for i in range(horns)],
-                village_subnet=f"{net}.32/27", router_ns=f"{prefix}-rtr",
-                village_ns=f"{prefix}-vil", uplink=f"{prefix}u", host_if=f"{prefix}h")
+    v = Village(
+        prefix=prefix,
+        host_addr=f"{net}.1",
+        router_uplink=f"{net}.2",
+        router_lan=f"{net}.33",
+        horn_addrs=[f"{net}.{34 + i}" for i in range(horns)],
+        village_subnet=f"{net}.32/27",
+        router_ns=f"{prefix}-rtr",
+        village_ns=f"{prefix}-vil",
+        uplink=f"{prefix}u",
+        host_if=f"{prefix}h",
+    )
     assert len(v.host_if) <= 15, "interface names are at most 15 characters"
     rtr, vil, down, lan = v.router_ns, v.village_ns, f"{prefix}d", f"{prefix}v"
     try:
         sh("ip", "netns", "add", rtr)
         sh("ip", "netns", "add", vil)
         # host <-> router uplink
-        sh("ip", "link", "add", v.host_if, "type", "veth", "peer", "name", v.uplink,
-           "netns", rtr)
+        sh("ip", "link", "add", v.host_if, "type", "veth", "peer", "name", v.uplink, "netns", rtr)
         sh("ip", "addr", "add", f"{v.host_addr}/30", "dev", v.host_if)
         sh("ip", "link", "set", v.host_if, "up")
         sh("ip", "route", "add", "unreachable", v.village_subnet)
         # router <-> village
-        sh("ip", "-n", rtr, "link", "add", down, "type", "veth", "peer", "name", lan,
-           "netns", vil)
+        sh("ip", "-n", rtr, "link", "add", down, "type", "veth", "peer", "name", lan, "netns", vil)
         sh("ip", "-n", rtr, "addr", "add", f"{v.router_uplink}/30", "dev", v.uplink)
         sh("ip", "-n", rtr, "addr", "add", f"{v.router_lan}/27", "dev", down)
         for dev in ("lo", v.uplink, down):
             sh("ip", "-n", rtr, "link", "set", dev, "up")
         sh("ip", "-n", rtr, "route", "add", "default", "via", v.host_addr)
         sh("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward", ns=rtr)
-        sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", v.uplink, "-j", "MASQUERADE",
-           ns=rtr)
+        sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", v.uplink, "-j", "MASQUERADE", ns=rtr)
         # like any village router: replies come back in, nothing new does
-        sh("iptables", "-A", "FORWARD", "-i", v.uplink, "-m", "conntrack", "--ctstate",
-           "ESTABLISHED,RELATED", "-j", "ACCEPT", ns=rtr)
+        sh(
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-i",
+            v.uplink,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+            ns=rtr,
+        )
         sh("iptables", "-A", "FORWARD", "-i", v.uplink, "-j", "DROP", ns=rtr)
         for addr in v.horn_addrs:
             sh("ip", "-n", vil, "addr", "add", f"{addr}/27", "dev", lan)

@@ -6,8 +6,15 @@ import random
 from pathlib import Path
 
 
-def small_site(path: Path, *, villages: int = 2, horns: int = 3, columns: int = 2,
-               village_multicast: bool = False, static: dict[str, str] | None = None) -> Path:
+def small_site(
+    path: Path,
+    *,
+    villages: int = 2,
+    horns: int = 3,
+    columns: int = 2,
+    village_multicast: bool = False,
+    static: dict[str, str] | None = None,
+) -> Path:
     """Write a zones.yaml with one area; random multicast groups keep concurrent runs apart."""
     rng = random.Random()
     static = static or {}
@@ -16,8 +23,12 @@ def small_site(path: Path, *, villages: int = 2, horns: int = 3, columns: int = 
         addr = f', address: "{static[sid]}"' if sid in static else ""
         return f"      - {{id: {sid}, kind: {kind}{addr}}}\n"
 
-    out = ["site:\n  id: sd\n  name: 测试街道\n  seat:\n    id: seat\n    name: 驻地\n    speakers:\n"]
-    out += [spk(f"col-{i}", "column").replace("      -", "      -", 1) for i in range(1, columns + 1)]
+    out = [
+        "site:\n  id: sd\n  name: 测试街道\n  seat:\n    id: seat\n    name: 驻地\n    speakers:\n"
+    ]
+    out += [
+        spk(f"col-{i}", "column").replace("      -", "      -", 1) for i in range(1, columns + 1)
+    ]
     out.append("  areas:\n    - id: a1\n      name: 一管区\n      villages:\n")
     for v in range(1, villages + 1):
         out.append(f"        - id: v{v}\n          name: 村{v}\n")

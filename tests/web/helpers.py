@@ -19,8 +19,9 @@ def accounts_of(client: TestClient) -> Accounts:
     return acc
 
 
-def make_user(client: TestClient, name: str, scope: str, role: str = "operator",
-              expires: float | None = None) -> tuple[str, str]:
+def make_user(
+    client: TestClient, name: str, scope: str, role: str = "operator", expires: float | None = None
+) -> tuple[str, str]:
     """Create a user (as the local CLI does) and an API token; returns (password, token)."""
     acc = accounts_of(client)
     password = "pw-" + secrets.token_urlsafe(12)

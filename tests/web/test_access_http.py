@@ -104,10 +104,18 @@ async def test_cross_origin_and_csrf_are_refused(site, data, tag):
     async with controller(site, data, tag, accounts=True, mdns=False) as (ctl, client):
         password, token = make_user(client, "office", site.root.id, "admin")
         evil = {"Origin": "http://evil.example"}
-        for method, path in (("GET", "/api/speakers"), ("POST", "/api/broadcasts?to=v1&tts=x"),
-                             ("POST", "/api/login"), ("GET", "/api/health")):
-            resp = await client.request(method, path, headers={**bearer(token), **evil},
-                                        json={"name": "office", "password": password})
+        for method, path in (
+            ("GET", "/api/speakers"),
+            ("POST", "/api/broadcasts?to=v1&tts=x"),
+            ("POST", "/api/login"),
+            ("GET", "/api/health"),
+        ):
+            resp = await client.request(
+                method,
+                path,
+                headers={**bearer(token), **evil},
+                json={"name": "office", "password": password},
+            )
             assert resp.status == 403, (method, path)
             assert (await resp.json())["error"] == "cross_origin"
         # the controller's own origin is fine
@@ -120,19 +128,28 @@ async def test_cross_origin_and_csrf_are_refused(site, data, tag):
         cookie = {"Cookie": f"bc_session={resp.cookies['bc_session'].value}"}
         csrf = (await resp.json())["csrf"]
         events_before = len(ctl.events.recent)
-        resp = await client.post("/api/users", headers=cookie,
-                                 json={"name": "x-csrf", "password": "long-enough", "scope": "v1"})
+        resp = await client.post(
+            "/api/users",
+            headers=cookie,
+            json={"name": "x-csrf", "password": "long-enough", "scope": "v1"},
+        )
         assert resp.status == 403 and (await resp.json())["error"] == "csrf_failed"
-        resp = await client.post("/api/users", headers={**cookie, "X-CSRF-Token": "guess"},
-                                 json={"name": "x-csrf", "password": "long-enough", "scope": "v1"})
+        resp = await client.post(
+            "/api/users",
+            headers={**cookie, "X-CSRF-Token": "guess"},
+            json={"name": "x-csrf", "password": "long-enough", "scope": "v1"},
+        )
         assert resp.status == 403
         with pytest.raises(Exception, match="no user"):
             accounts_of(client).get_user("x-csrf")  # nothing happened
         assert len(ctl.events.recent) == events_before
         # a GET with the cookie needs no CSRF token; a POST with it is accepted
         assert (await client.get("/api/me", headers=cookie)).status == 200
-        resp = await client.post("/api/users", headers={**cookie, "X-CSRF-Token": csrf},
-                                 json={"name": "x-csrf", "password": "long-enough", "scope": "v1"})
+        resp = await client.post(
+            "/api/users",
+            headers={**cookie, "X-CSRF-Token": csrf},
+            json={"name": "x-csrf", "password": "long-enough", "scope": "v1"},
+        )
         assert resp.status == 201
 
 
@@ -150,39 +167,89 @@ async def test_no_secret_in_logs_events_audit_journal_or_errors(site, data, tag,
 
         new_pw = "Secret-new-" + "9" * 8
         user_pw = "Secret-user-" + "7" * 8
-        assert await call("POST", "/api/login", json={"name": "office",
-                                                      "password": "Wrong-" + password}) == 401
+        assert (
+            await call(
+                "POST", "/api/login", json={"name": "office", "password": "Wrong-" + password}
+            )
+            == 401
+        )
         # a password typed into the name field
         assert await call("POST", "/api/login", json={"name": password, "password": "x"}) == 401
         resp = await client.post("/api/login", json={"name": "office", "password": password})
         session = resp.cookies["bc_session"].value
         answers.append(await resp.text())
-        assert await call("POST", "/api/users", headers=bearer(token), json={
-            "name": "v1-clerk", "password": user_pw, "scope": "v1"}) == 201
-        assert await call("POST", "/api/users", headers=bearer(token), json={
-            "name": "v1-clerk", "password": user_pw, "scope": "v1"}) == 409
-        assert await call("POST", "/api/users", headers=bearer(token), json={
-            "name": "BAD NAME", "password": user_pw, "scope": "nowhere"}) == 400
-        assert await call("POST", "/api/me/password", headers=bearer(token), json={
-            "old": "Wrong-" + password, "new": new_pw}) == 401
-        assert await call("POST", "/api/me/password", headers=bearer(token), json={
-            "old": password, "new": new_pw}) == 200
+        assert (
+            await call(
+                "POST",
+                "/api/users",
+                headers=bearer(token),
+                json={"name": "v1-clerk", "password": user_pw, "scope": "v1"},
+            )
+            == 201
+        )
+        assert (
+            await call(
+                "POST",
+                "/api/users",
+                headers=bearer(token),
+                json={"name": "v1-clerk", "password": user_pw, "scope": "v1"},
+            )
+            == 409
+        )
+        assert (
+            await call(
+                "POST",
+                "/api/users",
+                headers=bearer(token),
+                json={"name": "BAD NAME", "password": user_pw, "scope": "nowhere"},
+            )
+            == 400
+        )
+        assert (
+            await call(
+                "POST",
+                "/api/me/password",
+                headers=bearer(token),
+                json={"old": "Wrong-" + password, "new": new_pw},
+            )
+            == 401
+        )
+        assert (
+            await call(
+                "POST",
+                "/api/me/password",
+                headers=bearer(token),
+                json={"old": password, "new": new_pw},
+            )
+            == 200
+        )
         assert await call("GET", "/api/me", headers=bearer(token + "x")) == 401
         assert await call("GET", "/api/audit", headers=bearer(token)) == 200
         assert await call("POST", "/api/broadcasts?to=v9&tts=hi", headers=bearer(token)) == 404
         await asyncio.sleep(0.3)  # audit rows are written on the audit thread
 
         svc = client.server.app[SERVICES]
-        hashes = [r[0] for r in svc.store.run(lambda db: db.conn.execute(
-            "SELECT pw_hash FROM users").fetchall())]
-        token_hashes = [r[0] for r in svc.store.run(lambda db: db.conn.execute(
-            "SELECT hash FROM tokens").fetchall())]
+        hashes = [
+            r[0]
+            for r in svc.store.run(
+                lambda db: db.conn.execute("SELECT pw_hash FROM users").fetchall()
+            )
+        ]
+        token_hashes = [
+            r[0]
+            for r in svc.store.run(lambda db: db.conn.execute("SELECT hash FROM tokens").fetchall())
+        ]
         secrets_ = [password, new_pw, user_pw, token, session, *hashes, *token_hashes]
         audit = json.dumps(svc.audit.rows(limit=1000), ensure_ascii=False)
         events = json.dumps(list(ctl.events), ensure_ascii=False)
         journal = "".join(p.read_text() for p in (data / "log").glob("*"))
-        places = {"log": caplog.text, "audit": audit, "events": events, "journal": journal,
-                  "answers": "\n".join(answers)}
+        places = {
+            "log": caplog.text,
+            "audit": audit,
+            "events": events,
+            "journal": journal,
+            "answers": "\n".join(answers),
+        }
         assert "login_failed" in audit and "user_added" in audit  # the rows are there
         for where, text in places.items():
             for secret in secrets_:

@@ -37,7 +37,7 @@ async def read_events(resp, count: int, timeout: float = 5.0) -> tuple[list[dict
                 events.append(json.loads(line[6:]))
 
     await asyncio.wait_for(go(), timeout)
-    assert [e["seq"] for e in events] == ids[:len(events)]  # each id is the event's seq
+    assert [e["seq"] for e in events] == ids[: len(events)]  # each id is the event's seq
     return events, lines
 
 
@@ -66,14 +66,16 @@ async def test_feed_is_filtered_to_scope_and_resumes_from_last_event_id(site, da
 
         # the subdistrict sees all three; a reconnect from Last-Event-ID gets only what followed
         later = ctl.events.publish("online", speaker="h1-1")
-        resp = await client.get(feed.PATH, headers={**bearer(root),
-                                                    "Last-Event-ID": str(mine.seq - 2)})
+        resp = await client.get(
+            feed.PATH, headers={**bearer(root), "Last-Event-ID": str(mine.seq - 2)}
+        )
         got, _ = await read_events(resp, 3)
         assert [e["seq"] for e in got] == [mine.seq - 1, mine.seq, later.seq]
         assert [e["kind"] for e in got] == ["storage_fault", "offline", "online"]
         resp.close()
-        resp = await client.get(feed.PATH, headers={**bearer(village),
-                                                    "Last-Event-ID": str(mine.seq - 3)})
+        resp = await client.get(
+            feed.PATH, headers={**bearer(village), "Last-Event-ID": str(mine.seq - 3)}
+        )
         live = ctl.events.publish("online", speaker="h1-2")
         got, _ = await read_events(resp, 3)
         assert [e["seq"] for e in got] == [mine.seq, later.seq, live.seq]

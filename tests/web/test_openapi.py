@@ -36,11 +36,17 @@ from tests.web.helpers import accounts_of, bearer, make_user
 
 EXAMPLES = {GenerationMode.POSITIVE: 12, GenerationMode.NEGATIVE: 6}
 # extra passes that reach past the first check (a real target, a live body), positive data
-STEERED: list[tuple[str, str, dict, int]] = [("POST", "/api/broadcasts", {"to": ["v1"]}, 15),
-           ("POST", "/api/broadcasts", {"to": ["h2-1"], "live": "true"}, 8),
-           ("POST", "/api/library", {"name": "clip.mp3"}, 6)]
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+STEERED: list[tuple[str, str, dict, int]] = [
+    ("POST", "/api/broadcasts", {"to": ["v1"]}, 15),
+    ("POST", "/api/broadcasts", {"to": ["h2-1"], "live": "true"}, 8),
+    ("POST", "/api/library", {"name": "clip.mp3"}, 6),
+]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture
@@ -48,14 +54,27 @@ def site(tmp_path):
     return zones.load(small_site(tmp_path / "zones.yaml", villages=2, horns=2, columns=1))
 
 
-def run_operation(op, mode: GenerationMode, examples: int, base_url: str, token: str,
-                  fresh_token, seen: Counter, query: dict | None = None) -> int:
+def run_operation(
+    op,
+    mode: GenerationMode,
+    examples: int,
+    base_url: str,
+    token: str,
+    fresh_token,
+    seen: Counter,
+    query: dict | None = None,
+) -> int:
     """Schemathesis cases for one operation; raises the first failing check."""
     calls = 0
 
-    @hypothesis.settings(max_examples=examples, deadline=None, database=None,
-                         derandomize=True, phases=[Phase.explicit, Phase.generate],
-                         suppress_health_check=list(HealthCheck))
+    @hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @hypothesis.given(case=op.as_strategy(generation_mode=mode, query=query))
     def check(case):
         nonlocal calls
@@ -71,8 +90,7 @@ def run_operation(op, mode: GenerationMode, examples: int, base_url: str, token:
     return calls
 
 
-def fuzz(base_url: str, doc: dict, token: str, fresh_token,
-         seen: Counter) -> tuple[list[str], int]:
+def fuzz(base_url: str, doc: dict, token: str, fresh_token, seen: Counter) -> tuple[list[str], int]:
     """Run schemathesis over every operation; returns (failures, requests made)."""
     schema = schemathesis.openapi.from_dict(doc)
     failures: list[str] = []
@@ -83,8 +101,9 @@ def fuzz(base_url: str, doc: dict, token: str, fresh_token,
         if op.path == STREAM_PATH:
             continue  # an endless stream: tested in test_feed.py
         for mode, examples in EXAMPLES.items():
-            if mode is GenerationMode.NEGATIVE and not (op.body or len(op.query)
-                                                        or len(op.path_parameters)):
+            if mode is GenerationMode.NEGATIVE and not (
+                op.body or len(op.query) or len(op.path_parameters)
+            ):
                 continue  # nothing to make invalid
             try:
                 calls += run_operation(op, mode, examples, base_url, token, fresh_token, seen)
@@ -94,8 +113,9 @@ def fuzz(base_url: str, doc: dict, token: str, fresh_token,
             if (op.method.upper(), op.path) != (method, path):
                 continue
             try:
-                calls += run_operation(op, GenerationMode.POSITIVE, examples, base_url, token,
-                                       fresh_token, seen, query)
+                calls += run_operation(
+                    op, GenerationMode.POSITIVE, examples, base_url, token, fresh_token, seen, query
+                )
             except Exception as exc:  # noqa: BLE001
                 failures.append(f"{op.label} {query}: {str(exc)[:1500]}")
     return failures, calls
@@ -115,8 +135,8 @@ async def test_openapi_document_matches_the_running_api(site, data, tag):
         t0 = time.monotonic()
         seen: Counter = Counter()
         failures, calls = await asyncio.to_thread(
-            fuzz, base, doc, token, lambda: acc.issue_token("adm-openapi-root", None).secret,
-            seen)
+            fuzz, base, doc, token, lambda: acc.issue_token("adm-openapi-root", None).secret, seen
+        )
         print(f"schemathesis: {calls} requests in {time.monotonic() - t0:.1f} s")
         for key, n in sorted(seen.items()):
             print(f"  {key}: {n}")
@@ -132,16 +152,19 @@ async def test_openapi_document_matches_the_running_api(site, data, tag):
 
 def test_document_covers_every_command():
     from broadcaster.web import feed, openapi
+
     doc = openapi.document(extra={**openapi.SELF_PATH, **feed.OPENAPI})
     for spec in REGISTRY.values():
         op = doc["paths"][spec.path][spec.method.lower()]
         assert str(spec.status) in op["responses"]
         for code in ("400", "401", "403", "404", "409", "413", "422", "429", "503"):
             assert op["responses"][code]["content"]["application/json"]["schema"] == {
-                "$ref": "#/components/schemas/Error"}
+                "$ref": "#/components/schemas/Error"
+            }
         assert (op.get("security") == []) == spec.public
-    assert doc["paths"]["/api/events/stream"]["get"]["responses"]["200"]["content"] \
-        .get("text/event-stream")
+    assert doc["paths"]["/api/events/stream"]["get"]["responses"]["200"]["content"].get(
+        "text/event-stream"
+    )
     play = doc["paths"]["/api/broadcasts"]["post"]
     assert "application/octet-stream" in play["requestBody"]["content"]
     assert {p["name"] for p in play["parameters"]} >= {"to", "priority", "queue", "tts"}

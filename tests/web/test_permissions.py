@@ -35,8 +35,14 @@ from tests.web.helpers import bearer, make_user
 REAL_ZONES = ROOT / "zones.yaml"
 # (user, scope): the subdistrict, two areas, three villages (one inside area-01, one in the
 # road-1 group, one in the flood-watch group, which spans area-07 and area-08)
-USERS = [("office", "subdistrict"), ("area1", "area-01"), ("area7", "area-07"),
-         ("v0101", "v-01-01"), ("v0301", "v-03-01"), ("v0701", "v-07-01")]
+USERS = [
+    ("office", "subdistrict"),
+    ("area1", "area-01"),
+    ("area7", "area-07"),
+    ("v0101", "v-01-01"),
+    ("v0301", "v-03-01"),
+    ("v0701", "v-07-01"),
+]
 
 
 def prepared(text: str) -> str:
@@ -66,8 +72,7 @@ class World:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.zones = base / "zones.yaml"
-        self.zones.write_text(prepared(REAL_ZONES.read_text(encoding="utf-8")),
-                              encoding="utf-8")
+        self.zones.write_text(prepared(REAL_ZONES.read_text(encoding="utf-8")), encoding="utf-8")
         self.site: Site = zones.load(self.zones)
         self.keys, self.record = base / "keys", base / "rec"
         self.keys.mkdir()
@@ -86,8 +91,11 @@ class World:
         """Every broadcast id any speaker has a playout record of."""
         out = set()
         for f in self.record.glob("*/playout.jsonl"):
-            out |= {line.split('"broadcast": "', 1)[1].split('"', 1)[0]
-                    for line in f.read_text().splitlines() if line}
+            out |= {
+                line.split('"broadcast": "', 1)[1].split('"', 1)[0]
+                for line in f.read_text().splitlines()
+                if line
+            }
         return out
 
 
@@ -114,17 +122,21 @@ async def test_permission_matrix_by_what_speakers_recorded(world, tmp_path):
     site = world.site
     assert len(site.speakers) == 113 and site.groups
     clip = wav_file(tmp_path / "clip.wav", 8000, sweep(8000, 0.1)).read_bytes()
-    async with controller(site, world.data_dir("matrix"), world.tag, accounts=True,
-                          playout_delay=1.5) as (ctl, client):
+    async with controller(
+        site, world.data_dir("matrix"), world.tag, accounts=True, playout_delay=1.5
+    ) as (ctl, client):
         tokens = {name: make_user(client, name, scope)[1] for name, scope in USERS}
         await wait_online(ctl, 113, timeout=60)
         gate = asyncio.Semaphore(4)  # broadcasts playing at once: a 2-core machine
 
         async def request(name: str, target: str) -> tuple[int, dict]:
             async with gate:
-                resp = await client.post("/api/broadcasts", data=clip, headers={
-                    **bearer(tokens[name]), "Content-Type": "audio/wav"},
-                    params={"to": target, "name": "clip.wav", "queue": "true"})
+                resp = await client.post(
+                    "/api/broadcasts",
+                    data=clip,
+                    headers={**bearer(tokens[name]), "Content-Type": "audio/wav"},
+                    params={"to": target, "name": "clip.wav", "queue": "true"},
+                )
                 body = await resp.json()
                 if resp.status == 201:
                     await wait_done(ctl, body["id"], timeout=120)
@@ -145,10 +157,14 @@ async def test_permission_matrix_by_what_speakers_recorded(world, tmp_path):
                     wrong.append(f"{name} -> {target}: {status} {body}")
                 else:
                     allowed[body["id"]] = (name, target)
-            elif status != 403 or body["detail"]["speaker"] != outside \
-                    or target not in body["message"]:
-                wrong.append(f"{name} -> {target}: expected 403 naming {outside}, got "
-                             f"{status} {body}")
+            elif (
+                status != 403
+                or body["detail"]["speaker"] != outside
+                or target not in body["message"]
+            ):
+                wrong.append(
+                    f"{name} -> {target}: expected 403 naming {outside}, got {status} {body}"
+                )
         assert not wrong, "\n".join(wrong)
         assert len(allowed) == sum(first_outside(site, s, t) is None for _, s, t in cases)
 
@@ -161,16 +177,28 @@ async def test_permission_matrix_by_what_speakers_recorded(world, tmp_path):
             expect = site.resolve(target)
             if heard != expect:
                 results = ctl.broadcast(bid).results
-                why = {sid: (results[sid].state if sid in results else None,
-                             {k: records[sid].get(k) for k in ("packets", "lost", "late", "ended")}
-                             if sid in records else "no playout record")
-                       for sid in sorted(expect - heard)[:3]}
-                heard_wrong.append(f"{name} -> {target} ({bid}): missing "
-                                   f"{sorted(expect - heard)[:5]} {why}, "
-                                   f"extra {sorted(heard - expect)[:5]}")
+                why = {
+                    sid: (
+                        results[sid].state if sid in results else None,
+                        {k: records[sid].get(k) for k in ("packets", "lost", "late", "ended")}
+                        if sid in records
+                        else "no playout record",
+                    )
+                    for sid in sorted(expect - heard)[:3]
+                }
+                heard_wrong.append(
+                    f"{name} -> {target} ({bid}): missing "
+                    f"{sorted(expect - heard)[:5]} {why}, "
+                    f"extra {sorted(heard - expect)[:5]}"
+                )
             states = {r.speaker: r.state for r in ctl.broadcast(bid).results.values()}
-            if set(states) != expect or set(states.values()) & {"unreachable", "refused",
-                                                                "offline", "cut", "stopped"}:
+            if set(states) != expect or set(states.values()) & {
+                "unreachable",
+                "refused",
+                "offline",
+                "cut",
+                "stopped",
+            }:
                 heard_wrong.append(f"{name} -> {target}: record says {states}")
         assert not heard_wrong, "\n".join(heard_wrong)
         # refused requests left no recording anywhere: every recorded broadcast was allowed
@@ -179,8 +207,9 @@ async def test_permission_matrix_by_what_speakers_recorded(world, tmp_path):
         await check_listings(site, ctl, client, tokens, allowed)
 
 
-async def check_listings(site: Site, ctl, client, tokens: dict[str, str],
-                         allowed: dict[str, tuple[str, str]]) -> None:
+async def check_listings(
+    site: Site, ctl, client, tokens: dict[str, str], allowed: dict[str, tuple[str, str]]
+) -> None:
     """Each user's speakers, broadcasts, events and audit rows: in scope, and complete."""
     await asyncio.sleep(0.5)  # the last audit rows are written on the audit thread
     for name, scope in USERS:
@@ -190,13 +219,15 @@ async def check_listings(site: Site, ctl, client, tokens: dict[str, str],
         speakers = (await (await client.get("/api/speakers", headers=h)).json())["speakers"]
         assert {s["id"] for s in speakers} == mine, name
 
-        listed = (await (await client.get("/api/broadcasts", params={"limit": "1000"},
-                                          headers=h)).json())["broadcasts"]
+        listed = (
+            await (await client.get("/api/broadcasts", params={"limit": "1000"}, headers=h)).json()
+        )["broadcasts"]
         expect = {bid for bid, (_, t) in allowed.items() if site.resolve(t) & mine}
         assert {b["id"] for b in listed} == expect, name
 
-        events = (await (await client.get("/api/events", params={"limit": "1000"},
-                                          headers=h)).json())["events"]
+        events = (
+            await (await client.get("/api/events", params={"limit": "1000"}, headers=h)).json()
+        )["events"]
         assert events
         for ev in events:
             sp = [ev["speaker"]] if "speaker" in ev else ev.get("speakers_list", [])
@@ -204,10 +235,12 @@ async def check_listings(site: Site, ctl, client, tokens: dict[str, str],
         seen_bids = {ev.get("broadcast") for ev in events}
         assert seen_bids - {None} <= expect, name
 
-        rows = (await (await client.get("/api/audit", params={"limit": "1000"},
-                                        headers=h)).json())["rows"]
-        assert any(r["actor"] == name and r["action"] == "broadcast_refused" for r in rows) \
-            or whole, name
+        rows = (await (await client.get("/api/audit", params={"limit": "1000"}, headers=h)).json())[
+            "rows"
+        ]
+        assert (
+            any(r["actor"] == name and r["action"] == "broadcast_refused" for r in rows) or whole
+        ), name
         for r in rows:
             if whole:
                 continue
@@ -215,7 +248,11 @@ async def check_listings(site: Site, ctl, client, tokens: dict[str, str],
             for t in r["targets"]:
                 if t in site.zones or t in site.groups or t in site.speakers:
                     reach |= site.resolve(t)
-            touches = (reach & mine or set(r["outcome"]) & mine
-                       or r["actor_scope"] in site.zones and scope in site.path(r["actor_scope"]))
+            touches = (
+                reach & mine
+                or set(r["outcome"]) & mine
+                or r["actor_scope"] in site.zones
+                and scope in site.path(r["actor_scope"])
+            )
             assert touches, (name, r)
             assert r.get("broadcast") in expect | {None}, (name, r)

@@ -56,14 +56,23 @@ async def test_cut_chain_resume_refuse_and_queue(world, tmp_path):
 
     async with controller(site, data, tag, accounts=True, playout_delay=0.3) as (ctl, client):
         await wait_online(ctl, len(site.speakers), timeout=30)
-        tok = {name: make_user(client, name, scope)[1]
-               for name, scope in (("office", "sd"), ("area", "a1"), ("village", "v1"))}
+        tok = {
+            name: make_user(client, name, scope)[1]
+            for name, scope in (("office", "sd"), ("area", "a1"), ("village", "v1"))
+        }
 
         async def play(who: str, audio: bytes, priority: str, *to: str, queue: bool = False):
-            resp = await client.post("/api/broadcasts", data=audio, headers={
-                **bearer(tok[who]), "Content-Type": "audio/wav"}, params=[
-                ("priority", priority), ("name", "clip.wav"), ("queue", str(queue).lower()),
-                *(("to", t) for t in to)])
+            resp = await client.post(
+                "/api/broadcasts",
+                data=audio,
+                headers={**bearer(tok[who]), "Content-Type": "audio/wav"},
+                params=[
+                    ("priority", priority),
+                    ("name", "clip.wav"),
+                    ("queue", str(queue).lower()),
+                    *(("to", t) for t in to),
+                ],
+            )
             return resp.status, await resp.json()
 
         st, bg = await play("office", clip("bg.wav", 9.0), "background", "sd")
@@ -72,8 +81,7 @@ async def test_cut_chain_resume_refuse_and_queue(world, tmp_path):
         st, ann = await play("village", clip("ann.wav", 5.0), "announcement", "v1")
         assert st == 201, ann
         await asyncio.sleep(0.8)
-        st, live = await play("area", clip("live.wav", 3.0), "live", "h1-1", "h1-2", "h2-1",
-                              "h2-2")
+        st, live = await play("area", clip("live.wav", 3.0), "live", "h1-1", "h1-2", "h2-1", "h2-2")
         assert st == 201, live
         await asyncio.sleep(0.8)
         # an area may not start an emergency; the subdistrict may
@@ -86,16 +94,18 @@ async def test_cut_chain_resume_refuse_and_queue(world, tmp_path):
         st, body = await play("village", clip("late.wav", 0.4), "announcement", "h1-2")
         assert st == 409 and live["id"] in body["message"], body
         assert body["detail"]["held"] == {"h1-2": live["id"]}
-        st, queued = await play("village", clip("late.wav", 0.4), "announcement", "h1-2",
-                                queue=True)
+        st, queued = await play(
+            "village", clip("late.wav", 0.4), "announcement", "h1-2", queue=True
+        )
         assert st == 201 and queued["state"] == "queued", queued
 
-        done = {b["id"]: await wait_done(ctl, b["id"], timeout=60)
-                for b in (em, live, ann, queued, bg)}
-        cut_by = {bid: {s["speaker"]: s["cut_by"] for s in b["speakers"]}
-                  for bid, b in done.items()}
-        state = {bid: {s["speaker"]: s["state"] for s in b["speakers"]}
-                 for bid, b in done.items()}
+        done = {
+            b["id"]: await wait_done(ctl, b["id"], timeout=60) for b in (em, live, ann, queued, bg)
+        }
+        cut_by = {
+            bid: {s["speaker"]: s["cut_by"] for s in b["speakers"]} for bid, b in done.items()
+        }
+        state = {bid: {s["speaker"]: s["state"] for s in b["speakers"]} for bid, b in done.items()}
         E, L, A, Q, B = em["id"], live["id"], ann["id"], queued["id"], bg["id"]
 
         # the controller's record: who cut whom, where
@@ -120,5 +130,6 @@ async def test_cut_chain_resume_refuse_and_queue(world, tmp_path):
         # the background kept playing where nobody outranked it, and came back elsewhere
         assert state[B]["col-1"] == "played" and state[B]["h2-3"] == "played", state[B]
         resumed = {s for s, recs in rec[B].items() if len(recs) > 1}
-        assert resumed >= {"h2-2", "h1-3"}, {s: [(r["ended"], r["packets"]) for r in recs]
-                                             for s, recs in rec[B].items()}
+        assert resumed >= {"h2-2", "h1-3"}, {
+            s: [(r["ended"], r["packets"]) for r in recs] for s, recs in rec[B].items()
+        }

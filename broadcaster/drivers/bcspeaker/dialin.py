@@ -42,8 +42,9 @@ class Channel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
 
-    async def exchange(self, method: str, path: str, body: bytes, auth: str,
-                       timeout: float) -> tuple[int, bytes, str]:
+    async def exchange(
+        self, method: str, path: str, body: bytes, auth: str, timeout: float
+    ) -> tuple[int, bytes, str]:
         """Send one signed request; its (status, body, X-BC-MAC), or ChannelClosed/Timeout."""
         if self.closed:
             raise ChannelClosed(f"dial-in channel of {self.speaker_id} is closed")
@@ -146,8 +147,14 @@ class DialIn:
     async def _handshake(self, ws: web.WebSocketResponse, where: str) -> str | None:
         """Challenge, hello, welcome; the speaker id, or None after refusing (and alarming)."""
         nonce = secrets.token_hex(16)
-        await ws.send_json({"t": "challenge", "v": msg.VERSION, "nonce": nonce,
-                            "clock_port": self.driver.clock_port})
+        await ws.send_json(
+            {
+                "t": "challenge",
+                "v": msg.VERSION,
+                "nonce": nonce,
+                "clock_port": self.driver.clock_port,
+            }
+        )
         sid = None
         try:
             m = await ws.receive(timeout=HELLO_TIMEOUT)
@@ -157,7 +164,9 @@ class DialIn:
             sid = hello.get("speaker")
             key = self.driver.keys.get(sid) if isinstance(sid, str) else None
             sp = self.driver.site.speakers.get(sid) if isinstance(sid, str) else None
-            if key is None or sp is None or sp.driver != self.driver.name:
+            if not isinstance(sid, str) or key is None or sp is None or (
+                sp.driver != self.driver.name
+            ):
                 raise msg.DialInError(f"speaker {sid!r} is not a paired speaker of this site")
             if not msg.check_mac(msg.hello_mac(key, nonce, sid), hello.get("mac")):
                 raise msg.DialInError(f"speaker {sid}: hello does not prove its pairing key")
@@ -209,5 +218,7 @@ class DialIn:
         """Close every channel (the controller stops)."""
         for chan in self.channels.values():
             chan.close()
-        await asyncio.gather(*(ws.close(code=1001, message=b"controller stopping")
-                               for ws in list(self._sockets)), return_exceptions=True)
+        await asyncio.gather(
+            *(ws.close(code=1001, message=b"controller stopping") for ws in list(self._sockets)),
+            return_exceptions=True,
+        )

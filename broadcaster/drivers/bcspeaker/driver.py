@@ -58,9 +58,18 @@ class BcSpeakerDriver:
     """Our own speakers: in step, authenticated, multicast-capable, reporting."""
 
     name = "bcspeaker"
-    capabilities = frozenset({Capability.IN_STEP, Capability.AUTHENTICATED, Capability.MULTICAST,
-                              Capability.VOLUME, Capability.REPORT, Capability.HEALTH,
-                              Capability.DISCOVERY, Capability.RESUME})
+    capabilities = frozenset(
+        {
+            Capability.IN_STEP,
+            Capability.AUTHENTICATED,
+            Capability.MULTICAST,
+            Capability.VOLUME,
+            Capability.REPORT,
+            Capability.HEALTH,
+            Capability.DISCOVERY,
+            Capability.RESUME,
+        }
+    )
 
     def __init__(self, site: Site, keys: dict[str, bytes], options: DriverOptions) -> None:
         self.site = site
@@ -94,8 +103,9 @@ class BcSpeakerDriver:
         self._clock = await open_udp(self.opt.interface, self.opt.clock_port, self._on_clock)
         if self.opt.mdns:
             self._azc = open_zeroconf([self.opt.interface])
-            self._browser = Browser(self._azc, self.opt.site_tag or self.site.id,
-                                    self._on_advert, self._on_withdrawn)
+            self._browser = Browser(
+                self._azc, self.opt.site_tag or self.site.id, self._on_advert, self._on_withdrawn
+            )
             await self._browser.start()
         self._spawn(self._health_loop())
 
@@ -138,8 +148,12 @@ class BcSpeakerDriver:
         assert self._host is not None
         sid = advert.speaker_id
         if sid not in self.site.speakers:
-            self._host.publish("unassigned", speaker=sid, speaker_kind=advert.kind,
-                               address=f"{advert.host}:{advert.port}")
+            self._host.publish(
+                "unassigned",
+                speaker=sid,
+                speaker_kind=advert.kind,
+                address=f"{advert.host}:{advert.port}",
+            )
             return
         if self.site.speakers[sid].driver != self.name:
             return
@@ -149,7 +163,8 @@ class BcSpeakerDriver:
             return
         where = (sid, advert.host, advert.port)
         if where in self._verifying or (
-                time.monotonic() - self._refused.get(where, -VERIFY_AGAIN) < VERIFY_AGAIN):
+            time.monotonic() - self._refused.get(where, -VERIFY_AGAIN) < VERIFY_AGAIN
+        ):
             return
         if known is not None and len(self._verifying) >= VERIFY_LIMIT:
             return  # a flood of adverts for speakers already found: those can wait for the next
@@ -171,16 +186,22 @@ class BcSpeakerDriver:
         self._refused.pop(where, None)
         known = self.addresses.get(sid)
         if known is not None and known.source == "static":
-            log.info("speaker %s also answers at advertised %s; keeping zones.yaml's %s:%s",
-                     sid, addr, known.host, known.port)
+            log.info(
+                "speaker %s also answers at advertised %s; keeping zones.yaml's %s:%s",
+                sid,
+                addr,
+                known.host,
+                known.port,
+            )
             return
         rtp = status.get("rtp_port")
         rtp_port = rtp if isinstance(rtp, int) and 0 < rtp < 65535 else advert.rtp_port
         self.addresses[sid] = Address(advert.host, advert.port, rtp_port, "mdns")
         self._host.speaker_located(sid, advert.host, advert.port, "mdns")
         if known is not None:
-            self._host.publish("speaker_moved", speaker=sid, address=addr,
-                               previous=f"{known.host}:{known.port}")
+            self._host.publish(
+                "speaker_moved", speaker=sid, address=addr, previous=f"{known.host}:{known.port}"
+            )
         self._host.speaker_seen(sid, status)
 
     async def _verify_status(self, advert: Advert) -> dict | None:
@@ -188,11 +209,19 @@ class BcSpeakerDriver:
         sid = advert.speaker_id
         for wait in (*VERIFY_RETRIES, None):
             try:
-                status = await self.link.call(sid, advert.host, advert.port, "GET",
-                                              f"/status?clock={self.clock_address}", timeout=1.5)
+                status = await self.link.call(
+                    sid,
+                    advert.host,
+                    advert.port,
+                    "GET",
+                    f"/status?clock={self.clock_address}",
+                    timeout=1.5,
+                )
                 if not isinstance(status, dict):
-                    raise SpeakerError(f"speaker {sid}: status answer is not a JSON object",
-                                       code="speaker_malformed")
+                    raise SpeakerError(
+                        f"speaker {sid}: status answer is not a JSON object",
+                        code="speaker_malformed",
+                    )
                 return status
             except SpeakerError as exc:
                 if exc.code == "speaker_unreachable" and wait is not None:
@@ -210,9 +239,12 @@ class BcSpeakerDriver:
         self._refused = {w: t for w, t in self._refused.items() if now - t < VERIFY_AGAIN}
         self._refused[(advert.speaker_id, advert.host, advert.port)] = now
         known = self.addresses.get(advert.speaker_id)
-        detail = {"speaker": advert.speaker_id, "address": f"{advert.host}:{advert.port}",
-                  "current": f"{known.host}:{known.port}" if known else None,
-                  "reason": exc.message}
+        detail = {
+            "speaker": advert.speaker_id,
+            "address": f"{advert.host}:{advert.port}",
+            "current": f"{known.host}:{known.port}" if known else None,
+            "reason": exc.message,
+        }
         if exc.code == "speaker_unreachable":
             self._host.publish("advert_unverified", **detail)
         else:
@@ -227,8 +259,9 @@ class BcSpeakerDriver:
             return
         self._refused.pop((sid, advert.host, advert.port), None)
         current = known is not None and (known.host, known.port) == (advert.host, advert.port)
-        self._host.publish("advert_withdrawn", speaker=sid,
-                           address=f"{advert.host}:{advert.port}", current=current)
+        self._host.publish(
+            "advert_withdrawn", speaker=sid, address=f"{advert.host}:{advert.port}", current=current
+        )
         if current:
             self._spawn(self.poll(sid))
 
@@ -251,11 +284,13 @@ class BcSpeakerDriver:
         if addr is None:
             return
         try:
-            status = await self.link.call(sid, addr.host, addr.port, "GET",
-                                          f"/status?clock={self.clock_address}", timeout=1.5)
+            status = await self.link.call(
+                sid, addr.host, addr.port, "GET", f"/status?clock={self.clock_address}", timeout=1.5
+            )
             if not isinstance(status, dict):
-                raise SpeakerError(f"speaker {sid}: status answer is not a JSON object",
-                                   code="speaker_malformed")
+                raise SpeakerError(
+                    f"speaker {sid}: status answer is not a JSON object", code="speaker_malformed"
+                )
             rtp = status.get("rtp_port")
             if isinstance(rtp, int) and 0 < rtp < 65535 and addr.source != "dial-in":
                 addr.rtp_port = rtp  # (behind NAT the port seen from outside is what counts)
@@ -307,8 +342,9 @@ class BcSpeakerDriver:
         """A channel that failed authentication: closed, and an attack event."""
         assert self._host is not None
         who = {"speaker": sid} if sid in self.site.speakers else {}  # never an unknown name
-        self._host.publish("attack", **who, counters={"dialin_refused": 1}, address=where,
-                           reason=reason)
+        self._host.publish(
+            "attack", **who, counters={"dialin_refused": 1}, address=where, reason=reason
+        )
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         """Media to a dial-in speaker leave from the clock socket, the one its NAT let out."""
@@ -331,13 +367,21 @@ class BcSpeakerDriver:
         fits: dict[str, bool] = {}
         for zid, zone in self.site.zones.items():
             if zone.multicast is not None:
-                fits[zid] = all(s in wanted or not self._host.is_online(s)
-                                or self.site.speakers[s].driver != self.name
-                                for s in self.site.speakers_under(zid))
+                fits[zid] = all(
+                    s in wanted
+                    or not self._host.is_online(s)
+                    or self.site.speakers[s].driver != self.name
+                    for s in self.site.speakers_under(zid)
+                )
         out: dict[str, tuple[str, int] | None] = {}
         for sid in speakers:
-            out[sid] = None if self.dialin.dialed(sid) else next(  # no multicast through NAT
-                (self.site.zones[z].multicast for z in self.site.path(sid) if fits.get(z)), None)
+            out[sid] = (
+                None
+                if self.dialin.dialed(sid)
+                else next(  # no multicast through NAT
+                    (self.site.zones[z].multicast for z in self.site.path(sid) if fits.get(z)), None
+                )
+            )
         return out
 
     async def prepare(self, plan: Plan, speakers: list[str]) -> Delivery:
@@ -364,8 +408,9 @@ class BcSpeakerDriver:
                 assert addr.rtp_port is not None
                 dest = Destination((addr.host, addr.rtp_port), (addr.host, addr.rtp_port + 1))
             else:
-                dest = next((d for d in sender.destinations if d.rtp == group),
-                            Destination(group, group))
+                dest = next(
+                    (d for d in sender.destinations if d.rtp == group), Destination(group, group)
+                )
             if dest not in sender.destinations:
                 sender.destinations.append(dest)
             delivery.destinations[sid] = dest
@@ -377,14 +422,16 @@ class BcSpeakerDriver:
         for sid in speakers:
             run.routes[sid] = None  # unicast: the group may be held by the higher broadcast
             delivery.accepted.pop(sid, None)
-        oks = await asyncio.gather(*(self._setup(plan, run, sid, delivery, resume=True)
-                                     for sid in speakers))
+        oks = await asyncio.gather(
+            *(self._setup(plan, run, sid, delivery, resume=True) for sid in speakers)
+        )
         back = [sid for sid, ok in zip(speakers, oks) if ok]
         self._route(delivery, back)
         return back
 
-    async def _setup(self, plan: Plan, run: _Run, sid: str, delivery: Delivery,
-                     resume: bool = False) -> bool:
+    async def _setup(
+        self, plan: Plan, run: _Run, sid: str, delivery: Delivery, resume: bool = False
+    ) -> bool:
         addr = self.addresses.get(sid)
         if addr is None or addr.rtp_port is None:
             delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
@@ -392,12 +439,17 @@ class BcSpeakerDriver:
         group = run.routes[sid]
         s = run.sender
         assert s.key is not None
-        body = {"broadcast": plan.broadcast, "codec": s.codec.name, "ssrc": s.ssrc,
-                "base_ts": s.base_ts, "base_time": s.base_time if resume else None,
-                "priority": plan.priority,
-                "key": wrap_key(self.keys[sid], s.key, f"{sid}/{plan.broadcast}"),
-                "volume": plan.volumes.get(sid),
-                "multicast": f"{group[0]}:{group[1]}" if group else None}
+        body = {
+            "broadcast": plan.broadcast,
+            "codec": s.codec.name,
+            "ssrc": s.ssrc,
+            "base_ts": s.base_ts,
+            "base_time": s.base_time if resume else None,
+            "priority": plan.priority,
+            "key": wrap_key(self.keys[sid], s.key, f"{sid}/{plan.broadcast}"),
+            "volume": plan.volumes.get(sid),
+            "multicast": f"{group[0]}:{group[1]}" if group else None,
+        }
         try:
             await self.link.call(sid, addr.host, addr.port, "POST", "/play", body)
         except SpeakerError as exc:
@@ -434,20 +486,24 @@ class BcSpeakerDriver:
         bid = delivery.state.broadcast
         while True:
             try:
-                rep = await self.link.call(speaker, addr.host, addr.port, "GET",
-                                           f"/playout/{bid}")
+                rep = await self.link.call(speaker, addr.host, addr.port, "GET", f"/playout/{bid}")
             except SpeakerError as exc:
                 if exc.code != "unknown_broadcast" or time.monotonic() > deadline:
                     raise
                 rep = {"state": "unknown"}
             if rep.get("state") == "done":
-                return Report(ended=str(rep.get("ended")), samples=int(rep.get("samples") or 0),
-                              packets=int(rep.get("packets") or 0), lost=int(rep.get("lost") or 0),
-                              late=int(rep.get("late") or 0),
-                              first_sample_at=rep.get("first_sample_at"),
-                              sample_rate=int(rep.get("sample_rate") or 8000),
-                              extra={k: rep.get(k) for k in ("volume", "clock_offset", "codec",
-                                                             "preempted_by")})
+                return Report(
+                    ended=str(rep.get("ended")),
+                    samples=int(rep.get("samples") or 0),
+                    packets=int(rep.get("packets") or 0),
+                    lost=int(rep.get("lost") or 0),
+                    late=int(rep.get("late") or 0),
+                    first_sample_at=rep.get("first_sample_at"),
+                    sample_rate=int(rep.get("sample_rate") or 8000),
+                    extra={
+                        k: rep.get(k) for k in ("volume", "clock_offset", "codec", "preempted_by")
+                    },
+                )
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(REPORT_POLL)

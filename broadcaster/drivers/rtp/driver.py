@@ -156,8 +156,13 @@ class RtpDriver:
         for sid in sids:
             prior.cut_by[sid] = by
         assert self._host is not None
-        self._host.publish("rtp_taken_over", broadcast=prior.broadcast, by=by,
-                           address=f"{dest[0]}:{dest[1]}", speakers_list=sids)
+        self._host.publish(
+            "rtp_taken_over",
+            broadcast=prior.broadcast,
+            by=by,
+            address=f"{dest[0]}:{dest[1]}",
+            speakers_list=sids,
+        )
 
     def _ended(self, sender: PagingSender) -> None:
         for dest, run in list(self.holders.by_address.items()):
@@ -181,8 +186,10 @@ class RtpDriver:
 
     async def set_volume(self, speaker: str, volume: int) -> None:
         """Not offered (no VOLUME capability): a paging speaker's volume is set on the device."""
-        raise SpeakerError(f"speaker {speaker}: plain RTP paging has no volume control; set it "
-                           "on the device", code="unsupported")
+        raise SpeakerError(
+            f"speaker {speaker}: plain RTP paging has no volume control; set it on the device",
+            code="unsupported",
+        )
 
     async def rejoin(self, delivery: Delivery, plan: Plan, speakers: list[str]) -> list[str]:
         """Send the running stream to these speakers' addresses again: a paging speaker needs no
@@ -218,7 +225,8 @@ async def _resolve(address: Address) -> Address | None:
     try:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM),
-            RESOLVE_TIMEOUT)
+            RESOLVE_TIMEOUT,
+        )
     except (TimeoutError, OSError) as exc:
         log.info("cannot resolve %s: %s", host, exc)
         return None
