@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import broadcaster.site as zones_mod
 from broadcaster.cli.client import DEFAULT_URL, Client, ClientError
 from broadcaster.core.broadcast import ACTIVE
-from broadcaster.errors import BroadcasterError, ZonesError
+from broadcaster.errors import BroadcasterError, StorageError, ZonesError
 
 DEFAULT_DATA = Path.home() / ".local" / "share" / "broadcaster"
 DEFAULT_ZONES = "zones.yaml"
@@ -30,7 +30,15 @@ def data_dir(args: argparse.Namespace) -> Path:
     """--data, else $BROADCASTER_DATA, else ~/.local/share/broadcaster."""
     raw = args.data or os.environ.get("BROADCASTER_DATA") or str(DEFAULT_DATA)
     path = Path(raw).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path)
+        raise StorageError(
+            f"{blocker}: cannot make the data directory {path} here ({exc.strerror}); move "
+            "the file aside, or give another directory with --data",
+            detail={"file": str(blocker)},
+        ) from None
     return path
 
 
