@@ -138,6 +138,10 @@ class Services:
 
         fut.add_done_callback(logged)
 
+    def audit_later(self, action: str, who: Principal | None, **kw: Any) -> None:
+        """An audit row queued on the audit thread (written in order, never on the loop)."""
+        self._append(action, who, **kw)
+
     async def audit_now(self, action: str, who: Principal | None, **kw: Any) -> None:
         """An audit row, awaited (commands that must not answer before the row exists)."""
         audit = self.audit

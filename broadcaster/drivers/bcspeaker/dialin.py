@@ -164,8 +164,11 @@ class DialIn:
             sid = hello.get("speaker")
             key = self.driver.keys.get(sid) if isinstance(sid, str) else None
             sp = self.driver.site.speakers.get(sid) if isinstance(sid, str) else None
-            if not isinstance(sid, str) or key is None or sp is None or (
-                sp.driver != self.driver.name
+            if (
+                not isinstance(sid, str)
+                or key is None
+                or sp is None
+                or (sp.driver != self.driver.name)
             ):
                 raise msg.DialInError(f"speaker {sid!r} is not a paired speaker of this site")
             if not msg.check_mac(msg.hello_mac(key, nonce, sid), hello.get("mac")):
