@@ -139,6 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 site_tag=args.site_tag,
                 mdns=not args.no_mdns,
                 tls=files,
+                max_upload_seconds=args.max_upload_minutes * 60,
+                max_upload_bytes=int(args.max_upload_mb * 2**20),
             )
         )
     except OSError as exc:
@@ -160,6 +162,13 @@ def cmd_speakers(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False, indent=1))
         return 0
     tz = site_tz(args)
+    storage = api(args, "GET", "/api/health").get("storage", {})
+    if storage and not storage.get("ok", True):
+        print(
+            f"WARNING: the controller cannot write its history: {storage.get('error')} "
+            f"({storage.get('pending')} records waiting); audio keeps playing",
+            file=sys.stderr,
+        )
     print(f"{'id':<16}{'kind':<8}{'online':<8}{'address':<22}{'last seen':<21}{'alerts':<10}zone")
     for s in out["speakers"]:
         alerts = sum(s.get("attacks", {}).values())
@@ -302,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--playout-delay", type=float, default=100.0, help="milliseconds (default 100)")
     s.add_argument("--site-tag", help="mDNS site tag to accept (default: the site id)")
     s.add_argument("--no-mdns", action="store_true", help="static addresses only")
+    s.add_argument(
+        "--max-upload-minutes",
+        type=float,
+        default=30.0,
+        help="longest audio accepted for a broadcast, checked while decoding (default 30)",
+    )
+    s.add_argument(
+        "--max-upload-mb", type=float, default=64.0, help="largest upload in MiB (default 64)"
+    )
     s.add_argument(
         "--tls",
         choices=["auto"],

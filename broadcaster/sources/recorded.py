@@ -61,7 +61,12 @@ class FileSource(PcmSource):
             msg = exc.message.replace(str(self.path), self.name).replace(self.path.name, self.name)
             raise AudioInputError(msg, code="bad_audio") from None
         except LibraryError as exc:
-            raise library_error(exc) from None
+            err = library_error(exc)
+            # the library names the spooled temporary file; the caller knows the upload's name
+            err.message = exc.message.replace(str(self.path), self.name).replace(
+                self.path.name, self.name
+            )
+            raise err from None
 
     def describe(self) -> dict[str, Any]:
         """File name and content hash."""

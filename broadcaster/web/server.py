@@ -104,6 +104,8 @@ async def serve(
     site_tag: str | None,
     mdns: bool,
     tls: TlsFiles | None = None,
+    max_upload_seconds: float | None = None,
+    max_upload_bytes: int | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM; over HTTPS when given TLS files (a browser's microphone needs
     a secure context anywhere but on localhost)."""
@@ -116,6 +118,8 @@ async def serve(
         ),
     )
     services = Services.for_controller(ctl)
+    if max_upload_seconds is not None:
+        services.max_upload_seconds = max_upload_seconds
     runner: web.AppRunner | None = None
     sched: Scheduler | None = None
     try:
@@ -123,7 +127,8 @@ async def serve(
         await ctl.start()
         sched = Scheduler.attach(services)
         await sched.start()
-        runner = web.AppRunner(make_app(services), access_log=None)
+        app = make_app(services, max_upload_bytes) if max_upload_bytes else make_app(services)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port, ssl_context=ssl_ctx).start()
         stop = asyncio.Event()
