@@ -14,11 +14,11 @@ import asyncio
 import logging
 import random
 import secrets
-import signal
 from typing import Any
 
 import aiohttp
 
+from broadcaster.endpoint.lifecycle import stop_event
 from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
 from broadcaster.protocol import dialin as msg
 
@@ -179,13 +179,7 @@ async def run_dialin(spec: SpeakerSpec, controller: tuple[str, int]) -> None:
     ticker = asyncio.ensure_future(Ticker([sp]).run())
     dial = asyncio.ensure_future(DialOut(sp, *controller).run())
     print(f"READY {spec.speaker_id} dialing {controller[0]}:{controller[1]}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event()
     try:
         await stop.wait()
     finally:

@@ -11,11 +11,11 @@ import ipaddress
 import json
 import logging
 import random
-import signal
 import wave
 from pathlib import Path
 
 from broadcaster.endpoint.clocks import WallStep, parse_clock_steps
+from broadcaster.endpoint.lifecycle import stop_event
 from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
 from broadcaster.net.mdns import Advert, open_zeroconf, register, unregister
 from broadcaster.net.udp import Impairment
@@ -143,13 +143,7 @@ async def run_simulation(
     if ready_file:
         ready_file.write_text(json.dumps(info))
     print(f"READY {len(speakers)} speakers", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event()
     try:
         await stop.wait()
     finally:
