@@ -10,7 +10,14 @@ import warnings
 
 import broadcaster.site as zones
 from tests.support.audio import sweep
-from tests.support.harness import ROOT, controller, wait_done, wait_for, wait_online
+from tests.support.harness import (
+    ROOT,
+    controller,
+    speaker_command,
+    wait_done,
+    wait_for,
+    wait_online,
+)
 from tests.support.net import free_even_port, free_port
 from tests.support.sites import small_site
 
@@ -50,23 +57,14 @@ async def test_paired_speaker_plays_through_its_output_at_its_volume(tmp_path, d
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "broadcaster.cli.main",
-            "speaker",
-            "--key-file",
-            str(keyfile),
-            "--host",
-            "127.0.0.1",
-            "--port",
+        speaker_command(
+            keyfile,
             str(port),
-            "--rtp-port",
             str(free_even_port()),
             "--no-mdns",
             "--output",
             f"pipe:cat > {out_dir}/{{broadcast}}-{{rate}}.raw",
-        ],
+        ),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -112,22 +110,7 @@ async def test_a_real_speaker_is_found_over_mdns(tmp_path, data, tag):
         capture_output=True,
     )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "broadcaster.cli.main",
-            "speaker",
-            "--key-file",
-            str(keyfile),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--rtp-port",
-            "0",
-            "--site-tag",
-            tag,
-        ],
+        speaker_command(keyfile, "0", "0", "--site-tag", tag),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ import time
 import broadcaster.site as zones
 from broadcaster.access.policy import rank
 from tests.support.audio import sweep
-from tests.support.harness import ROOT, controller, wait_done, wait_online
+from tests.support.harness import ROOT, controller, speaker_command, wait_done, wait_online
 from tests.support.net import free_even_port, free_port
 from tests.support.sites import small_site
 
@@ -47,19 +47,7 @@ async def test_a_draining_player_never_blocks_the_speaker(tmp_path, data, tag):
     )
     rec = tmp_path / "rec"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "broadcaster.cli.main",
-        "speaker",
-        "--key-file",
-        str(keyfile),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--rtp-port",
-        str(free_even_port()),
-        "--no-mdns",
+        *speaker_command(keyfile, port, free_even_port(), "--no-mdns"),
         "--record",
         str(rec),
         "--output",

@@ -202,3 +202,22 @@ async def wait_done(ctl: Controller, bid: str, timeout: float = 60.0) -> dict:
             raise TimeoutError(f"broadcast {bid} still {ctl.broadcast(bid).state}")
         await asyncio.sleep(0.05)
     return ctl.broadcast(bid).to_dict()
+
+
+def speaker_command(keyfile: Path, port: int | str, rtp_port: int | str, *extra: str) -> list[str]:
+    """The command line of one real speaker endpoint on 127.0.0.1 (`broadcaster speaker`)."""
+    return [
+        sys.executable,
+        "-m",
+        "broadcaster.cli.main",
+        "speaker",
+        "--key-file",
+        str(keyfile),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--rtp-port",
+        str(rtp_port),
+        *extra,
+    ]
