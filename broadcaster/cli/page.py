@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
+from broadcaster.protocol.codecs import CODECS
 from broadcaster.sources.live import WavStreamParser
 
 DEFAULT_URL = "http://127.0.0.1:8600"
@@ -467,5 +468,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rate", type=int, default=16000, help="sound input sample rate (default 16000)"
     )
-    p.add_argument("--codec", default="pcmu", choices=["pcmu", "l16"])
+    p.add_argument(
+        "--codec",
+        default="pcmu",
+        choices=list(CODECS),
+        help="what the speakers receive (default pcmu)",
+    )
     p.set_defaults(func=cmd_page)

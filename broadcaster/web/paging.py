@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from broadcaster.core.commands import call
 from broadcaster.core.events import Event
 from broadcaster.core.services import Services
 from broadcaster.errors import BroadcasterError, Forbidden, InvalidInput
-from broadcaster.protocol.codecs import codec_by_name
+from broadcaster.protocol.codecs import CODECS
 from broadcaster.sources.leveller import Leveller
 from broadcaster.sources.live import LiveSource
 from broadcaster.sources.recorded import ChimeSource
@@ -54,6 +54,13 @@ KEEP_DAYS = 90  # live recordings are kept this long (BROADCASTER_PAGE_KEEP_DAYS
 PURGE_EVERY = 86400.0
 RECORDING_WAIT = 15.0  # seconds the socket stays open for the recording's clip id
 TASKS = web.AppKey("page_tasks", set)
+PRIORITIES = ("live", "emergency")  # what a page may be (emergency: the subdistrict only)
+
+
+def _choices(names: Iterable[str]) -> str:
+    """'a, b or c' from the names a field accepts (the tables, not a copy of them)."""
+    *rest, last = list(names)
+    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 @dataclass
@@ -91,12 +98,16 @@ def parse_start(obj: Any) -> PageStart:
             f"'rate' must be the audio's sample rate, 8000-48000 Hz (got {rate!r})", code="bad_rate"
         )
     codec = obj.get("codec", "pcmu")
-    if not isinstance(codec, str):
-        raise InvalidInput("'codec' must be pcmu or l16", code="bad_codec")
-    codec_by_name(codec)
+    if not isinstance(codec, str) or codec.lower() not in CODECS:
+        raise InvalidInput(
+            f"'codec' must be {_choices(CODECS)} (got {codec!r:.40})", code="bad_codec"
+        )
     priority = obj.get("priority", "live")
-    if priority not in ("live", "emergency"):
-        raise InvalidInput("'priority' of a page is live (or emergency)", code="bad_priority")
+    if priority not in PRIORITIES:
+        raise InvalidInput(
+            f"'priority' of a page must be {_choices(PRIORITIES)} (got {priority!r:.40})",
+            code="bad_priority",
+        )
     csrf = obj.get("csrf")
     return PageStart(
         list(to), chime, rate, codec.lower(), priority, csrf if isinstance(csrf, str) else None
@@ -216,17 +227,18 @@ class PageSession:
                 self.recording.path.unlink(missing_ok=True)
             return None
         self.bid = result["id"]
+        b = self.ctl.broadcast(self.bid)
         self._send(
             {
                 "type": "accepted",
                 "broadcast": self.bid,
                 "priority": start.priority,
-                "lead_ms": round(self.ctl.config.live_lead * 1000),
+                "lead_ms": round((b.lead or 0.0) * 1000),  # chosen from the speakers' paths
                 "codec": start.codec,
                 "speakers": len(result["speakers"]),
             }
         )
-        self._check(self.ctl.broadcast(self.bid))
+        self._check(b)
         return start
 
     async def _check_csrf(self, start: PageStart) -> None:
