@@ -5,7 +5,9 @@ input dataclass, body kind, status and summary, and this module turns them into 
 contract `api.make_handler` serves. GET and DELETE take every input field as a query (or path)
 parameter; a POST whose body is audio takes its fields as query parameters and the audio as an
 octet-stream body; any other POST takes a JSON object with exactly the dataclass's fields.
-Routes that are not commands (the live feed, this document) add their own path items.
+Routes that are not commands (the live feed, the live page, the dial-in channel, this document)
+add their own path items; WebSocket routes are GETs with the upgrade, their messages described
+by an `x-websocket` extension and a pointer to the document of their wire format.
 """
 
 from __future__ import annotations
@@ -234,14 +236,83 @@ SELF_PATH = {
         }
     }
 }
+
+
+def websocket(
+    operation_id: str,
+    summary: str,
+    doc: str,
+    messages: Mapping[str, Any],
+    *,
+    tags: list[str],
+    parameters: list[dict[str, Any]] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    """The path item of a WebSocket route: a GET with the upgrade; 101, or a JSON error.
+
+    OpenAPI 3.0 has no words for the messages on the socket: `x-websocket` names who speaks
+    first and gives the JSON schema of that first message; `externalDocs` points to the wire
+    format (every message, in both directions).
+    """
+    op: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": "A WebSocket: send `Connection: Upgrade` and `Upgrade: websocket`; a plain "
+        f"GET is refused (400). The messages are described in {doc}.",
+        "tags": tags,
+        "parameters": list(parameters or []),
+        "externalDocs": {"description": f"the wire format ({doc})", "url": doc},
+        "x-websocket": dict(messages),
+        "responses": responses(101, {"description": "switching to the WebSocket protocol"}),
+    }
+    if public:
+        op["security"] = []
+    return {"get": op}
+
+
+_DIAL_IN_HELLO = {
+    "type": "object",
+    "required": ["t", "v", "speaker", "nonce", "mac"],
+    "properties": {
+        "t": {"type": "string", "enum": ["hello"]},
+        "v": {"type": "integer", "enum": [1]},
+        "speaker": {"type": "string", "description": "the speaker's id in zones.yaml"},
+        "nonce": {"type": "string", "description": "32 hex digits, fresh"},
+        "mac": {"type": "string", "description": "HMAC-SHA256 over the controller's nonce"},
+    },
+}
+DIAL_IN = {
+    "/api/dial-in": websocket(
+        "dial_in",
+        "A speaker behind NAT connects out and carries its control requests over the socket "
+        "(for speakers, not users: no token; the speaker proves its pairing key on the "
+        "channel, a refused one is closed with code 4401 and raises an attack event).",
+        "docs/protocol.md#8-dial-in-speakers-behind-nat",
+        {
+            "first": "server",
+            "server_first": "challenge {t, v, nonce, clock_port}",
+            "client_first_message": _DIAL_IN_HELLO,
+        },
+        tags=["speakers"],
+        public=True,
+    )
+}
 DOC = web.AppKey("openapi_document", dict)
 
 
 def add_routes(app: web.Application, extra: Mapping[str, Mapping[str, Any]]) -> None:
     """Serve the document (built once, from the registry and the extra path items)."""
-    app[DOC] = document(extra={**SELF_PATH, **extra})
+    app[DOC] = document(extra={**SELF_PATH, **DIAL_IN, **extra})
 
     async def serve(request: web.Request) -> web.Response:
         return web.json_response(request.app[DOC])
 
     app.router.add_get("/api/openapi.json", serve)
+
+
+def extend(app: web.Application, items: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add the path items of routes added after the document was built (kept sorted)."""
+    paths = app[DOC]["paths"]
+    for path, item in items.items():
+        paths.setdefault(path, {}).update(item)
+    app[DOC]["paths"] = dict(sorted(paths.items()))

@@ -40,6 +40,7 @@ from broadcaster.protocol.codecs import CODECS
 from broadcaster.sources.leveller import Leveller
 from broadcaster.sources.live import LiveSource
 from broadcaster.sources.recorded import ChimeSource
+from broadcaster.web import openapi
 from broadcaster.web.access import COOKIE
 from broadcaster.web.api import SERVICES, principal_of
 
@@ -112,6 +113,55 @@ def parse_start(obj: Any) -> PageStart:
     return PageStart(
         list(to), chime, rate, codec.lower(), priority, csrf if isinstance(csrf, str) else None
     )
+
+
+START_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["to"],
+    "properties": {
+        "type": {"type": "string", "enum": ["start"], "default": "start"},
+        "to": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            "description": "speakers, villages, areas, groups or the subdistrict (at least one)",
+        },
+        "chime": {"type": "string", "nullable": True, "description": "a library chime first"},
+        "rate": {"type": "integer", "minimum": 8000, "maximum": 48000, "default": 16000},
+        "codec": {"type": "string", "enum": list(CODECS), "default": "pcmu"},
+        "priority": {"type": "string", "enum": list(PRIORITIES), "default": "live"},
+        "csrf": {"type": "string", "description": "a browser session's CSRF token"},
+    },
+}
+OPENAPI = {
+    PATH: openapi.websocket(
+        "page",
+        "Page live: start a page to targets, stream microphone audio, hear what happens.",
+        "docs/paging.md",
+        {
+            "first": "client",
+            "client_first_message": START_SCHEMA,
+            "client_then": "binary s16le mono PCM at `rate` after `ready`; {type: end}",
+            "server_messages": [
+                "accepted",
+                "speakers",
+                "ready",
+                "cut",
+                "ended",
+                "recorded",
+                "error",
+            ],
+        },
+        tags=["broadcasts"],
+        parameters=[
+            {
+                "name": "csrf",
+                "in": "query",
+                "required": False,
+                "description": "a browser session's CSRF token (or `csrf` in the first message)",
+                "schema": {"type": "string"},
+            }
+        ],
+    )
+}
 
 
 class Recording:
@@ -508,7 +558,8 @@ def _ended(b: dict, source: LiveSource | None) -> dict:
 
 
 def add_routes(app: web.Application, keep: float | None = None) -> None:
-    """Add GET /api/page and the daily purge of old live recordings to the app."""
+    """Add GET /api/page (and its part of the OpenAPI document) and the daily purge of old
+    live recordings to the app."""
     services = app[SERVICES]
     app[TASKS] = set()
     days = keep_days() if keep is None else keep
@@ -516,6 +567,11 @@ def add_routes(app: web.Application, keep: float | None = None) -> None:
     async def page(request: web.Request) -> web.StreamResponse:
         principal = principal_of(request)
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=10.0)
+        if not ws.can_prepare(request).ok:
+            raise InvalidInput(
+                f"{PATH} is a WebSocket: connect with Upgrade: websocket (docs/paging.md)",
+                code="websocket_required",
+            )
         await ws.prepare(request)
         await PageSession(request, ws, services, principal).run()
         return ws
@@ -540,3 +596,5 @@ def add_routes(app: web.Application, keep: float | None = None) -> None:
 
     app.router.add_get(PATH, page)
     app.cleanup_ctx.append(purge_daily)
+    if openapi.DOC in app:
+        openapi.extend(app, OPENAPI)

@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 import broadcaster.site as zones
 from broadcaster.core.commands import REGISTRY
+from broadcaster.protocol.codecs import CODECS
 from broadcaster.scheduler.engine import Scheduler
 from broadcaster.web.api import SERVICES
 from broadcaster.web.feed import PATH as STREAM_PATH
@@ -141,6 +142,17 @@ async def test_openapi_document_matches_the_running_api(site, data, tag):
         for key, n in sorted(seen.items()):
             print(f"  {key}: {n}")
         took = time.monotonic() - t0
+        # the document lists every route of the API, the WebSockets too
+        routes = {
+            (r.method.lower(), r.resource.canonical)
+            for r in client.server.app.router.routes()
+            if r.resource is not None
+            and r.resource.canonical.startswith("/api/")
+            and r.method not in ("HEAD", "*")
+        }
+        documented = {(m, p) for p, item in doc["paths"].items() for m in item}
+        assert routes - documented == set()
+        assert {("get", "/api/page"), ("get", "/api/dial-in")} <= routes
         assert not failures, "\n\n".join(failures)
         assert calls > 100
         assert took < 120, f"schemathesis took {took:.0f} s"
@@ -150,10 +162,31 @@ async def test_openapi_document_matches_the_running_api(site, data, tag):
         services.scheduler = None
 
 
-def test_document_covers_every_command():
-    from broadcaster.web import feed, openapi
+async def test_the_page_websocket_is_documented_and_a_plain_get_is_told_what_it_is(site, data, tag):
+    async with controller(site, data, tag, accounts=True, mdns=False) as (_ctl, client):
+        _, token = make_user(client, "adm-openapi-ws", site.root.id, "admin")
+        doc = await (await client.get("/api/openapi.json")).json()
+        page = doc["paths"]["/api/page"]["get"]
+        assert "101" in page["responses"] and page["externalDocs"]["url"] == "docs/paging.md"
+        first = page["x-websocket"]["client_first_message"]
+        assert first["required"] == ["to"]
+        assert first["properties"]["codec"]["enum"] == list(CODECS)
+        assert [p["name"] for p in page["parameters"]] == ["csrf"]
+        assert "security" not in page  # a token or a session, as every route
+        dial = doc["paths"]["/api/dial-in"]["get"]
+        assert dial["security"] == [] and "protocol.md" in dial["externalDocs"]["url"]
+        # a GET without the upgrade is a 400 that says so, not a failure
+        resp = await client.get("/api/page", headers=bearer(token))
+        assert resp.status == 400
+        body = await resp.json()
+        assert body["error"] == "websocket_required" and "WebSocket" in body["message"]
+        assert (await client.get("/api/page")).status == 401  # and no door without a token
 
-    doc = openapi.document(extra={**openapi.SELF_PATH, **feed.OPENAPI})
+
+def test_document_covers_every_command():
+    from broadcaster.web import feed, openapi, paging
+
+    doc = openapi.document(extra={**openapi.SELF_PATH, **feed.OPENAPI, **paging.OPENAPI})
     for spec in REGISTRY.values():
         op = doc["paths"][spec.path][spec.method.lower()]
         assert str(spec.status) in op["responses"]
@@ -172,3 +205,4 @@ def test_document_covers_every_command():
     assert add["schema"]["additionalProperties"] is False
     assert add["schema"]["required"] == ["name", "password", "scope"]
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "session", "csrf"}
+    assert doc["paths"]["/api/page"]["get"]["responses"]["101"]
