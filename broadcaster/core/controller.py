@@ -178,6 +178,12 @@ class Controller:
         if grew:
             self.events.publish("attack", speaker=speaker, counters=grew)
 
+    def speaker_alive(self, speaker: str, clock: dict[str, Any]) -> None:
+        """A speaker's heartbeat."""
+        if self.registry.alive(speaker, clock, self.now()):
+            self.events.publish("online", speaker=speaker)
+        self.paths[speaker] = path_of(clock)
+
     def speaker_failed(self, speaker: str, error: str) -> None:
         """A speaker did not answer."""
         if self.registry.failed(speaker, error, self.now()):

@@ -25,6 +25,7 @@ class SpeakerState:
     port: int | None = None
     rtp_port: int | None = None
     source: str = ""  # "mdns", "static" or "dial-in"
+    media: str = "udp"  # how its audio goes: "udp", or "channel" (a dial-in without UDP)
     driver: str = "bcspeaker"
     assigned: bool = True
     online: bool = False
@@ -34,6 +35,8 @@ class SpeakerState:
     clock_synced: bool = False
     counters: dict = field(default_factory=dict)
     attacks: dict = field(default_factory=dict)
+    heartbeats: int = 0  # signed heartbeats taken (the speaker reported in)
+    status_answers: int = 0  # whole status answers (polled: at first, on a change, when silent)
 
     def to_dict(self) -> dict:
         """The JSON form the API and CLI show."""
@@ -44,6 +47,7 @@ class SpeakerState:
             "address": f"{self.host}:{self.port}" if self.host else None,
             "rtp_port": self.rtp_port,
             "source": self.source,
+            "media": self.media,
             "driver": self.driver,
             "assigned": self.assigned,
             "online": self.online,
@@ -52,6 +56,8 @@ class SpeakerState:
             "playing": self.playing,
             "clock_synced": self.clock_synced,
             "attacks": self.attacks,
+            "heartbeats": self.heartbeats,
+            "status_answers": self.status_answers,
         }
 
 
@@ -77,8 +83,11 @@ class Registry:
         st.online = True
         st.last_seen = now
         st.last_error = None
+        st.status_answers += 1
         rtp = status.get("rtp_port")
         st.rtp_port = rtp if isinstance(rtp, int) else st.rtp_port
+        media = status.get("media")  # added by the driver, not the speaker
+        st.media = media if media in ("udp", "channel") else "udp"
         playing = status.get("playing")
         st.playing = playing if isinstance(playing, str) else None
         clock = status.get("clock")
@@ -98,6 +107,15 @@ class Registry:
             st.attacks[k] = st.attacks.get(k, 0) + v
         st.counters = new
         return came_online, grew
+
+    def alive(self, sid: str, clock: dict, now: float) -> bool:
+        """Record a heartbeat (no full status); returns whether it came online now."""
+        st = self.get(sid)
+        came_online = not st.online
+        st.online, st.last_seen, st.last_error = True, now, None
+        st.clock_synced = clock.get("synced") is True
+        st.heartbeats += 1
+        return came_online
 
     def failed(self, sid: str, error: str, now: float) -> bool:
         """Record a failed poll; returns True if this made the speaker go offline."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,12 +21,15 @@ import broadcaster.protocol.clock as clk
 from broadcaster.net.udp import Impairment, UdpPort, open_udp
 
 log = logging.getLogger(__name__)
-# Fast exchanges until the first estimate is good, then four a second: the minimum-round-trip filter
-# needs many samples to find one with little jitter in both directions (see docs/protocol.md §3).
-CLOCK_FAST, CLOCK_SLOW, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
+# Fast exchanges until the first estimate is good, then four a second until the drift is known
+# (the minimum filter needs many samples to find ones with little jitter each way), then spaced
+# out: every exchange carries the heartbeat, so the spaced interval is also the heartbeat's. A
+# jittery path (4G) keeps exchanging more often: its filter needs the samples (docs/protocol.md §3).
+CLOCK_FAST, CLOCK_SETTLE, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
+CLOCK_SPACED, CLOCK_SPACED_JITTERY, JITTERY = 2.0, 0.5, 0.005
 # An estimate with no good exchange for this long is not trusted to refuse a new clock service:
 # the controller restarted (new port, perhaps a new play clock) and the speaker must follow it.
-ESTIMATE_FRESH = 5.0
+ESTIMATE_FRESH = 10.0
 WALL_STEP = 1.0  # a change of wall_error beyond this is counted as a step of the wall clock
 
 
@@ -80,6 +84,15 @@ class WallStep:
         return self._wall() + (self.step if self._mono() - self._m0 >= self.at else 0.0)
 
 
+def exchange_interval(est: clk.OffsetEstimator) -> float:
+    """Seconds until the next exchange, from how far the estimate has come."""
+    if len(est.samples) < CLOCK_FAST_SAMPLES:
+        return CLOCK_FAST
+    if not est.drift_known:
+        return CLOCK_SETTLE
+    return CLOCK_SPACED if est.rtt_p90 - est.rtt < JITTERY else CLOCK_SPACED_JITTERY
+
+
 def parse_clock_steps(spec: str | None) -> dict[str, tuple[float, float]]:
     """'ID=AT:STEP;ID2=AT:STEP' (seconds, e.g. 'h1-1=3:+5') -> {id: (at, step)}."""
     out: dict[str, tuple[float, float]] = {}
@@ -104,8 +117,12 @@ class ClockSync:
         clock: LocalClock,
         counters: Counter,
         impair: Impairment | None = None,
+        describe: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
         self.speaker_id, self.key, self.host = speaker_id, key, host
+        self.describe = describe  # → (RTP port, fingerprint of the status) for the heartbeat
+        self._boot = secrets.randbits(32)
+        self._seq = 0
         self.clock = clock
         self.counters = counters
         self.impair = impair
@@ -147,10 +164,27 @@ class ClockSync:
         self._port = await open_udp(self.host, 0, self._on_answer, self.impair)
         while True:
             if self.target:
-                req = clk.encode_request(self.speaker_id, self.key, self.clock.now())
+                req = clk.encode_request(
+                    self.speaker_id, self.key, self.clock.now(), self.heartbeat()
+                )
                 self._port.sendto(req, self.target)
-            fast = len(self.estimator.samples) < CLOCK_FAST_SAMPLES
-            await asyncio.sleep(CLOCK_FAST if fast else CLOCK_SLOW)
+            await asyncio.sleep(exchange_interval(self.estimator))
+
+    def heartbeat(self) -> clk.Heartbeat:
+        """What the next request says of this speaker (each one numbered)."""
+        est = self.estimator
+        rtp_port, state = self.describe()
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return clk.Heartbeat(
+            self._boot,
+            self._seq,
+            est.synced,
+            self.controller_now(),
+            est.rtt,
+            est.rtt_p90,
+            rtp_port,
+            state,
+        )
 
     def _on_answer(self, data: bytes, addr: tuple) -> None:
         t4 = self.clock.now()

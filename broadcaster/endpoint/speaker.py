@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from broadcaster.protocol.srtp import Receiver, SrtpDrop
 log = logging.getLogger(__name__)
 WALL_WATCH = 1.0  # seconds between looks at the wall clock (a step is counted, never followed)
 REPORTS_KEPT = 2000  # kept until long after the controller collects them
+# counters that move with ordinary traffic: left out of the heartbeat's status fingerprint
+TRAFFIC_COUNTERS = frozenset({"rtp_received", "late_previous_broadcast"})
 # A broadcast that ended here (preempted, stopped, finished) or was refused may still be sent for
 # a while: the controller keeps a preempted stream going until it learns, a village group carries
 # it to every horn that joined, and its final reports come last. Its key is kept, looked up by
@@ -107,7 +110,9 @@ class Speaker:
     def __post_init__(self) -> None:
         s = self.spec
         self.clock = LocalClock(s.clock_offset, s.wall)
-        self.sync = ClockSync(s.speaker_id, s.key, s.host, self.clock, self.counters, s.impair)
+        self.sync = ClockSync(
+            s.speaker_id, s.key, s.host, self.clock, self.counters, s.impair, self.describe
+        )
         self.volume = s.volume
         self.guard = ReplayGuard()
         self._runner: web.AppRunner | None = None
@@ -222,10 +227,21 @@ class Speaker:
                 "synced": self.estimator.synced,
                 "offset": self.estimator.offset,
                 "rtt": self.estimator.rtt,
-                "rtt_p90": rtt_p90(self.estimator),
+                "rtt_p90": self.estimator.rtt_p90,
             },
             "counters": dict(self.counters),
         }
+
+    def describe(self) -> tuple[int, int]:
+        """The heartbeat's account of this speaker: its RTP port and a fingerprint of /status.
+
+        The fingerprint changes when anything the controller keeps from /status does (volume,
+        what plays at which priority, a security counter), never with the traffic itself.
+        """
+        a = self.active
+        noted = sorted((k, v) for k, v in self.counters.items() if k not in TRAFFIC_COUNTERS)
+        what = (self.volume, a.playout.broadcast if a else None, a.priority if a else None, noted)
+        return self.rtp_port, zlib.crc32(repr(what).encode())
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status())
@@ -396,7 +412,8 @@ class Speaker:
             return
         now = self.clock.now()
         # an output with latency is written that much ahead, so sound leaves it at the instant
-        for frame in a.playout.due(now + self.spec.output_latency, self.estimator.offset):
+        offset = self.estimator.offset_at(now)
+        for frame in a.playout.due(now + self.spec.output_latency, offset):
             a.card.play(frame)
         if a.playout.finished(now):
             self._finish(
@@ -478,16 +495,6 @@ class Ticker:
                     sp.tick()
                 except Exception:  # one speaker's fault must not silence the others
                     log.exception("speaker %s tick failed", sp.spec.speaker_id)
-
-
-def rtt_p90(est: OffsetEstimator) -> float:
-    """The 90th percentile of the round trips in the estimator's window (0 before any).
-
-    With `rtt` (the smallest) it tells the controller how much the path jitters, from which it
-    chooses a broadcast's lead (core/lead.py).
-    """
-    rtts = sorted(s.rtt for s in est.samples)
-    return rtts[min(len(rtts) - 1, int(0.9 * len(rtts)))] if rtts else 0.0
 
 
 def _ssrc(data: bytes, rtcp: bool) -> int | None:

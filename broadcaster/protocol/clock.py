@@ -28,37 +28,76 @@ from dataclasses import dataclass
 
 from broadcaster.protocol.auth import clock_mac
 
-REQ_MAGIC = b"BCK1"
+REQ_MAGIC = b"BCK3"  # a clock request that carries the speaker's heartbeat (BCK1 had none)
 RESP_MAGIC = b"BCK2"
+_BEAT = struct.Struct("!dIIBdffHI")  # t1, boot, seq, flags, controller time, rtt, p90, rtp, state
+_SYNCED = 1
 
 
 class ClockMessageError(ValueError):
     """A clock datagram that is malformed or fails its MAC."""
 
 
-def encode_request(speaker_id: str, key: bytes, t1: float) -> bytes:
-    """A signed clock request from a speaker."""
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a speaker says of itself in every clock request (docs/protocol.md §3).
+
+    `boot` is random per start of the speaker and `seq` counts its requests, so a replayed request
+    is recognised; `controller_time` is the speaker's estimate of the controller's clock when it
+    sent, so a request recorded earlier is stale. `state` is a fingerprint of what /status would
+    say (volume, what is playing, the security counters): when it changes, the controller asks
+    for the whole status once; while it does not, the heartbeat is all the controller needs.
+    """
+
+    boot: int
+    seq: int
+    synced: bool
+    controller_time: float
+    rtt: float
+    rtt_p90: float
+    rtp_port: int
+    state: int
+
+    def clock(self) -> dict:
+        """The `clock` object of /status that this heartbeat stands for (path and sync)."""
+        return {"synced": self.synced, "rtt": self.rtt, "rtt_p90": self.rtt_p90}
+
+
+def encode_request(speaker_id: str, key: bytes, t1: float, beat: Heartbeat) -> bytes:
+    """A signed clock request from a speaker, carrying its heartbeat."""
     sid = speaker_id.encode()
-    body = REQ_MAGIC + bytes([len(sid)]) + sid + struct.pack("!d", t1)
+    fields = _BEAT.pack(
+        t1,
+        beat.boot,
+        beat.seq,
+        _SYNCED if beat.synced else 0,
+        beat.controller_time,
+        beat.rtt,
+        beat.rtt_p90,
+        beat.rtp_port,
+        beat.state,
+    )
+    body = REQ_MAGIC + bytes([len(sid)]) + sid + fields
     return body + clock_mac(key, body)
 
 
 def request_speaker(data: bytes) -> str:
     """The speaker id a clock request claims (to look up its key) before the MAC is checked."""
-    if len(data) < 5 + 8 + 16 or not data.startswith(REQ_MAGIC):
+    if len(data) < 5 + _BEAT.size + 16 or not data.startswith(REQ_MAGIC):
         raise ClockMessageError("not a clock request")
     n = data[4]
-    if len(data) != 5 + n + 8 + 16:
+    if len(data) != 5 + n + _BEAT.size + 16:
         raise ClockMessageError("clock request has the wrong length")
     return data[5 : 5 + n].decode(errors="replace")
 
 
-def decode_request(data: bytes, key: bytes) -> float:
-    """Verify a clock request and return its t1."""
+def decode_request(data: bytes, key: bytes) -> tuple[float, Heartbeat]:
+    """Verify a clock request and return its t1 and the heartbeat it carries."""
     body, mac = data[:-16], data[-16:]
     if not hmac.compare_digest(clock_mac(key, body), mac):
         raise ClockMessageError("clock request MAC does not verify")
-    return struct.unpack("!d", body[-8:])[0]
+    t1, boot, seq, flags, ct, rtt, p90, rtp, state = _BEAT.unpack(body[-_BEAT.size :])
+    return t1, Heartbeat(boot, seq, bool(flags & _SYNCED), ct, rtt, p90, rtp, state)
 
 
 def encode_response(key: bytes, t1: float, t2: float, t3: float) -> bytes:
@@ -96,14 +135,34 @@ class Sample:
 # explained by queueing (which shifts a sample by at most half its round trip, and an attacker's
 # delay as much as it lengthens the round trip): the other clock was re-anchored.
 STEP_TOLERANCE = 0.2
+# The frequency (drift) is fitted once the history spans this long, and long enough for the
+# path's jitter to resolve DRIFT_RESOLUTION: over a shorter span queueing passes for drift. A LAN
+# (0.1 ms of jitter) gets there in 10 s; a 4G path (50 ms) in about two minutes.
+DRIFT_MIN_SPAN = 10.0
+DRIFT_RESOLUTION = 5e-6
+HISTORY_SLOT = 2.0  # s: the history keeps the least-queued exchange of each slot this long
+DRIFT_LIMIT = 300e-6  # quartz is within ±100 ppm: a fit beyond this is noise, clamped
 
 
 class OffsetEstimator:
-    """Tracks controller_time - local_time from clock exchanges (per-direction minimum filter)."""
+    """Tracks controller_time - local_time from clock exchanges: offset and frequency.
 
-    def __init__(self, window: int = 40) -> None:
+    The two clocks tick at slightly different rates (quartz: tens of ppm), so the offset is a
+    line, not a constant: offset(t) = offset + drift × (t - ref). The drift comes from the
+    envelopes of a long history (`_frequency`); the offset at `ref` (the newest sample) is the
+    per-direction minimum filter over the recent window with the drift taken out. Knowing the
+    drift is what lets a speaker space its exchanges out to one every few seconds once
+    converged and still keep its estimate within tens of microseconds on a LAN.
+    """
+
+    def __init__(self, window: int = 64, history: int = 256) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
-        self._offset = 0.0  # kept on add: every sound-card tick asks for the offset
+        self.history: deque[Sample] = deque(maxlen=history)  # the frequency's longer baseline
+        self._slot: Sample | None = None  # the best exchange of the slot not yet in the history
+        self._offset = 0.0  # at self._ref; kept on add: every sound-card tick asks for it
+        self._drift = 0.0
+        self.drift_known = False  # the history has been long enough to fit the drift
+        self._ref = 0.0
         self._rtt = 0.0
         self.steps = 0  # times the controller's clock was seen to jump (the window restarted)
 
@@ -113,15 +172,32 @@ class OffsetEstimator:
         if rtt < 0 or t4 < t1:
             return None
         s = Sample(t2 - t1, t3 - t4, rtt, t4)
-        if self.synced and abs(s.offset - self._offset) > s.rtt + self._rtt + STEP_TOLERANCE:
+        if self.synced and abs(s.offset - self.offset_at(t4)) > s.rtt + self._rtt + STEP_TOLERANCE:
             self.samples.clear()  # never average two clocks: start over from this sample
+            self.history.clear()
+            self._slot = None
+            self._drift, self.drift_known = 0.0, False
             self.steps += 1
         self.samples.append(s)
-        forward = min(x.forward for x in self.samples)
-        backward = max(x.backward for x in self.samples)
-        self._offset = (forward + backward) / 2
-        self._rtt = min(x.rtt for x in self.samples)
+        if self._slot is None or s.at - self._slot.at >= HISTORY_SLOT:
+            if self._slot is not None:
+                self.history.append(self._slot)
+                fitted = _frequency(self.history)
+                if fitted is not None:
+                    self._drift, self.drift_known = fitted, True
+            self._slot = s
+        elif s.rtt < self._slot.rtt:
+            self._slot = s
+        self._fit()
         return s
+
+    def _fit(self) -> None:
+        xs, ref = self.samples, self.samples[-1].at
+        self._rtt = min(x.rtt for x in xs)
+        drift = self._drift
+        forward = min(x.forward - drift * (x.at - ref) for x in xs)
+        backward = max(x.backward - drift * (x.at - ref) for x in xs)
+        self._offset, self._ref = (forward + backward) / 2, ref
 
     @property
     def synced(self) -> bool:
@@ -130,13 +206,32 @@ class OffsetEstimator:
 
     @property
     def offset(self) -> float:
-        """Best estimate of controller_time - local_time (0 before any sample)."""
+        """Best estimate of controller_time - local_time at the newest exchange (0 before any)."""
         return self._offset
+
+    @property
+    def drift(self) -> float:
+        """How much faster the controller's clock runs than ours (s/s; 1e-6 is 1 ppm)."""
+        return self._drift
+
+    def offset_at(self, local: float) -> float:
+        """The offset at a local instant: the newest estimate carried along the drift."""
+        return self._offset + self._drift * (local - self._ref)
 
     @property
     def rtt(self) -> float:
         """Smallest round trip seen in the window."""
         return self._rtt
+
+    @property
+    def rtt_p90(self) -> float:
+        """The 90th percentile of the window's round trips (0 before any).
+
+        With `rtt` (the smallest) it says how much the path jitters: the controller chooses a
+        broadcast's lead from it (core/lead.py) and the speaker how often to exchange.
+        """
+        rtts = sorted(s.rtt for s in self.samples)
+        return rtts[min(len(rtts) - 1, int(0.9 * len(rtts)))] if rtts else 0.0
 
     def age(self, local_now: float) -> float | None:
         """Seconds since the last good exchange (local clock), None before any."""
@@ -144,7 +239,49 @@ class OffsetEstimator:
 
     def controller_time(self, local_now: float) -> float:
         """Best estimate of the controller's clock now: local + offset once synced, else local."""
-        return local_now + self._offset if self.synced else local_now
+        return local_now + self.offset_at(local_now) if self.synced else local_now
+
+
+def _frequency(xs: deque[Sample]) -> float | None:
+    """The drift over the history: the mean slope of the forward and backward envelopes.
+
+    Queueing only ever adds to forward and takes from backward, so the line under every forward
+    value and the line over every backward value, each tight at the history's mean instant, are
+    the offset line shifted by the least delay each way. None while the history is too short.
+    """
+    if len(xs) < 8:
+        return None
+    rmin = min(x.rtt for x in xs)
+    jitter = sorted(x.rtt - rmin for x in xs)[len(xs) // 2]
+    span = xs[-1].at - xs[0].at
+    if span < max(DRIFT_MIN_SPAN, jitter / (len(xs) * DRIFT_RESOLUTION)):
+        return None
+    t = [x.at - xs[-1].at for x in xs]
+    mean = sum(t) / len(t)
+    slope_f = _envelope(t, [x.forward for x in xs], mean)
+    slope_b = -_envelope(t, [-x.backward for x in xs], mean)
+    return max(-DRIFT_LIMIT, min(DRIFT_LIMIT, (slope_f + slope_b) / 2))
+
+
+def _envelope(t: list[float], y: list[float], at: float) -> float:
+    """The slope of the line under every point (t sorted) that is highest at `at`.
+
+    It is an edge of the points' lower convex hull (monotone chain) — the line that minimises the
+    summed distance to the points while staying under all of them (linear-programming skew
+    estimation): one-sided noise cannot pull it up, as it pulls a least-squares fit.
+    """
+    hull: list[tuple[float, float]] = []
+    for p in zip(t, y, strict=True):
+        while len(hull) >= 2:
+            (x0, y0), (x1, y1) = hull[-2], hull[-1]
+            if (x1 - x0) * (p[1] - y0) - (y1 - y0) * (p[0] - x0) > 0:
+                break
+            hull.pop()
+        hull.append(p)
+    for (x0, y0), (x1, y1) in zip(hull, hull[1:], strict=False):
+        if x1 >= at and x1 > x0:
+            return (y1 - y0) / (x1 - x0)
+    return 0.0
 
 
 class PlayClock:

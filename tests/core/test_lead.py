@@ -7,7 +7,6 @@ import math
 import pytest
 
 from broadcaster.core.lead import CAP, K_JITTER, MARGIN, PathFigure, choose_lead, path_of
-from broadcaster.endpoint.speaker import rtt_p90
 from broadcaster.protocol.clock import OffsetEstimator
 
 LAN = PathFigure(0.0002, 0.0003)
@@ -112,11 +111,11 @@ def test_to_dict_is_json_friendly():
 
 def test_rtt_p90_of_the_estimator_window():
     est = OffsetEstimator()
-    assert rtt_p90(est) == 0.0
+    assert est.rtt_p90 == 0.0
     for i in range(20):  # round trips 0.300 .. 0.319
         rtt = 0.3 + i / 1000
         est.add(100.0 + i, 100.0 + i + rtt / 2, 100.0 + i + rtt / 2, 100.0 + i + rtt)
     assert est.rtt == pytest.approx(0.3)
-    assert rtt_p90(est) == pytest.approx(0.318)
-    p = path_of({"synced": est.synced, "rtt": est.rtt, "rtt_p90": rtt_p90(est)})
+    assert est.rtt_p90 == pytest.approx(0.318)
+    p = path_of({"synced": est.synced, "rtt": est.rtt, "rtt_p90": est.rtt_p90})
     assert p is not None and p.jitter == pytest.approx(0.018)

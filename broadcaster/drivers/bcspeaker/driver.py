@@ -1,8 +1,11 @@
 """The driver for our own endpoint (`broadcaster speaker`): see docs/protocol.md.
 
-Speakers are found by mDNS (`_bcspeaker._tcp`) or a static address, watched by signed status
-polls spread evenly over the poll period, kept on the controller's clock by the clock service,
-and sent SRTP with a fresh key per broadcast, unicast or per-zone multicast.
+Speakers are found by mDNS (`_bcspeaker._tcp`) or a static address and kept on the controller's
+clock by the clock service. They report in: every clock request carries a signed heartbeat, so a
+speaker that heartbeats is never polled; its full status is fetched only when the heartbeat says
+it changed. A speaker that falls silent gets signed status polls (spread evenly over the poll
+period) until it answers or goes offline. Audio is SRTP with a fresh key per broadcast, unicast
+or per-zone multicast.
 """
 
 from __future__ import annotations
@@ -33,6 +36,21 @@ VERIFY_AGAIN = 30.0  # s before an address that failed verification is checked a
 VERIFY_RETRIES = (1.0, 2.0, 4.0, 8.0)  # waits when an advertised address does not answer
 VERIFY_LIMIT = 32  # verifications in flight: a flood of adverts cannot flood the network
 REPORT_POLL = 0.15
+# A heartbeat newer than this spares the speaker its status poll: the spaced exchange comes every
+# 2 s, so one lost heartbeat already brings a poll, and a silent speaker is offline within
+# OFFLINE_AFTER (6 s) + the poll's timeout and spacing: under 10 s.
+BEAT_FRESH = 3.0
+BEAT_SKEW = 5.0  # s: a heartbeat whose controller-time stamp is further off is stale (a replay)
+
+
+@dataclass
+class _Beat:
+    """The newest heartbeat of one speaker."""
+
+    boot: int
+    seq: int
+    state: int
+    at: float  # monotonic
 
 
 @dataclass
@@ -86,6 +104,7 @@ class BcSpeakerDriver:
         self._verifying: set[tuple[str, str, int]] = set()
         self._verify_slots = asyncio.Semaphore(VERIFY_LIMIT)
         self._refused: dict[tuple[str, str, int], float] = {}  # → monotonic time refused
+        self._beats: dict[str, _Beat] = {}
         self.dialin = DialIn(self)  # speakers behind NAT that connect out (GET /api/dial-in)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -265,10 +284,20 @@ class BcSpeakerDriver:
         if current:
             self._spawn(self.poll(sid))
 
+    def _silent(self) -> list[str]:
+        """Located speakers with no fresh heartbeat: the ones to poll."""
+        now = time.monotonic()
+        beats = self._beats
+        return [
+            s
+            for s in self.speakers
+            if s in self.addresses and (s not in beats or now - beats[s].at >= BEAT_FRESH)
+        ]
+
     async def _health_loop(self) -> None:
-        """Poll every speaker once per period, spread evenly: never a burst of requests."""
+        """Each period, poll the speakers that did not report in, spread evenly: never a burst."""
         while True:
-            ids = [s for s in self.speakers if s in self.addresses]
+            ids = self._silent()
             if not ids:
                 await asyncio.sleep(self.opt.poll_interval)
                 continue
@@ -294,7 +323,7 @@ class BcSpeakerDriver:
             rtp = status.get("rtp_port")
             if isinstance(rtp, int) and 0 < rtp < 65535 and addr.source != "dial-in":
                 addr.rtp_port = rtp  # (behind NAT the port seen from outside is what counts)
-            self._host.speaker_seen(sid, status)
+            self._host.speaker_seen(sid, self.dialin.annotate(sid, status))
         except SpeakerError as exc:
             self._host.speaker_failed(sid, exc.message)
         except Exception as exc:  # a malformed answer must not end monitoring of anyone
@@ -312,11 +341,30 @@ class BcSpeakerDriver:
             key = self.keys.get(sid)
             if key is None:
                 return
-            t1 = clk.decode_request(data, key)
+            t1, beat = clk.decode_request(data, key)
         except clk.ClockMessageError:
             return
         assert self._clock is not None
         self._clock.sendto(clk.encode_response(key, t1, t2, self._host.now()), addr)
+        self._heartbeat(sid, beat, t2)
+
+    def _heartbeat(self, sid: str, beat: clk.Heartbeat, now: float) -> None:
+        """A signed heartbeat counts once the speaker is located and synced, and only if it is
+        fresh (its controller-time stamp within BEAT_SKEW) and newer than the last one of the same
+        boot: a recorded one replayed keeps no dead speaker online."""
+        assert self._host is not None
+        addr = self.addresses.get(sid)
+        if addr is None or not beat.synced or abs(beat.controller_time - now) > BEAT_SKEW:
+            return
+        prev = self._beats.get(sid)
+        if prev is not None and prev.boot == beat.boot and beat.seq <= prev.seq:
+            return
+        self._beats[sid] = _Beat(beat.boot, beat.seq, beat.state, time.monotonic())
+        if 0 < beat.rtp_port < 65535 and addr.source != "dial-in":
+            addr.rtp_port = beat.rtp_port
+        self._host.speaker_alive(sid, beat.clock())
+        if prev is None or (prev.boot, prev.state) != (beat.boot, beat.state):
+            self._spawn(self.poll(sid))  # something /status says has changed: fetch it once
 
     # --- dial-in (drivers/bcspeaker/dialin.py) -----------------------------------------------
 
@@ -333,7 +381,7 @@ class BcSpeakerDriver:
         self._host.speaker_failed(sid, "dial-in channel closed")
 
     def media_observed(self, sid: str, addr: tuple[str, int]) -> None:
-        """Where the speaker's RTP socket appears from outside (its NAT mapping)."""
+        """Where the speaker's media are addressed: its token, routed by dialin.send_media."""
         a = self.addresses.get(sid)
         if a is not None and a.source == "dial-in":
             a.host, a.rtp_port = addr[0], addr[1]
@@ -347,10 +395,9 @@ class BcSpeakerDriver:
         )
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Media to a dial-in speaker leave from the clock socket, the one its NAT let out."""
-        if self._clock is not None and self.dialin.media_to(addr):
-            self._clock.sendto(data, addr)
-        else:
+        """Media to a dial-in speaker go its way (dialin.py: UDP from the clock socket, the one its
+        NAT let out, or its channel); the rest from the core's media sockets."""
+        if not self.dialin.send_media(data, addr, self._clock):
             assert self._host is not None
             self._host.send(data, addr)
 
