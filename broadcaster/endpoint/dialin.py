@@ -5,7 +5,10 @@
 sends over it is handed to the speaker's own control API — the same middleware checks its
 signature, freshness and nonce, and the same handlers answer and sign — and the answer goes back
 as it was. Punches from the RTP socket keep the NAT's UDP mapping toward the controller open.
-After a drop it reconnects with capped, jittered exponential backoff.
+When they cannot get through (UDP blocked), the controller sends the SRTP packets as binary
+frames over the channel instead; they enter the RTP socket's own receive path (the same SRTP
+authentication, replay window and jitter buffer). After a drop it reconnects with capped,
+jittered exponential backoff.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from broadcaster.protocol import dialin as msg
 
 log = logging.getLogger(__name__)
 HEARTBEAT = 4.0  # s between pings; no pong within half of it closes the channel
-PUNCH_EVERY = 5.0  # s between punches: well inside the shortest NAT UDP timeouts (~30 s)
+PUNCH_EVERY = msg.PUNCH_EVERY
 BACKOFF_FIRST, BACKOFF_CAP = 0.5, 30.0  # s: first retry, longest wait between attempts
 CONNECT_TIMEOUT = 10.0
 
@@ -49,6 +52,7 @@ class DialOut:
         self.clock_port: int | None = None
         self.connected = asyncio.Event()
         self.sessions = 0  # channels the controller welcomed
+        self.channel_packets = 0  # media packets that came over the channel (UDP was blocked)
         self._rng = random.Random()
         self._seq = 0
         self._local: Any = None  # the session to the speaker's own control API
@@ -110,6 +114,9 @@ class DialOut:
             tasks: set[asyncio.Task] = {asyncio.ensure_future(self._punch())}
             try:
                 async for m in ws:
+                    if m.type == aiohttp.WSMsgType.BINARY:
+                        self._media(m.data)
+                        continue
                     if m.type != aiohttp.WSMsgType.TEXT:
                         continue
                     try:
@@ -125,6 +132,12 @@ class DialOut:
                 for t in tasks:
                     t.cancel()
             log.info("%s: dial-in channel closed (%s)", sid, ws.close_code)
+
+    def _media(self, packet: bytes) -> None:
+        """An SRTP/SRTCP packet the controller sent over the channel: into the RTP socket's
+        receive path, so it is checked, de-duplicated and played exactly like one from UDP."""
+        self.channel_packets += 1
+        self.speaker._on_rtp_or_rtcp(packet, (self.controller_host, 0))
 
     async def _answer(self, ws: Any, frame: dict) -> None:
         """Hand a request to the speaker's own control API (its checks, its handlers, its MAC)."""
@@ -168,7 +181,7 @@ def parse_controller(text: str) -> tuple[str, int]:
     """HOST:PORT of the controller to dial; ValueError naming what is wrong."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--controller {text!r}: give HOST:PORT, e.g. 10.0.0.1:8600")
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 10.0.0.1:8600)")
     return host, int(port)
 
 

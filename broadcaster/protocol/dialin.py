@@ -5,7 +5,8 @@ other over fresh nonces (`hello_mac`, `welcome_mac`); after that the channel car
 same signed control requests and MAC'd answers as the HTTP link (`request`/`answer` frames), so
 freshness, replay refusal and answer authentication are exactly the direct link's. A *punch*
 datagram, sent from the speaker's RTP socket to the controller's clock service, opens and keeps
-the NAT's UDP mapping and tells the controller where the speaker's media go. No I/O here.
+the NAT's UDP mapping and tells the controller where the speaker's media go. When no punch gets
+through (UDP blocked on the way), the media take the channel itself (`MediaWay`). No I/O here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from typing import Any
 VERSION = 1
 PUNCH_MAGIC = b"BCP1"
 PUNCH_MAC = 16
+PUNCH_EVERY = 5.0  # s between punches: well inside the shortest NAT UDP timeouts (~30 s)
+# No accepted punch for this long and the UDP path is taken for gone: two punches missed in a row
+# (at 5 % loss one time in 400) and half an interval of slack for a busy machine
+PUNCH_LOST = 2.5 * PUNCH_EVERY
+UDP, CHANNEL = "udp", "channel"
 _LABEL = b"dial-in"
 
 
@@ -87,6 +93,38 @@ def decode_punch(data: bytes, pairing_key: bytes) -> Punch:
         raise DialInError("punch MAC does not verify")
     ts, seq = struct.unpack("!dI", body[-12:])
     return Punch(sid, ts, seq)
+
+
+class MediaWay:
+    """Which way one dial-in speaker's media go: UDP while its punches arrive, else its channel.
+
+    The speaker punches every PUNCH_EVERY from its RTP socket. A punch that reaches the controller
+    proves the NAT mapping back to that socket is open, so media take UDP (and switch back to it
+    the moment a punch arrives again); until the first punch, and once PUNCH_LOST passes without
+    one, they go as binary frames over the channel (docs/protocol.md §8). Pure: `now` is passed in
+    (monotonic seconds).
+    """
+
+    def __init__(self, lost_after: float = PUNCH_LOST) -> None:
+        self.lost_after = lost_after
+        self.last_punch: float | None = None
+
+    def punched(self, now: float) -> None:
+        """An authentic, fresh punch arrived."""
+        self.last_punch = now
+
+    def way(self, now: float) -> str:
+        """UDP or CHANNEL, as of `now`."""
+        if self.last_punch is not None and now - self.last_punch < self.lost_after:
+            return UDP
+        return CHANNEL
+
+    def changes_at(self, now: float) -> float | None:
+        """When `way` turns to CHANNEL unless another punch comes (None: it already has)."""
+        if self.way(now) == CHANNEL:
+            return None
+        assert self.last_punch is not None
+        return self.last_punch + self.lost_after
 
 
 def request_frame(rid: int, method: str, path: str, auth: str, body: bytes) -> str:

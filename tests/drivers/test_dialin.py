@@ -78,6 +78,19 @@ def test_handshake_macs_bind_nonce_and_speaker():
     assert not msg.check_mac(msg.hello_mac(key, "n", "x"), None)
 
 
+def test_media_take_udp_while_punches_arrive_else_the_channel():
+    way = msg.MediaWay()
+    assert way.way(100.0) == msg.CHANNEL and way.changes_at(100.0) is None  # no punch yet
+    way.punched(100.0)
+    assert way.way(100.0) == msg.UDP
+    assert way.changes_at(101.0) == 100.0 + msg.PUNCH_LOST
+    # one punch lost (at 5 % loss, often) keeps UDP; two in a row do not
+    assert way.way(100.0 + 2 * msg.PUNCH_EVERY) == msg.UDP
+    assert way.way(100.0 + msg.PUNCH_LOST) == msg.CHANNEL
+    way.punched(130.0)  # punches again: straight back to UDP
+    assert way.way(130.0) == msg.UDP
+
+
 def test_backoff_doubles_is_capped_and_jittered():
     rng = random.Random(1)
     waits = [backoff(n, rng) for n in range(1, 12)]
@@ -314,3 +327,114 @@ async def test_a_channel_that_fails_authentication_is_closed_and_alarmed(tmp_pat
         await server.close()
         await ctl.close()
         services.close()
+
+
+# --- UDP blocked: the media take the channel -------------------------------------------------
+
+
+def _horn_command(data: Path, keyfile: Path, addr: str, record: Path, *extra: str) -> list[str]:
+    return _cli(
+        data,
+        "speaker",
+        "--key-file",
+        str(keyfile),
+        "--host",
+        addr,
+        "--no-mdns",
+        "--record",
+        str(record),
+        *extra,
+    )
+
+
+async def _media_of(http: aiohttp.ClientSession, base: str, sid: str) -> str:
+    async with http.get(f"{base}/api/speakers") as resp:
+        rows = {s["id"]: s for s in (await resp.json())["speakers"]}
+    return rows[sid]["media"]
+
+
+@pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")
+async def test_udp_blocked_by_the_village_router_audio_goes_over_the_channel(tmp_path):
+    """The router forwards TCP only: no punch (and no clock exchange) gets out, so the SRTP
+    packets go, unchanged, over the dial-in channel; the horn plays them; when UDP is let through
+    again the media go back to UDP, and fall back once more when punches stop."""
+    zones = small_site(tmp_path / "zones.yaml", villages=1, horns=1, columns=0)
+    data, record = tmp_path / "data", tmp_path / "rec"
+    data.mkdir()
+    record.mkdir()
+    sid = "h1-1"
+    key = _pair(zones, data, sid, tmp_path / f"{sid}.key")
+    site = zones_mod.load(zones)
+    with netns.village(horns=1) as vil:
+        vil.block_udp()
+        ctl = Controller(
+            site,
+            ControllerConfig(
+                data, interface=vil.host_addr, site_tag=site_tag(), mdns=False, playout_delay=0.3
+            ),
+        )
+        services = Services.for_controller(ctl, accounts=False)
+        services.start()
+        await ctl.start()
+        server = TestServer(make_app(services), host=vil.host_addr, port=0)
+        await server.start_server()
+        base = f"http://{vil.host_addr}:{server.port}"
+        dialin = ctl.bc.dialin
+        log = open(tmp_path / "horn.log", "w")
+        try:
+            vil.popen(
+                _horn_command(
+                    data,
+                    key,
+                    vil.horn_addrs[0],
+                    record,
+                    "--controller",
+                    f"{vil.host_addr}:{server.port}",
+                ),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            # online for control (its channel is TCP); its clock cannot sync without UDP
+            await wait_online(ctl, 1, timeout=45, synced=False)
+            async with aiohttp.ClientSession() as http:
+                await _until(lambda: ctl.registry.get(sid).media == "channel", 10, "not listed")
+                assert await _media_of(http, base, sid) == "channel"
+                assert sid not in dialin.media  # no punch ever arrived
+                assert not ctl.registry.get(sid).clock_synced
+
+                recs = await _play_and_check(ctl, record, [sid], [sid])
+                assert dialin.carried[sid, "channel"] > 0 and dialin.carried[sid, "udp"] == 0
+                print(
+                    f"over the channel: {dialin.carried[sid, 'channel']} packets, "
+                    f"{dialin.carried_bytes[sid, 'channel']} bytes; lost {recs[sid]['lost']}"
+                )
+                assert ctl.registry.get(sid).attacks == {}  # nothing it got was refused
+
+                # UDP let through again: the next punch (within 5 s) brings the media back
+                vil.allow_udp()
+                t_udp = await _until(lambda: dialin.way(sid) == "udp", 15, "no punch came")
+                await _until(lambda: ctl.registry.get(sid).media == "udp", 5, "list not updated")
+                assert await _media_of(http, base, sid) == "udp"
+                print(f"back on UDP {t_udp:.1f} s after UDP was let through")
+                assert dialin.media[sid][0] == vil.router_uplink
+                on_channel = dialin.carried[sid, "channel"]
+                await _play_and_check(ctl, record, [sid], [sid])
+                assert dialin.carried[sid, "udp"] > 0
+                assert dialin.carried[sid, "channel"] == on_channel
+
+                # punches stop (blocked again): back to the channel once two are missed
+                vil.block_udp()
+                t_chan = await _until(lambda: dialin.way(sid) == "channel", 20, "still UDP")
+                await _until(lambda: ctl.registry.get(sid).media == "channel", 5, "list stale")
+                print(f"back on the channel {t_chan:.1f} s after UDP was blocked again")
+                await _play_and_check(ctl, record, [sid], [sid])
+                assert dialin.carried[sid, "channel"] > on_channel
+                assert dialin.switches[sid] >= 2
+                assert ctl.is_online(sid)
+        finally:
+            await server.close()
+            await ctl.close()
+            services.close()
+            log.close()

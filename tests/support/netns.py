@@ -196,6 +196,15 @@ class Village:
         sh("ip", "-n", self.router_ns, "link", "set", self.uplink, "up")
         sh("ip", "-n", self.router_ns, "route", "replace", "default", "via", self.host_addr)
 
+    def block_udp(self) -> None:
+        """The router drops every UDP datagram it would forward, either way (TCP still passes):
+        a village network that lets only web traffic out."""
+        sh("iptables", "-I", "FORWARD", "1", "-p", "udp", "-j", "DROP", ns=self.router_ns)
+
+    def allow_udp(self) -> None:
+        """Undo block_udp."""
+        sh("iptables", "-D", "FORWARD", "-p", "udp", "-j", "DROP", ns=self.router_ns)
+
 
 @contextlib.contextmanager
 def village(horns: int = 3) -> Iterator[Village]:

@@ -5,8 +5,14 @@ over fresh nonces, the speaker's `Channel` is put in `SpeakerLink.channels`: fro
 signed control request to that speaker (health polls, /play, /stop, /volume, /playout) travels
 over it instead of HTTP, and its answer is verified exactly as an HTTP answer. A closed channel
 stays in place, so requests fail at once as `speaker_unreachable` (the controller never tries to
-connect into the village). Punches reaching the clock service tell where the speaker's RTP socket
-appears from outside; media go there from the clock socket, the one the NAT let out.
+connect into the village).
+
+Media: the driver addresses a dial-in speaker's stream to a stable token, `("dial-in", n)`, and
+`send_media` decides per packet where it really goes. Punches reaching the clock service tell
+where the speaker's RTP socket appears from outside: while they arrive, SRTP goes there from the
+clock socket, the one the NAT let out. When none gets through (UDP blocked by the village
+router) the same SRTP packets, unchanged, go as binary frames over the channel (`MediaWay`
+decides). A token outlives channels, so a broadcast keeps flowing across a reconnect or a switch.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections import Counter
+import time
+from collections import Counter, deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -26,6 +33,10 @@ from broadcaster.protocol.auth import MAX_SKEW
 log = logging.getLogger(__name__)
 HEARTBEAT = 4.0  # s between WebSocket pings; a missing pong closes the channel after half that
 HELLO_TIMEOUT = 10.0  # s a connecting speaker has to prove its key
+# packets waiting for a slow channel (TCP backing up on a bad 4G link): 3 s of 20 ms audio; older
+# ones are dropped first, they would play late anyway
+CHANNEL_BACKLOG = 150
+TOKEN_HOST = "dial-in"  # the host part of a dial-in speaker's media token (never sent to)
 
 
 class ChannelClosed(ConnectionError):
@@ -41,6 +52,33 @@ class Channel:
         self.closed = False
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
+        self._media: deque[bytes] = deque(maxlen=CHANNEL_BACKLOG)
+        self._media_ready = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self.media_dropped = 0  # packets pushed out of a full backlog
+
+    def send_media(self, packet: bytes) -> None:
+        """Queue one SRTP/SRTCP packet as a binary frame; never blocks (a full backlog drops the
+        oldest)."""
+        if self.closed:
+            return
+        if len(self._media) == self._media.maxlen:
+            self.media_dropped += 1
+        self._media.append(packet)
+        self._media_ready.set()
+        if self._writer is None:
+            self._writer = asyncio.ensure_future(self._write_media())
+
+    async def _write_media(self) -> None:
+        """One writer per channel keeps the packets in order."""
+        while not self.closed:
+            await self._media_ready.wait()
+            self._media_ready.clear()
+            while self._media and not self.closed:
+                try:
+                    await self.ws.send_bytes(self._media.popleft())
+                except (ConnectionError, RuntimeError):  # closing: the channel's end is near
+                    return
 
     async def exchange(
         self, method: str, path: str, body: bytes, auth: str, timeout: float
@@ -69,8 +107,11 @@ class Channel:
         fut.set_result((status, body.encode(), mac))
 
     def close(self) -> None:
-        """Fail every request in flight; later ones fail at once."""
+        """Fail every request in flight; later ones fail at once; queued media are dropped."""
         self.closed = True
+        self._media.clear()
+        if self._writer is not None:
+            self._writer.cancel()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ChannelClosed(f"dial-in channel of {self.speaker_id} closed"))
@@ -83,19 +124,78 @@ class DialIn:
         self.driver = driver  # BcSpeakerDriver (not imported: it imports this module)
         self.channels: dict[str, Channel] = driver.link.channels
         self.media: dict[str, tuple[str, int]] = {}  # speaker → observed (ip, port) of its RTP
+        self.ways: dict[str, msg.MediaWay] = {}  # speaker → which way its media go now
         self.refused: Counter = Counter()  # punches refused, by reason (not alarms: UDP is cheap)
         self.sessions: Counter = Counter()  # channels accepted, by speaker (reconnects show here)
-        self._media_addrs: set[tuple[str, int]] = set()
+        self.carried: Counter = Counter()  # (speaker, "udp"/"channel") → media packets sent
+        self.carried_bytes: Counter = Counter()  # the same in bytes (SRTP, no UDP/IP or TCP)
+        self.switches: Counter = Counter()  # speaker → times its media changed way
+        self.mono = time.monotonic  # the clock of MediaWay (tests may replace it)
+        self._tokens: dict[tuple[str, int], str] = {}  # media token → speaker
+        self._token_of: dict[str, tuple[str, int]] = {}
+        self._shown: dict[str, str] = {}  # the way last reported (a change is polled, logged)
+        self._review: dict[str, asyncio.TimerHandle] = {}
         self._last_punch: dict[str, float] = {}
         self._sockets: set[web.WebSocketResponse] = set()
+        self._tasks: set[asyncio.Task] = set()
 
     def dialed(self, speaker_id: str) -> bool:
         """True for a speaker attached through a channel (open or closed)."""
         return speaker_id in self.channels
 
-    def media_to(self, addr: tuple[str, int]) -> bool:
-        """True if `addr` is a dial-in speaker's observed media address (sent per packet)."""
-        return addr in self._media_addrs
+    def way(self, speaker_id: str) -> str | None:
+        """The way a dial-in speaker's media go now (udp or channel); None for other speakers."""
+        w = self.ways.get(speaker_id)
+        return w.way(self.mono()) if w is not None else None
+
+    def token(self, speaker_id: str) -> tuple[str, int]:
+        """The stable address the driver streams a dial-in speaker's media to (`send_media`)."""
+        tok = self._token_of.get(speaker_id)
+        if tok is None:
+            tok = (TOKEN_HOST, len(self._token_of) + 1)
+            self._token_of[speaker_id], self._tokens[tok] = tok, speaker_id
+        return tok
+
+    def send_media(self, data: bytes, addr: tuple[str, int], clock: Any) -> bool:
+        """Send one media packet if `addr` is a dial-in token: by UDP from the clock socket
+        (`clock`, a UdpPort) while punches arrive, else over the channel. False: not ours."""
+        sid = self._tokens.get(addr)
+        if sid is None:
+            return False
+        way = self.way(sid)
+        udp = self.media.get(sid)
+        if way == msg.UDP and udp is not None and clock is not None:
+            clock.sendto(data, udp)
+        else:
+            chan = self.channels.get(sid)
+            if chan is None or chan.closed:
+                return True  # unreachable until it dials in again: dropped, like UDP to nowhere
+            way = msg.CHANNEL
+            chan.send_media(data)
+        self.carried[sid, way] += 1
+        self.carried_bytes[sid, way] += len(data)
+        return True
+
+    def annotate(self, speaker_id: str, status: dict) -> dict:
+        """Add `media` (udp or channel) to a dial-in speaker's status for the speaker list."""
+        way = self.way(speaker_id)
+        if way is not None:
+            status["media"] = way
+            self._shown[speaker_id] = way
+        return status
+
+    def _note_way(self, sid: str) -> None:
+        """Log and re-poll a change of way, so the speaker list shows it within a poll."""
+        way = self.way(sid)
+        if way is None or self._shown.get(sid) == way:
+            return
+        if sid in self._shown:
+            self.switches[sid] += 1
+            log.info("media of dial-in speaker %s now go by %s", sid, way)
+        self._shown[sid] = way
+        task = asyncio.ensure_future(self.driver.poll(sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """`GET /api/dial-in`: authenticate a speaker, then carry its control until it drops."""
@@ -116,10 +216,11 @@ class DialIn:
             self.channels[sid] = chan
             self.sessions[sid] += 1
             self.media.pop(sid, None)  # a new session may come through a new NAT mapping
-            self._media_addrs = set(self.media.values())
+            self.ways[sid] = msg.MediaWay()  # the channel carries media until a punch arrives
             self._last_punch.pop(sid, None)
             log.info("speaker %s dialed in from %s:%s", sid, ip, port)
             self.driver.dialed_in(sid, ip, port)
+            self.driver.media_observed(sid, self.token(sid))
             try:
                 await self._serve(ws, chan)
             finally:  # a closed connection may also cancel this handler (aiohttp does)
@@ -210,15 +311,27 @@ class DialIn:
             return
         self._last_punch[sid] = p.ts
         if self.media.get(sid) != addr:
+            log.info("dial-in speaker %s: media by UDP to %s:%s", sid, *addr)
             self.media[sid] = addr
-            self._media_addrs = set(self.media.values())
-            self.driver.media_observed(sid, addr)
+        self.ways.setdefault(sid, msg.MediaWay()).punched(self.mono())
+        self._note_way(sid)
+        old = self._review.pop(sid, None)
+        if old is not None:
+            old.cancel()
+        when = self.ways[sid].changes_at(self.mono())
+        if when is not None:  # no further punch by then: the media fall back to the channel
+            loop = asyncio.get_running_loop()
+            self._review[sid] = loop.call_later(when - self.mono() + 0.05, self._note_way, sid)
 
     def _spawn_close(self, ws: web.WebSocketResponse) -> None:
         asyncio.ensure_future(ws.close(code=4000, message=b"replaced by a newer channel"))
 
     async def close(self) -> None:
         """Close every channel (the controller stops)."""
+        for handle in self._review.values():
+            handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         for chan in self.channels.values():
             chan.close()
         await asyncio.gather(
