@@ -37,6 +37,10 @@ def _repair_note(ids: list[str]) -> None:
         print(
             f"  broadcaster speaker pair {sid} --out {sid}.key   # copy to the speaker, restart it"
         )
+    print(
+        "  (a speaker behind NAT: add --controller HOST:PORT, the address it dials, and the key "
+        "file carries it)"
+    )
     print("then restart the controller: it loads the keys when it starts")
 
 

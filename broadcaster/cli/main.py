@@ -378,9 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--controller",
         dest="dial_in",
         metavar="HOST:PORT",
-        help="dial in: connect out to this controller (behind NAT, on 4G)",
+        help="dial in: connect out to this controller (behind NAT, on 4G); default: the key "
+        "file's `controller`, if any ('none': don't); with pair: write it into the key file",
     )
     sp.add_argument("--ready-file", help="write the simulated addresses here as JSON when ready")
+    sp.add_argument(
+        "--light",
+        action="store_true",
+        help="with --simulate, for scale runs: authenticate one packet in 50, take the rest by "
+        "their header, decode nothing (docs/scale.md)",
+    )
     sp.set_defaults(func=cmd_speaker)
 
     ls = sub.add_parser("speakers", help="list speakers and their health")

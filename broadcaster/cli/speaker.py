@@ -24,25 +24,51 @@ def pair(args: argparse.Namespace, data: Path) -> int:
     site = load_site(os.environ.get("BROADCASTER_ZONES", "zones.yaml"))
     if args.speaker_id not in site.speakers:
         raise SystemExit(f"error: speaker {args.speaker_id!r} is not in zones.yaml")
+    controller = getattr(args, "dial_in", None)
+    if controller:
+        from broadcaster.endpoint.dialin import parse_controller
+
+        try:
+            parse_controller(controller)
+        except ValueError as exc:
+            raise SystemExit(f"error: --controller: {exc}") from None
     key = KeyStore(data / "speaker-keys.json").ensure(list(site.speakers))[args.speaker_id]
     out = Path(args.out or f"{args.speaker_id}.key")
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: force owner-only
+    info = {
+        "speaker": args.speaker_id,
+        "kind": site.speakers[args.speaker_id].kind,
+        "site": site.id,
+        "key": key.hex(),
+    }
+    if controller:  # a speaker behind NAT: it dials this address (docs/protocol.md §8)
+        info["controller"] = controller
     with os.fdopen(fd, "w") as fh:
-        json.dump(
-            {
-                "speaker": args.speaker_id,
-                "kind": site.speakers[args.speaker_id].kind,
-                "site": site.id,
-                "key": key.hex(),
-            },
-            fh,
-        )
+        json.dump(info, fh)
     print(
         f"wrote {out}: copy it to the speaker over a trusted channel (USB, SSH) and run "
         f"`broadcaster speaker --key-file {out.name}` there"
+        + (f" (it dials in to {controller})" if controller else "")
     )
     return 0
+
+
+def dial_target(option: str | None, info: dict, key_file: str) -> tuple[str, int] | None:
+    """The controller to dial: --controller, else the key file's `controller`; None for a
+    speaker that waits to be reached (no address, or `--controller none`)."""
+    from broadcaster.endpoint.dialin import parse_controller
+
+    text = option if option is not None else info.get("controller")
+    if text is None or text == "none":
+        return None
+    try:
+        if not isinstance(text, str):
+            raise ValueError(f"{text!r} is not HOST:PORT (e.g. 10.0.0.1:8600)")
+        return parse_controller(text)
+    except ValueError as exc:
+        where = "--controller" if option is not None else f"{key_file}: controller"
+        raise SystemExit(f"error: {where}: {exc}") from None
 
 
 async def _run_one(spec: SpeakerSpec, mdns: bool) -> None:
@@ -70,6 +96,7 @@ def run(args: argparse.Namespace, data: Path) -> int:
             clock_skew=args.clock_skew,
             seed=args.seed,
             clock_steps=args.clock_step,
+            light=args.light,
         )
         asyncio.run(
             run_simulation(
@@ -96,13 +123,10 @@ def run(args: argparse.Namespace, data: Path) -> int:
         output=output_command(args.output) if args.output else None,
         output_latency=args.output_latency / 1000,
     )
-    if getattr(args, "dial_in", None):  # behind NAT: connect out, advertise nothing
-        from broadcaster.endpoint.dialin import parse_controller, run_dialin
+    target = dial_target(getattr(args, "dial_in", None), info, args.key_file)
+    if target is not None:  # behind NAT: connect out, advertise nothing
+        from broadcaster.endpoint.dialin import run_dialin
 
-        try:
-            target = parse_controller(args.dial_in)
-        except ValueError as exc:
-            raise SystemExit(f"error: {exc}") from None
         asyncio.run(run_dialin(spec, target))
         return 0
     asyncio.run(_run_one(spec, not args.no_mdns))
