@@ -61,6 +61,7 @@ def build_specs(
     clock_skew: float = 0.0,
     seed: int = 1,
     clock_steps: str | None = None,
+    light: bool = False,
 ) -> list[SpeakerSpec]:
     """One spec per simulated speaker: address, keys, faults, clock offsets and clock steps.
 
@@ -103,6 +104,7 @@ def build_specs(
                 clock_offset=rng.uniform(-clock_skew, clock_skew) if clock_skew else 0.0,
                 impair=faults.get(sid),
                 simulated=True,
+                light=light,
             )
         )
         if sid in steps:
@@ -134,7 +136,9 @@ async def run_simulation(
     azc = open_zeroconf(mdns_interfaces or ["127.0.0.1"]) if mdns else None
     if azc is not None:
         await register(azc, adverts)
-    ticker = asyncio.ensure_future(Ticker(speakers).run())
+    # light speakers (scale runs) tick at the frame rate: a fine tick per speaker costs too much
+    light = bool(specs) and all(s.light for s in specs)
+    ticker = asyncio.ensure_future(Ticker(speakers, 0.02 if light else 0.005).run())
     info = {
         "speakers": [
             {"id": a.speaker_id, "host": a.host, "port": a.port, "rtp": a.rtp_port} for a in adverts

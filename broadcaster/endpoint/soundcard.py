@@ -21,6 +21,7 @@ class SoundCard:
         rate: int,
         record_dir: Path | None,
         output: PipeOutput | None = None,
+        wav: bool = True,  # a light speaker (scale runs) keeps only its playout line
     ) -> None:
         self.rate = rate
         self.samples = 0
@@ -29,6 +30,7 @@ class SoundCard:
         self._dir = Path(record_dir) / speaker_id if record_dir else None
         if self._dir is not None:
             self._dir.mkdir(parents=True, exist_ok=True)
+        if self._dir is not None and wav:
             safe = "".join(c for c in broadcast if c.isalnum() or c in "-_") or "broadcast"
             # open for the whole broadcast, closed in close()
             self._wav = wave.open(str(self._dir / f"{safe}.wav"), "wb")  # noqa: SIM115

@@ -30,7 +30,7 @@ from broadcaster.protocol.auth import ReplayGuard, response_mac, unwrap_key
 from broadcaster.protocol.clock import OffsetEstimator
 from broadcaster.protocol.playout import Playout
 from broadcaster.protocol.rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
-from broadcaster.protocol.srtp import Receiver, SrtpDrop
+from broadcaster.protocol.srtp import AUTH_TAG, Receiver, SrtpDrop
 
 log = logging.getLogger(__name__)
 WALL_WATCH = 1.0  # seconds between looks at the wall clock (a step is counted, never followed)
@@ -43,6 +43,7 @@ TRAFFIC_COUNTERS = frozenset({"rtp_received", "late_previous_broadcast"})
 # SSRC, so its packets verify and count as late_previous_broadcast, never as an attack (a replay
 # of them is still caught by SRTP's window). Kept until this long after its last packet, and only
 # the most recent few.
+LIGHT_SAMPLE = 50  # a light speaker authenticates every 50th packet (one a second)
 PREVIOUS_GRACE = 60.0
 PREVIOUS_KEPT = 32
 
@@ -67,6 +68,9 @@ class SpeakerSpec:
     output_latency: float = 0.0  # seconds the output takes from write to sound
     wall: Callable[[], float] = time.time  # the wall-clock source (tests step it)
     simulated: bool = False  # a simulator's speaker also reports first_sample_true
+    # scale runs only: authenticate one packet in LIGHT_SAMPLE, take the rest by their clear
+    # header, decode nothing (docs/scale.md); a light speaker says so in every report
+    light: bool = False
 
 
 class Outranked(BroadcasterError):
@@ -282,13 +286,15 @@ class Speaker:
             req.base_time,
             armed_at=self.clock.now(),
             join_late=req.base_time is not None,
+            light=self.spec.light,
         )
         if req.volume is not None:
             self.volume = req.volume
         out = None
         if self.spec.output:
             out = PipeOutput(self.spec.output, codec.rate, self.volume, self.spec.speaker_id, bid)
-        card = SoundCard(self.spec.speaker_id, bid, codec.rate, self.spec.record_dir, out)
+        spec = self.spec
+        card = SoundCard(spec.speaker_id, bid, codec.rate, spec.record_dir, out, not spec.light)
         self._known.pop(ssrc, None)
         self.active = Active(playout, srtp, card, priority, mcast)
         self.counters["broadcasts"] += 1
@@ -376,8 +382,20 @@ class Speaker:
 
     def _on_rtp(self, data: bytes, addr: tuple) -> None:
         self.counters["rtp_received"] += 1
-        plain = self._unprotect(data, rtcp=False)
         a = self.active
+        if (
+            self.spec.light
+            and a is not None
+            and len(data) > 12 + AUTH_TAG
+            and _ssrc(data, False) == a.playout.ssrc
+            and int.from_bytes(data[2:4], "big") % LIGHT_SAMPLE
+        ):
+            try:  # the clear header is all a light speaker reads of most packets
+                a.playout.on_packet(RtpPacket.parse(data[:-AUTH_TAG]), self.clock.now())
+            except PacketError:
+                self.counters["dropped_malformed"] += 1
+            return
+        plain = self._unprotect(data, rtcp=False)
         if plain is None or a is None:
             return
         try:
@@ -461,6 +479,8 @@ class Speaker:
         }
         if by is not None:
             report["preempted_by"] = by
+        if self.spec.light:
+            report["light"] = True
         if self.spec.simulated:  # the acoustic truth, which only a simulator knows (benchmarks)
             report["first_sample_true"] = (
                 self.clock.to_true(st.first_local) if st.first_local is not None else None

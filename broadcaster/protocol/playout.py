@@ -70,12 +70,15 @@ class Playout:
     # a stream taken up mid-way (its play request carried base_time): frames whose instant had
     # passed before the first tick are skipped, not played as silence nor counted lost
     join_late: bool = False
+    # a scale-test speaker (`--light`) does not decode: each frame received plays as silence
+    light: bool = False
     first_index: int = 0  # the first frame this speaker played
     _buffer: dict[int, tuple[bytes, float]] = field(default_factory=dict)
     _decoder: FrameDecoder = field(init=False)
 
     def __post_init__(self) -> None:
-        self._decoder = self.codec.decoder()  # one per stream, fed in frame order
+        # one per stream, fed in frame order
+        self._decoder = _Silence(self.codec.rate) if self.light else self.codec.decoder()
 
     @property
     def frame_seconds(self) -> float:
@@ -194,3 +197,20 @@ class Playout:
             idle_since = max(self.last_arrival or 0.0, self.stats.first_local)
             return local_now - idle_since > IDLE_END
         return False
+
+
+class _Silence:
+    """The decoder of a light speaker: 20 ms of silence for any payload, nothing concealed."""
+
+    fec = False
+
+    def __init__(self, rate: int) -> None:
+        self._frame = bytes(2 * rate * FRAME_MS // 1000)
+
+    def decode(self, payload: bytes) -> bytes:
+        """Silence of one frame's length."""
+        return self._frame
+
+    def conceal(self, next_payload: bytes | None = None) -> bytes | None:
+        """Nothing: a lost frame stays lost."""
+        return None

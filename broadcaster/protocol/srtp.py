@@ -9,6 +9,7 @@ import pylibsrtp
 
 KEY_BYTES = 30  # 16-byte master key + 14-byte master salt
 SUITE = "AES_CM_128_HMAC_SHA1_80"
+AUTH_TAG = 10  # bytes of HMAC-SHA1-80 after an SRTP packet's payload
 
 
 class SrtpDrop(Exception):

@@ -55,6 +55,7 @@ class SimProcess:
         clock_skew: float = 0.0,
         seed: int = 1,
         mdns: bool = True,
+        light: bool = False,
     ) -> None:
         self.ready = data / f"sim-{secrets.token_hex(3)}.json"
         self.cmd = [
@@ -83,6 +84,8 @@ class SimProcess:
             self.cmd += ["--clock-skew", str(clock_skew)]
         if not mdns:
             self.cmd.append("--no-mdns")
+        if light:
+            self.cmd.append("--light")
         self.proc: subprocess.Popen | None = None
         self.info: dict = {}
 

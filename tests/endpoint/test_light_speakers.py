@@ -1,0 +1,38 @@
+"""The scale rig's light speakers: real control, heartbeats and packet accounting, no decoding."""
+
+from __future__ import annotations
+
+import broadcaster.site as zones
+from tests.support.audio import sweep
+from tests.support.harness import SimProcess, controller, playout_records, wait_done, wait_online
+from tests.support.sites import small_site
+
+
+async def test_light_speakers_play_and_report_beside_full_ones(tmp_path, data, record, tag):
+    path = small_site(tmp_path / "z.yaml", villages=1, horns=3, columns=1)
+    site = zones.load(path)
+    light = ["h1-1", "h1-2"]
+    full = sorted(set(site.speakers) - set(light))
+    sims = [
+        SimProcess(path, data, record, tag, only=light, light=True).start(),
+        SimProcess(path, data, record, tag, only=full).start(),
+    ]
+    try:
+        async with controller(site, data, tag) as (ctl, _):
+            await wait_online(ctl, len(site.speakers))
+            b = await wait_done(ctl, (await ctl.play(sweep(8000, 2.0), ["sd"])).id)
+            assert b["summary"]["played"] == len(site.speakers)
+            recs = playout_records(record, b["id"])
+            assert set(recs) == set(site.speakers)
+            for sid in light:
+                assert recs[sid]["light"] is True
+                # every frame accounted for by its header: played or lost, 2 s = 100 frames
+                assert recs[sid]["packets"] + recs[sid]["lost"] == 100
+                assert recs[sid]["samples"] == 16000
+                assert not (record / sid / f"{b['id']}.wav").exists()  # no recording kept
+            for sid in full:
+                assert "light" not in recs[sid]
+                assert recs[sid]["samples"] == 16000
+    finally:
+        for s in sims:
+            s.stop()
