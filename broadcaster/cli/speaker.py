@@ -98,6 +98,14 @@ def run(args: argparse.Namespace, data: Path) -> int:
             clock_steps=args.clock_step,
             light=args.light,
         )
+        if args.dial_in:  # a simulated village behind NAT: every speaker dials the controller
+            from broadcaster.endpoint.dialin import run_dialin
+
+            target = dial_target(args.dial_in, {}, args.simulate)
+            if target is not None:
+                ready = Path(args.ready_file) if args.ready_file else None
+                asyncio.run(run_dialin(specs, target, ready))
+                return 0
         asyncio.run(
             run_simulation(
                 specs,
@@ -127,7 +135,7 @@ def run(args: argparse.Namespace, data: Path) -> int:
     if target is not None:  # behind NAT: connect out, advertise nothing
         from broadcaster.endpoint.dialin import run_dialin
 
-        asyncio.run(run_dialin(spec, target))
+        asyncio.run(run_dialin([spec], target))
         return 0
     asyncio.run(_run_one(spec, not args.no_mdns))
     return 0

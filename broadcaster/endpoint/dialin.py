@@ -14,9 +14,11 @@ jittered exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import secrets
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -185,18 +187,30 @@ def parse_controller(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def run_dialin(spec: SpeakerSpec, controller: tuple[str, int]) -> None:
-    """Run one speaker that dials its controller, until SIGINT/SIGTERM."""
-    sp = Speaker(spec)
-    await sp.start()
-    ticker = asyncio.ensure_future(Ticker([sp]).run())
-    dial = asyncio.ensure_future(DialOut(sp, *controller).run())
-    print(f"READY {spec.speaker_id} dialing {controller[0]}:{controller[1]}", flush=True)
+async def run_dialin(
+    specs: list[SpeakerSpec], controller: tuple[str, int], ready_file: Path | None = None
+) -> None:
+    """Run speakers that dial their controller (one, or a simulated village), until SIGINT or
+    SIGTERM."""
+    speakers = [Speaker(spec) for spec in specs]
+    await asyncio.gather(*(sp.start() for sp in speakers))
+    ticker = asyncio.ensure_future(Ticker(speakers).run())
+    dials = [asyncio.ensure_future(DialOut(sp, *controller).run()) for sp in speakers]
+    where = f"{controller[0]}:{controller[1]}"
+    if ready_file:
+        info = [
+            {"id": sp.spec.speaker_id, "host": sp.spec.host, "port": sp.control_port}
+            | {"rtp": sp.rtp_port, "dial_in": where}
+            for sp in speakers
+        ]
+        ready_file.write_text(json.dumps({"speakers": info}))
+    who = specs[0].speaker_id if len(specs) == 1 else f"{len(specs)} speakers"
+    print(f"READY {who} dialing {where}", flush=True)
     stop = stop_event()
     try:
         await stop.wait()
     finally:
-        for t in (ticker, dial):
+        for t in (ticker, *dials):
             t.cancel()
-        await asyncio.gather(ticker, dial, return_exceptions=True)
-        await sp.close()
+        await asyncio.gather(ticker, *dials, return_exceptions=True)
+        await asyncio.gather(*(sp.close() for sp in speakers), return_exceptions=True)

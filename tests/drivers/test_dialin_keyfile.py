@@ -20,6 +20,7 @@ from broadcaster.web.api import make_app
 from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
     ROOT,
+    SimProcess,
     playout_records,
     recorded_pcm,
     site_tag,
@@ -171,3 +172,38 @@ async def test_a_speaker_dials_the_controller_its_key_file_names(tmp_path):
         await ctl.close()
         services.close()
     assert f"dialing 127.0.0.1:{port}" in (tmp_path / "speaker.log").read_text()
+
+
+async def test_a_simulated_village_dials_in(tmp_path, data, record, tag):
+    """`speaker --simulate ZONES --only … --controller HOST:PORT`: every simulated speaker dials
+    (the benchmark's dial-in horns); the rest of the site is found as usual."""
+    zones = small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=1)
+    site = zones_mod.load(zones)
+    ctl = Controller(site, ControllerConfig(data, site_tag=tag, mdns=False))
+    services = Services.for_controller(ctl, accounts=False)
+    services.start()
+    await ctl.start()
+    server = TestServer(make_app(services), host="127.0.0.1", port=0)
+    await server.start_server()
+    village = SimProcess(zones, data, record, tag, only=["h1-1", "h1-2"], mdns=False)
+    village.cmd += ["--controller", f"127.0.0.1:{server.port}"]
+    try:
+        village.start()
+        assert {s["dial_in"] for s in village.info["speakers"]} == {f"127.0.0.1:{server.port}"}
+        await wait_online(ctl, 2, timeout=45)
+        assert {ctl.registry.get(s).source for s in ("h1-1", "h1-2")} == {"dial-in"}
+        src = sweep(8000, 0.6)
+        b = await ctl.play(src, ["v1"])
+        done = await wait_done(ctl, b.id)
+        assert done["summary"]["played"] == 2, done["speakers"]
+        recs = playout_records(record, b.id)
+        for sid in ("h1-1", "h1-2"):
+            pcm, _ = recorded_pcm(record, sid, b.id)
+            expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
+            assert_recording_matches(pcm, expect, 8000, recs[sid]["lost"])
+            assert recs[sid].get("first_sample_true")  # simulated: the benchmark's skew figure
+    finally:
+        village.stop()
+        await server.close()
+        await ctl.close()
+        services.close()
