@@ -58,7 +58,6 @@ async def test_horns_behind_one_asymmetric_path_play_and_stay_in_step(tmp_path, 
                 pcm, rate = recorded_pcm(record, sid, b.id)
                 assert_recording_matches(pcm, expect, rate, r["lost"])
                 assert r["packets"] + r["lost"] == res["frames"], (sid, r)
-            assert recs["col-1"]["lost"] == 0
 
             start = {sid: r["first_sample_true"] for sid, r in recs.items()}
             between = abs(start["h1-1"] - start["h1-2"])

@@ -143,6 +143,12 @@ class DialIn:
         """True for a speaker attached through a channel (open or closed)."""
         return speaker_id in self.channels
 
+    def cut_off(self, speaker_id: str) -> bool:
+        """True for a dial-in speaker whose channel is closed: its heartbeats (UDP) may still
+        arrive, but nothing can reach it, so it must not count as online."""
+        chan = self.channels.get(speaker_id)
+        return chan is not None and chan.closed
+
     def way(self, speaker_id: str) -> str | None:
         """The way a dial-in speaker's media go now (udp or channel); None for other speakers."""
         w = self.ways.get(speaker_id)

@@ -356,6 +356,8 @@ class BcSpeakerDriver:
         addr = self.addresses.get(sid)
         if addr is None or not beat.synced or abs(beat.controller_time - now) > BEAT_SKEW:
             return
+        if self.dialin.cut_off(sid):  # alive, but not controllable until it dials in again
+            return
         prev = self._beats.get(sid)
         if prev is not None and prev.boot == beat.boot and beat.seq <= prev.seq:
             return
