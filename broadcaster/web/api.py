@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 import broadcaster.core.account_commands  # noqa: F401 - registers the account commands
@@ -224,9 +225,7 @@ def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResp
                 headers={"Cache-Control": "private, max-age=3600"},
             )
         session = result.pop("session", None) if spec.name == "auth/login" else None
-        resp = web.json_response(
-            result, status=spec.status, dumps=lambda o: json.dumps(o, ensure_ascii=False)
-        )
+        resp = web.Response(body=_json(result), status=spec.status, content_type="application/json")
         if session:
             set_session(resp, session, request.secure)
         if spec.name == "auth/logout":
@@ -235,6 +234,15 @@ def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResp
 
     handler.__doc__ = spec.summary
     return handler
+
+
+def _json(result: Any) -> bytes:
+    """A command's result as UTF-8 JSON. orjson: the speaker list of a 1,000-speaker site takes
+    0.6 ms instead of 5 ms of the event loop; the standard encoder serves what orjson refuses."""
+    try:
+        return orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(result, ensure_ascii=False).encode()
 
 
 async def _session_id(request: web.Request) -> str | None:
