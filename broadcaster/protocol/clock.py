@@ -163,7 +163,7 @@ class OffsetEstimator:
         self._drift = 0.0
         self.drift_known = False  # the history has been long enough to fit the drift
         self._ref = 0.0
-        self._rtt = 0.0
+        self._rtt = self._rtt_p90 = 0.0
         self.steps = 0  # times the controller's clock was seen to jump (the window restarted)
 
     def add(self, t1: float, t2: float, t3: float, t4: float) -> Sample | None:
@@ -193,7 +193,8 @@ class OffsetEstimator:
 
     def _fit(self) -> None:
         xs, ref = self.samples, self.samples[-1].at
-        self._rtt = min(x.rtt for x in xs)
+        rtts = sorted(x.rtt for x in xs)
+        self._rtt, self._rtt_p90 = rtts[0], rtts[min(len(rtts) - 1, int(0.9 * len(rtts)))]
         drift = self._drift
         forward = min(x.forward - drift * (x.at - ref) for x in xs)
         backward = max(x.backward - drift * (x.at - ref) for x in xs)
@@ -230,8 +231,7 @@ class OffsetEstimator:
         With `rtt` (the smallest) it says how much the path jitters: the controller chooses a
         broadcast's lead from it (core/lead.py) and the speaker how often to exchange.
         """
-        rtts = sorted(s.rtt for s in self.samples)
-        return rtts[min(len(rtts) - 1, int(0.9 * len(rtts)))] if rtts else 0.0
+        return self._rtt_p90
 
     def age(self, local_now: float) -> float | None:
         """Seconds since the last good exchange (local clock), None before any."""
