@@ -178,11 +178,11 @@ class Controller:
         if grew:
             self.events.publish("attack", speaker=speaker, counters=grew)
 
-    def speaker_alive(self, speaker: str, clock: dict[str, Any]) -> None:
+    def speaker_alive(self, speaker: str, status: dict[str, Any]) -> None:
         """A speaker's heartbeat."""
-        if self.registry.alive(speaker, clock, self.now()):
+        if self.registry.alive(speaker, status, self.now()):
             self.events.publish("online", speaker=speaker)
-        self.paths[speaker] = path_of(clock)
+        self.paths[speaker] = path_of(status.get("clock"))
 
     def speaker_failed(self, speaker: str, error: str) -> None:
         """A speaker did not answer."""

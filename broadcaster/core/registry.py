@@ -108,12 +108,16 @@ class Registry:
         st.counters = new
         return came_online, grew
 
-    def alive(self, sid: str, clock: dict, now: float) -> bool:
-        """Record a heartbeat (no full status); returns whether it came online now."""
+    def alive(self, sid: str, status: dict, now: float) -> bool:
+        """Record a heartbeat (part of a status); returns whether it came online now."""
         st = self.get(sid)
         came_online = not st.online
         st.online, st.last_seen, st.last_error = True, now, None
-        st.clock_synced = clock.get("synced") is True
+        clock = status.get("clock")
+        st.clock_synced = isinstance(clock, dict) and clock.get("synced") is True
+        if "playing" in status:
+            playing = status["playing"]
+            st.playing = playing if isinstance(playing, str) else None
         st.heartbeats += 1
         return came_online
 

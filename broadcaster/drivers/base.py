@@ -107,8 +107,9 @@ class DriverHost(Protocol):
     def speaker_seen(self, speaker: str, status: dict[str, Any]) -> None:
         """A speaker answered: it is online; `status` may carry playing, clock, counters."""
 
-    def speaker_alive(self, speaker: str, clock: dict[str, Any]) -> None:
-        """A speaker's heartbeat: it is online; `clock` is its path (synced, rtt, rtt_p90)."""
+    def speaker_alive(self, speaker: str, status: dict[str, Any]) -> None:
+        """A speaker's heartbeat: it is online; `status` has its `clock` (synced, rtt, rtt_p90)
+        and, when the driver knows it, `playing`."""
 
     def speaker_failed(self, speaker: str, error: str) -> None:
         """A speaker did not answer; the core decides when that makes it offline."""

@@ -117,10 +117,10 @@ class ClockSync:
         clock: LocalClock,
         counters: Counter,
         impair: Impairment | None = None,
-        describe: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        describe: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
     ) -> None:
         self.speaker_id, self.key, self.host = speaker_id, key, host
-        self.describe = describe  # → (RTP port, fingerprint of the status) for the heartbeat
+        self.describe = describe  # → (RTP port, status fingerprint, playing tag): the heartbeat
         self._boot = secrets.randbits(32)
         self._seq = 0
         self.clock = clock
@@ -173,7 +173,7 @@ class ClockSync:
     def heartbeat(self) -> clk.Heartbeat:
         """What the next request says of this speaker (each one numbered)."""
         est = self.estimator
-        rtp_port, state = self.describe()
+        rtp_port, state, playing = self.describe()
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         return clk.Heartbeat(
             self._boot,
@@ -184,6 +184,7 @@ class ClockSync:
             est.rtt_p90,
             rtp_port,
             state,
+            playing,
         )
 
     def _on_answer(self, data: bytes, addr: tuple) -> None:

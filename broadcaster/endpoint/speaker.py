@@ -27,7 +27,7 @@ from broadcaster.endpoint.soundcard import SoundCard
 from broadcaster.errors import AuthError, BroadcasterError
 from broadcaster.net.udp import Impairment, UdpPort, open_multicast_receiver, open_udp_pair
 from broadcaster.protocol.auth import ReplayGuard, response_mac, unwrap_key
-from broadcaster.protocol.clock import OffsetEstimator
+from broadcaster.protocol.clock import OffsetEstimator, playing_tag
 from broadcaster.protocol.playout import Playout
 from broadcaster.protocol.rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
 from broadcaster.protocol.srtp import AUTH_TAG, Receiver, SrtpDrop
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 WALL_WATCH = 1.0  # seconds between looks at the wall clock (a step is counted, never followed)
 REPORTS_KEPT = 2000  # kept until long after the controller collects them
 # counters that move with ordinary traffic: left out of the heartbeat's status fingerprint
-TRAFFIC_COUNTERS = frozenset({"rtp_received", "late_previous_broadcast"})
+TRAFFIC_COUNTERS = frozenset({"rtp_received", "late_previous_broadcast", "broadcasts"})
 # A broadcast that ended here (preempted, stopped, finished) or was refused may still be sent for
 # a while: the controller keeps a preempted stream going until it learns, a village group carries
 # it to every horn that joined, and its final reports come last. Its key is kept, looked up by
@@ -239,16 +239,14 @@ class Speaker:
             "counters": dict(self.counters),
         }
 
-    def describe(self) -> tuple[int, int]:
-        """The heartbeat's account of this speaker: its RTP port and a fingerprint of /status.
-
-        The fingerprint changes when anything the controller keeps from /status does (volume,
-        what plays at which priority, a security counter), never with the traffic itself.
-        """
+    def describe(self) -> tuple[int, int, int]:
+        """The heartbeat's account of this speaker: its RTP port, a fingerprint of the rest of
+        /status (volume, the security counters; never the traffic itself, nor what plays, which
+        changes on every speaker at once) and the tag of the broadcast playing."""
         a = self.active
         noted = sorted((k, v) for k, v in self.counters.items() if k not in TRAFFIC_COUNTERS)
-        what = (self.volume, a.playout.broadcast if a else None, a.priority if a else None, noted)
-        return self.rtp_port, zlib.crc32(repr(what).encode())
+        fingerprint = zlib.crc32(repr((self.volume, noted)).encode())
+        return self.rtp_port, fingerprint, playing_tag(a.playout.broadcast if a else None)
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status())

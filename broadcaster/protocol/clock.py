@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from broadcaster.protocol.auth import clock_mac
 
 REQ_MAGIC = b"BCK3"  # a clock request that carries the speaker's heartbeat (BCK1 had none)
 RESP_MAGIC = b"BCK2"
-_BEAT = struct.Struct("!dIIBdffHI")  # t1, boot, seq, flags, controller time, rtt, p90, rtp, state
+# t1, boot, seq, flags, controller time, rtt, p90, rtp port, state, playing
+_BEAT = struct.Struct("!dIIBdffHII")
 _SYNCED = 1
 
 
@@ -44,9 +46,11 @@ class Heartbeat:
 
     `boot` is random per start of the speaker and `seq` counts its requests, so a replayed request
     is recognised; `controller_time` is the speaker's estimate of the controller's clock when it
-    sent, so a request recorded earlier is stale. `state` is a fingerprint of what /status would
-    say (volume, what is playing, the security counters): when it changes, the controller asks
-    for the whole status once; while it does not, the heartbeat is all the controller needs.
+    sent, so a request recorded earlier is stale. `state` is a fingerprint of the rest of what
+    /status would say (volume, the security counters): when it changes, the controller asks for
+    the whole status once; while it does not, the heartbeat is all the controller needs.
+    `playing` names the broadcast playing by the CRC-32 of its id (0: none), so a broadcast
+    starting on a thousand speakers brings no thousand status requests.
     """
 
     boot: int
@@ -57,10 +61,21 @@ class Heartbeat:
     rtt_p90: float
     rtp_port: int
     state: int
+    playing: int = 0
 
     def clock(self) -> dict:
         """The `clock` object of /status that this heartbeat stands for (path and sync)."""
         return {"synced": self.synced, "rtt": self.rtt, "rtt_p90": self.rtt_p90}
+
+    def status(self, tags: dict[int, str]) -> dict:
+        """The part of /status this heartbeat stands for; `playing` only when `tags` (broadcast
+        tag → id, the broadcasts the controller started) resolves it."""
+        out: dict = {"clock": self.clock()}
+        if not self.playing:
+            out["playing"] = None
+        elif self.playing in tags:
+            out["playing"] = tags[self.playing]
+        return out
 
 
 def encode_request(speaker_id: str, key: bytes, t1: float, beat: Heartbeat) -> bytes:
@@ -76,6 +91,7 @@ def encode_request(speaker_id: str, key: bytes, t1: float, beat: Heartbeat) -> b
         beat.rtt_p90,
         beat.rtp_port,
         beat.state,
+        beat.playing,
     )
     body = REQ_MAGIC + bytes([len(sid)]) + sid + fields
     return body + clock_mac(key, body)
@@ -96,8 +112,13 @@ def decode_request(data: bytes, key: bytes) -> tuple[float, Heartbeat]:
     body, mac = data[:-16], data[-16:]
     if not hmac.compare_digest(clock_mac(key, body), mac):
         raise ClockMessageError("clock request MAC does not verify")
-    t1, boot, seq, flags, ct, rtt, p90, rtp, state = _BEAT.unpack(body[-_BEAT.size :])
-    return t1, Heartbeat(boot, seq, bool(flags & _SYNCED), ct, rtt, p90, rtp, state)
+    t1, boot, seq, flags, ct, rtt, p90, rtp, state, playing = _BEAT.unpack(body[-_BEAT.size :])
+    return t1, Heartbeat(boot, seq, bool(flags & _SYNCED), ct, rtt, p90, rtp, state, playing)
+
+
+def playing_tag(broadcast: str | None) -> int:
+    """How a heartbeat names a broadcast: the CRC-32 of its id (0 for none)."""
+    return (zlib.crc32(broadcast.encode()) or 1) if broadcast else 0
 
 
 def encode_response(key: bytes, t1: float, t2: float, t3: float) -> bytes:

@@ -56,6 +56,7 @@ async def test_what_a_speaker_plays_still_reaches_the_list(tmp_path, data, recor
     try:
         async with controller(site, data, tag) as (ctl, client):
             await wait_online(ctl, len(site.speakers))
+            before = await _rows(client)
             b = await ctl.play(sweep(8000, 5.0), ["v1"])
             horns = sorted(site.speakers_under("v1"))
 
@@ -67,9 +68,12 @@ async def test_what_a_speaker_plays_still_reaches_the_list(tmp_path, data, recor
             while time.monotonic() < end and seen != set(horns):
                 seen = await playing()
                 await asyncio.sleep(0.1)
-            assert seen == set(horns)  # the heartbeat's fingerprint changed: status fetched
+            assert seen == set(horns)  # the heartbeat names what plays
             await wait_done(ctl, b.id)
             await wait_for(lambda: not any(ctl.registry.get(h).playing for h in horns), 10)
+            after = await _rows(client)
+            for h in horns:  # start and end came by heartbeat: no burst of status requests
+                assert after[h]["status_answers"] - before[h]["status_answers"] <= 1
     finally:
         sim.stop()
 
@@ -102,7 +106,7 @@ class _Host:
         self.alive: list[str] = []
         self.clock_now = 1.7e9
 
-    def speaker_alive(self, speaker: str, clock: dict) -> None:
+    def speaker_alive(self, speaker: str, status: dict) -> None:
         self.alive.append(speaker)
 
     def speaker_failed(self, speaker: str, error: str) -> None:
@@ -126,7 +130,7 @@ async def driver(tmp_path):
 
 
 def _beat(seq: int, *, boot: int = 1, at: float = 1.7e9, synced: bool = True) -> Heartbeat:
-    return Heartbeat(boot, seq, synced, at, 0.0002, 0.0003, 40000, 5)
+    return Heartbeat(boot, seq, synced, at, 0.0002, 0.0003, 40000, 5, 0)
 
 
 async def test_a_heartbeat_counts_only_fresh_in_order_and_from_a_located_speaker(driver):

@@ -201,7 +201,7 @@ def test_offset_estimator_needs_no_single_quiet_exchange():
 
 def test_clock_messages_are_authenticated():
     key = b"k" * 32
-    beat = clk.Heartbeat(7, 42, True, 1.7e9 + 0.25, 0.5, 0.75, 40000, 0xDEADBEEF)
+    beat = clk.Heartbeat(7, 42, True, 1.7e9 + 0.25, 0.5, 0.75, 40000, 0xDEADBEEF, 12345)
     req = clk.encode_request("horn-1", key, 123.5, beat)
     assert clk.request_speaker(req) == "horn-1"
     assert clk.decode_request(req, key) == (123.5, beat)  # (rtt figures exact in float32)

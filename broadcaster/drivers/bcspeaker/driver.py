@@ -41,6 +41,7 @@ REPORT_POLL = 0.15
 # OFFLINE_AFTER (6 s) + the poll's timeout and spacing: under 10 s.
 BEAT_FRESH = 3.0
 BEAT_SKEW = 5.0  # s: a heartbeat whose controller-time stamp is further off is stale (a replay)
+TAGS_KEPT = 256  # broadcasts whose heartbeat tag is remembered (far more than ever run at once)
 
 
 @dataclass
@@ -105,6 +106,8 @@ class BcSpeakerDriver:
         self._verify_slots = asyncio.Semaphore(VERIFY_LIMIT)
         self._refused: dict[tuple[str, str, int], float] = {}  # → monotonic time refused
         self._beats: dict[str, _Beat] = {}
+        self._stale: set[str] = set()  # heartbeats say the status changed: poll, spread out
+        self._tags: dict[int, str] = {}  # heartbeat tag → id of the broadcasts this driver set up
         self.dialin = DialIn(self)  # speakers behind NAT that connect out (GET /api/dial-in)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -285,13 +288,16 @@ class BcSpeakerDriver:
             self._spawn(self.poll(sid))
 
     def _silent(self) -> list[str]:
-        """Located speakers with no fresh heartbeat: the ones to poll."""
+        """Located speakers with no fresh heartbeat, or whose heartbeat says their status
+        changed: the ones to poll this period."""
         now = time.monotonic()
-        beats = self._beats
+        beats, stale = self._beats, self._stale
+        self._stale = set()
         return [
             s
             for s in self.speakers
-            if s in self.addresses and (s not in beats or now - beats[s].at >= BEAT_FRESH)
+            if s in self.addresses
+            and (s in stale or s not in beats or now - beats[s].at >= BEAT_FRESH)
         ]
 
     async def _health_loop(self) -> None:
@@ -364,9 +370,12 @@ class BcSpeakerDriver:
         self._beats[sid] = _Beat(beat.boot, beat.seq, beat.state, time.monotonic())
         if 0 < beat.rtp_port < 65535 and addr.source != "dial-in":
             addr.rtp_port = beat.rtp_port
-        self._host.speaker_alive(sid, beat.clock())
-        if prev is None or (prev.boot, prev.state) != (beat.boot, beat.state):
-            self._spawn(self.poll(sid))  # something /status says has changed: fetch it once
+        status = beat.status(self._tags)
+        self._host.speaker_alive(sid, status)
+        if (prev is not None and (prev.boot, prev.state) != (beat.boot, beat.state)) or (
+            "playing" not in status
+        ):
+            self._stale.add(sid)  # something /status says has changed: fetch it once, spread
 
     # --- dial-in (drivers/bcspeaker/dialin.py) -----------------------------------------------
 
@@ -439,6 +448,9 @@ class BcSpeakerDriver:
         codec = codec_by_name(plan.codec)
         sender = RtpSender(codec, self._send, key=new_key())
         run = _Run(plan.broadcast, sender, self.routes(speakers))
+        self._tags[clk.playing_tag(plan.broadcast)] = plan.broadcast
+        while len(self._tags) > TAGS_KEPT:
+            del self._tags[next(iter(self._tags))]
         delivery = Delivery(self.name, sender, state=run)
         oks = await asyncio.gather(*(self._setup(plan, run, sid, delivery) for sid in speakers))
         self._route(delivery, [sid for sid, ok in zip(speakers, oks) if ok])
