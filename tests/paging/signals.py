@@ -68,3 +68,41 @@ def correlation(a: bytes, b: bytes) -> float:
     sxx = sum(v * v for v in x[:n])
     syy = sum(v * v for v in y[:n])
     return sxy / math.sqrt(sxx * syy) if sxx and syy else 0.0
+
+
+def track(
+    recording: bytes, ref: bytes, rate: int, voiced: int = 800, match: float = 0.8
+) -> dict[int, int | None]:
+    """Where each voiced 20 ms frame k of `ref` sits in `recording`: {k: lag in samples (its
+    position less k's), or None when it is not there}. A frame is looked for within three frames
+    of the last one's lag, so a dropped or inserted frame shows as a change of lag."""
+    step = rate // 50
+    out: dict[int, int | None] = {}
+    lag: int | None = None
+    for k in range(len(ref) // (step * 2)):
+        piece = ref[k * step * 2 : (k + 1) * step * 2]
+        if audioop.rms(piece, 2) < voiced:
+            continue  # a pause: nothing to recognise
+        s = k * step
+        if lag is None:  # the first voiced frame: three frames, searched from the start
+            pos = find(recording, ref[s * 2 : (s + 3 * step) * 2], 0, s + 2 * rate)
+        else:
+            pos = find(recording, piece, s + lag - 3 * step, s + lag + 3 * step)
+        if pos < 0 or correlation(recording[pos * 2 : (pos + step) * 2], piece) < match:
+            out[k] = None
+            continue
+        lag = pos - s
+        out[k] = lag
+    return out
+
+
+def breaks(tracked: dict[int, int | None]) -> int:
+    """Voiced frames missing, plus jumps of lag between two frames next to each other (a frame
+    cut out of, or silence put into, the middle of a sound): what a listener hears as broken."""
+    missing = sum(lag is None for lag in tracked.values())
+    jumps = sum(
+        1
+        for k, lag in tracked.items()
+        if lag is not None and tracked.get(k + 1) not in (None, lag) and k + 1 in tracked
+    )
+    return missing + jumps

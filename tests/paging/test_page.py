@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from broadcaster.cli.page import PageError
+from broadcaster.cli.page import PageClient, PageError
 from broadcaster.sources.resample import Resampler
 from broadcaster.web.paging import purge_recordings
-from tests.paging.signals import correlation, find, talk
+from tests.paging.signals import breaks, correlation, find, talk, track
 from tests.paging.world import talk_into, world
 from tests.support.audio import sweep, wav_file
 from tests.support.harness import ROOT, playout_records, recorded_pcm, wait_done
@@ -110,51 +110,68 @@ async def test_a_page_reaches_exactly_its_speakers_sounds_like_the_voice_and_is_
         assert [c.id for c in lib.search()] == [other.id]
 
 
-async def test_a_client_whose_clock_runs_fast_keeps_its_delay_for_two_minutes(
+DRIFT = 0.005  # ±0.5 %: 40 s of it is 10 frames (200 ms); 2 minutes at 0.1 % is 6
+DRIFT_SECONDS = 40.0  # the full 2-minute and 10-minute pages at 0.1 % are in scripts/bench_paging
+BROKEN = 0.01  # the share of voiced frames a stall of this shared machine may cost
+
+
+async def test_clients_whose_clocks_run_fast_and_slow_keep_their_delay_and_lose_no_words(
     tmp_path, data, record, tag
 ):
-    rate, speed = 8000, 1.001
-    pcm, spurts = talk(rate, 120.0, seed=5)
-    async with world(tmp_path, data, record, tag, villages=1, horns=2, columns=0) as w:
-        page = w.page("v1-op", ["v1"], rate=rate, codec="pcmu")
-        acc = await page.open()
-        await asyncio.wait_for(page.ready.wait(), 5)
-        c0 = await talk_into(page, pcm, rate, speed=speed, clock=w.ctl.now)
-        await page.end()
-        ended = await page.finish()
+    """Two pages at once, to two villages: one client's sound card runs 0.5 % fast, the other's
+    0.5 % slow. Without the drift control the fast page's delay grows until its queue overflows
+    (+60-80 ms here) and frames are cut from words; the slow page's queue runs dry mid-word (a
+    hole every 4 s). With it, frames go or come only in pauses and the delay stays put."""
+    rate = 8000
+    pcm, _ = talk(rate, DRIFT_SECONDS, seed=5)
+    step = rate // 50
+    frames = len(pcm) // (step * 2)
+    async with world(tmp_path, data, record, tag, villages=2, horns=2, columns=0) as w:
+        pages = {
+            speed: w.page(op, [village], rate=rate, codec="pcmu")
+            for speed, op, village in ((1 + DRIFT, "v1-op", "v1"), (1 - DRIFT, "v2-op", "v2"))
+        }
+        accepted = {speed: await page.open() for speed, page in pages.items()}
+        for page in pages.values():
+            await asyncio.wait_for(page.ready.wait(), 5)
+
+        async def talk_and_release(page: PageClient, speed: float) -> float:
+            c0 = await talk_into(page, pcm, rate, speed=speed, clock=w.ctl.now)
+            await page.end()  # at once: the fast client is done 0.4 s before the slow one
+            return c0
+
+        starts = await asyncio.gather(*(talk_and_release(p, v) for v, p in pages.items()))
+        for speed, page in pages.items():
+            ended = await page.finish()
+            assert ended["state"] == "done", (speed, ended)
+        sources = {v: w.ctl.broadcast(acc["broadcast"]).source for v, acc in accepted.items()}
+    # the drift was taken up in pauses (10 frames each way; a stall's gap or a burst's drop at
+    # the cap may stand in for a few): without the control, these stay at 0
+    assert sources[1 + DRIFT]["quiet_dropped"] >= 5, sources
+    assert sources[1 - DRIFT]["silence_inserted"] >= 5, sources
+    for (speed, acc), c0 in zip(accepted.items(), starts, strict=True):
+        assert sources[speed]["frames_received"] == frames, sources  # the controller got all
         bid = acc["broadcast"]
-        assert ended["state"] == "done"
-        src = w.ctl.broadcast(bid).source
-        assert src["frames_received"] == len(pcm) // 320  # the controller got every frame
-        # +0.1 % over 120 s is 6 frames too many, and that is what the controller removed, net:
-        # frames dropped (in pauses, or at the cap after a burst) less frames it added (silence
-        # in pauses, or gaps when a frame came late). On an idle machine that is ~6 quiet drops;
-        # on a loaded one, stalls add gaps and bursts add drops, and the balance still holds.
-        net = src["quiet_dropped"] + src["frames_dropped"] - src["silence_inserted"] - src["gaps"]
-        assert 4 <= net <= 8, src
         recs = playout_records(record, bid)
+        assert len(recs) == 2, (speed, sorted(recs))
         for sid, r in recs.items():
             rec, _ = recorded_pcm(record, sid, bid)
-            heard = spurts_heard(rec, pcm, spurts)
-            # every spurt is there (the first words are where the levelling settles; a frame
-            # lost to a stall of this loaded machine costs a little correlation, not the spurt)
-            # every spurt is there: most intact, whatever this machine's load (a stall of the
-            # test process loses frames to lateness, which the speakers count: not judged here)
-            good = sorted(c for _, c in heard[1:])
-            assert good[len(good) // 2] > 0.9 and len(heard) >= 40, (sid, good[:5], r["lost"])
+            where = track(rec, pcm, rate)
+            # no words lost or broken: every voiced frame is heard, in one piece with its
+            # neighbours (0 on a quiet machine; a stall of this shared one may cost a few)
+            assert breaks(where) <= BROKEN * len(where), (speed, sid, breaks(where), r["lost"])
 
-            def delay(i: int, r: dict = r, heard: list = heard) -> float:
-                # when spurt i's first sample played, less when the client captured it
-                return (r["first_sample_at"] + heard[i][0] / rate) - (
-                    c0 + spurts[i][0] / rate / speed
-                )
+            def delay(k: int, lag: int, r: dict = r, c0: float = c0, speed: float = speed):
+                # when frame k played at the speaker, less when the client captured it
+                return r["first_sample_at"] + (k * step + lag) / rate - (c0 + k * 0.02 / speed)
 
-            # the delay at the end is the delay at the start, within two frames (medians of
-            # five spurts, so that a transient gap's extra frame before the next pause is moot)
-            n = len(heard)
-            first = sorted(delay(i) for i in range(2, 7))[2]
-            last = sorted(delay(i) for i in range(n - 5, n))[2]
-            assert abs(last - first) <= 0.045, (sid, first, last)
+            # the delay at the end is the delay at the start, within two frames (medians over
+            # 5 s; a transient gap's extra frame waits for the next pause)
+            found = [(k, lag) for k, lag in where.items() if lag is not None]
+            head = sorted(delay(k, lag) for k, lag in found if k < 250)
+            tail = sorted(delay(k, lag) for k, lag in found if k >= frames - 250)
+            first, last = head[len(head) // 2], tail[len(tail) // 2]
+            assert abs(last - first) <= 0.045, (speed, sid, first, last)
 
 
 async def test_a_killed_client_ends_its_page_within_about_a_second(tmp_path, data, record, tag):
