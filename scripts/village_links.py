@@ -250,6 +250,10 @@ def run(args: argparse.Namespace, work: Path, bench: ModuleType) -> dict:
                         "lead": b["lead"],
                         "played": run_["played"],
                         "speakers": run_["speakers"],
+                        # a busy machine shows here first: frames late everywhere at once
+                        "controller_cpu_pct": 100 * run_["controller_cpu_s"] / run_["wall_s"],
+                        "simulator_cpu_pct": 100 * run_["simulator_cpu_s"] / run_["wall_s"],
+                        "loadavg_1m": os.getloadavg()[0],
                         **a,
                     }
                 )
@@ -257,7 +261,11 @@ def run(args: argparse.Namespace, work: Path, bench: ModuleType) -> dict:
                     f"  village {codec} run {i + 1}/{args.runs}: lead "
                     f"{b['lead'] * 1000:.0f} ms, played {run_['played']}/{run_['speakers']}, "
                     f"skew p99 {benchlib.fmt(benchlib.percentile(dev, 99), 3)} ms, max "
-                    f"{benchlib.fmt(max(dev) if dev else None, 3)} ms",
+                    f"{benchlib.fmt(max(dev) if dev else None, 3)} ms; late "
+                    f"{sum(c['late'] for c in a['loss'].values())} frames; CPU controller "
+                    f"{res['runs'][-1]['controller_cpu_pct']:.0f} %, simulator "
+                    f"{res['runs'][-1]['simulator_cpu_pct']:.0f} %; load "
+                    f"{res['runs'][-1]['loadavg_1m']:.2f}",
                     flush=True,
                 )
                 time.sleep(0.5)
@@ -293,6 +301,9 @@ def summarize(res: dict) -> dict:
             "asym_bias_ms": benchlib.summary([b for r in runs for b in r["asym_bias_ms"]]),
             "village_spread_ms": {k: benchlib.summary(v) for k, v in sorted(spread_by.items())},
             "lead_ms": benchlib.summary([r["lead"] for r in runs], 1000),
+            "controller_cpu_pct": benchlib.summary([r["controller_cpu_pct"] for r in runs]),
+            "simulator_cpu_pct": benchlib.summary([r["simulator_cpu_pct"] for r in runs]),
+            "loadavg_1m": benchlib.summary([r["loadavg_1m"] for r in runs]),
             "played": f"{sum(r['played'] for r in runs)}/{sum(r['speakers'] for r in runs)}",
             "loss": {
                 k: {
@@ -326,6 +337,9 @@ def print_report(res: dict) -> None:
                 for k, v in c["village_spread_ms"].items()
             ),
             benchlib.stat_row("lead chosen", c["lead_ms"]),
+            benchlib.stat_row("controller CPU while playing", c["controller_cpu_pct"], "% core"),
+            benchlib.stat_row("simulator CPU (found speakers)", c["simulator_cpu_pct"], "% core"),
+            benchlib.stat_row("load average (1 min)", c["loadavg_1m"], ""),
         ]
         print(f"\n{codec}: played {c['played']}")
         print(benchlib.table(benchlib.STAT_HEADERS, rows, digits=3))
