@@ -147,16 +147,21 @@ def _records(bench: ModuleType, record: Path, bid: str) -> dict[str, dict]:
     return bench.playout_records(record, bid)
 
 
-def analyse(recs: dict[str, dict], cls: dict[str, str], village_of: dict[str, str]) -> dict:
+def analyse(
+    recs: dict[str, dict], cls: dict[str, str], village_of: dict[str, str], dial: set[str]
+) -> dict:
     """One broadcast's skew, bias, village spreads and loss from the speakers' records."""
     true = {s: r["first_sample_true"] for s, r in recs.items() if r.get("first_sample_true")}
     sym = [true[s] for s in true if cls.get(s) in SYMMETRIC]
     med = statistics.median(sym) if sym else None
     out: dict = {"deviation_ms": {}, "asym_bias_ms": [], "village_spread_ms": {}, "loss": {}}
+    out["dial_in_deviation_ms"] = []  # the dial-in horns on symmetric paths (a subset of the above)
     if med is not None:
         for s, t in true.items():
             if cls.get(s) in SYMMETRIC:
                 out["deviation_ms"].setdefault(cls[s], []).append(abs(t - med) * 1000)
+                if s in dial:
+                    out["dial_in_deviation_ms"].append(abs(t - med) * 1000)
             elif cls.get(s) == "4g-asym":
                 out["asym_bias_ms"].append((t - med) * 1000)
     by_village: dict[str, list[float]] = {}
@@ -242,7 +247,7 @@ def run(args: argparse.Namespace, work: Path, bench: ModuleType) -> dict:
                 )
                 b = ctl.api.call("GET", f"/api/broadcasts/{run_['broadcast']}")
                 recs = _records(bench, record, run_["broadcast"])
-                a = analyse(recs, cls, village_of)
+                a = analyse(recs, cls, village_of, set(dial))
                 dev = [d for v in a["deviation_ms"].values() for d in v]
                 res["runs"].append(
                     {
@@ -298,6 +303,9 @@ def summarize(res: dict) -> dict:
         out[codec] = {
             "skew_ms": benchlib.summary([d for v in dev_by.values() for d in v]),
             "skew_by_class_ms": {k: benchlib.summary(v) for k, v in sorted(dev_by.items())},
+            "skew_dial_in_ms": benchlib.summary(
+                [d for r in runs for d in r["dial_in_deviation_ms"]]
+            ),
             "asym_bias_ms": benchlib.summary([b for r in runs for b in r["asym_bias_ms"]]),
             "village_spread_ms": {k: benchlib.summary(v) for k, v in sorted(spread_by.items())},
             "lead_ms": benchlib.summary([r["lead"] for r in runs], 1000),
@@ -331,6 +339,7 @@ def print_report(res: dict) -> None:
         rows = [
             benchlib.stat_row("skew |spk - median| (symmetric)", c["skew_ms"]),
             *(benchlib.stat_row(f"  {k}", v) for k, v in c["skew_by_class_ms"].items()),
+            benchlib.stat_row("  of which dial-in (4g, 4g-far)", c["skew_dial_in_ms"]),
             benchlib.stat_row("4g-asym bias vs median (signed)", c["asym_bias_ms"]),
             *(
                 benchlib.stat_row(f"spread within a {k} village", v)
