@@ -197,9 +197,9 @@ async def test_a_real_controller_sends_and_records_as_documented(tmp_path, data,
     bodies: list[dict] = []
     play = sp._play
 
-    async def spy(request):
-        bodies.append(json.loads(await request.read()))
-        return await play(request)
+    async def spy(body: bytes):
+        bodies.append(json.loads(body))
+        return await play(body)
 
     sp._play = spy  # type: ignore[method-assign]
     await sp.start()

@@ -185,6 +185,7 @@ class ClockSync:
             rtp_port,
             state,
             playing,
+            datagrams=True,  # the endpoint answers control datagrams on its RTP port
         )
 
     def _on_answer(self, data: bytes, addr: tuple) -> None:

@@ -17,6 +17,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web
 
@@ -28,6 +29,12 @@ from broadcaster.errors import AuthError, BroadcasterError
 from broadcaster.net.udp import Impairment, UdpPort, open_multicast_receiver, open_udp_pair
 from broadcaster.protocol.auth import ReplayGuard, response_mac, unwrap_key
 from broadcaster.protocol.clock import OffsetEstimator, playing_tag
+from broadcaster.protocol.control import (
+    REQUEST_MAGIC,
+    ControlAnswer,
+    ControlDatagramError,
+    ControlRequest,
+)
 from broadcaster.protocol.playout import Playout
 from broadcaster.protocol.rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
 from broadcaster.protocol.srtp import AUTH_TAG, Receiver, SrtpDrop
@@ -36,7 +43,9 @@ log = logging.getLogger(__name__)
 WALL_WATCH = 1.0  # seconds between looks at the wall clock (a step is counted, never followed)
 REPORTS_KEPT = 2000  # kept until long after the controller collects them
 # counters that move with ordinary traffic: left out of the heartbeat's status fingerprint
-TRAFFIC_COUNTERS = frozenset({"rtp_received", "late_previous_broadcast", "broadcasts"})
+TRAFFIC_COUNTERS = frozenset(
+    {"rtp_received", "late_previous_broadcast", "broadcasts", "control_datagrams"}
+)
 # A broadcast that ended here (preempted, stopped, finished) or was refused may still be sent for
 # a while: the controller keeps a preempted stream going until it learns, a village group carries
 # it to every horn that joined, and its final reports come last. Its key is kept, looked up by
@@ -44,6 +53,7 @@ TRAFFIC_COUNTERS = frozenset({"rtp_received", "late_previous_broadcast", "broadc
 # of them is still caught by SRTP's window). Kept until this long after its last packet, and only
 # the most recent few.
 LIGHT_SAMPLE = 50  # a light speaker authenticates every 50th packet (one a second)
+ANSWERS_KEPT = 64  # answers to control datagrams kept for the controller's repeats
 PREVIOUS_GRACE = 60.0
 PREVIOUS_KEPT = 32
 
@@ -126,6 +136,8 @@ class Speaker:
         self._known: OrderedDict[int, _Known] = OrderedDict()  # by SSRC, oldest use first
         self.mono = time.monotonic  # the clock of timeouts: a wall-clock step must not move them
         self.drain: Callable[[], int] = lambda: 0  # a light speaker's batched receive
+        self._answered: OrderedDict[tuple, bytes] = OrderedDict()  # datagram answers, to repeat
+        self._answering: set[tuple] = set()
         self._wall_watch = 0.0
 
     @property
@@ -152,12 +164,8 @@ class Speaker:
         )
         if s.light:  # read at each tick, not one event-loop turn per packet (arrival ≤ 20 ms late)
             self.drain = self._rtp.batched()
-        app = web.Application(middlewares=[self._auth_middleware], client_max_size=64 * 1024)
-        app.router.add_get("/status", self._status)
-        app.router.add_post("/play", self._play)
-        app.router.add_post("/stop", self._stop)
-        app.router.add_post("/volume", self._volume)
-        app.router.add_get("/playout/{broadcast}", self._playout)
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_route("*", "/{path:.*}", self._http)  # every request: self.control
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.control_port, reuse_address=True)
@@ -177,48 +185,107 @@ class Speaker:
 
     # --- control API -------------------------------------------------------------------------
 
-    @web.middleware
-    async def _auth_middleware(self, request: web.Request, handler) -> web.StreamResponse:
-        body = await request.read()
+    async def control(
+        self, method: str, path_qs: str, body: bytes, auth: str
+    ) -> tuple[int, bytes, str]:
+        """One signed control request, whatever carried it (HTTP, a datagram, the dial-in
+        channel): checked, handled, and answered as (status, JSON body, MAC of the answer)."""
+        url = urlsplit(path_qs)
+        query = dict(parse_qsl(url.query))
         try:
             # freshness is judged on the controller's clock as best known (local before the
             # first sync): neither machine's wall clock, nor a step of it, matters
             nonce = self.guard.check(
                 self.spec.key,
-                request.method,
-                request.path_qs,
+                method,
+                path_qs,
                 body,
-                request.headers.get("Authorization", ""),
+                auth,
                 self.sync.controller_now(),
                 self.spec.speaker_id,
             )
         except AuthError as exc:
-            if exc.code == "auth_stale" and not self.sync.fresh() and "clock" in request.query:
+            if exc.code == "auth_stale" and not self.sync.fresh() and "clock" in query:
                 # authentic (its MAC verified) but off our clock, and our estimate has gone
                 # quiet: the controller restarted on another clock. Sync to the clock service it
                 # names (its answers are MAC'd too); a replay cannot move a working sync.
-                self._set_controller_clock(request.query["clock"])
+                self._set_controller_clock(query["clock"])
             self.counters[f"control_refused_{exc.code}"] += 1
             self.counters["control_refused"] += 1
             log.info(
                 "%s refused control request %s %s: %s",
                 self.spec.speaker_id,
-                request.method,
-                request.path,
+                method,
+                url.path,
                 exc.message,
             )
-            return web.json_response(exc.to_dict(), status=401)
-        clock_addr = request.query.get("clock")
-        if clock_addr:
-            self._set_controller_clock(clock_addr)
+            return 401, _json(exc.to_dict()), ""  # refusals are not signed (protocol.md §2)
+        if query.get("clock"):
+            self._set_controller_clock(query["clock"])
         try:
-            resp = await handler(request)
+            status, out = await self._route(method, url.path, body)
         except BroadcasterError as exc:
-            resp = web.json_response(exc.to_dict(), status=exc.status)
+            status, out = exc.status, exc.to_dict()
         except (ValueError, KeyError, TypeError) as exc:
-            resp = web.json_response({"error": "bad_request", "message": str(exc)}, status=400)
-        resp.headers["X-BC-MAC"] = response_mac(self.spec.key, nonce, resp.status, resp.body)  # type: ignore[arg-type]
-        return resp
+            status, out = 400, {"error": "bad_request", "message": str(exc)}
+        data = _json(out)
+        return status, data, response_mac(self.spec.key, nonce, status, data)
+
+    async def _route(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        if path.startswith("/playout/") and method == "GET":
+            return self._playout(path[len("/playout/") :])
+        handler = {
+            ("GET", "/status"): self._status,
+            ("POST", "/play"): self._play,
+            ("POST", "/stop"): self._stop,
+            ("POST", "/volume"): self._volume,
+        }.get((method, path))
+        if handler is None:
+            return 404, {"error": "not_found", "message": f"no {method} {path} here"}
+        return await handler(body)
+
+    async def _http(self, request: web.Request) -> web.Response:
+        status, data, mac = await self.control(
+            request.method,
+            request.path_qs,
+            await request.read(),
+            request.headers.get("Authorization", ""),
+        )
+        headers = {"X-BC-MAC": mac} if mac else None
+        return web.Response(
+            body=data, status=status, content_type="application/json", headers=headers
+        )
+
+    def _on_control_datagram(self, data: bytes, addr: tuple) -> None:
+        """A control request in a datagram (protocol/control.py): a repeat of one already
+        answered gets the same answer again; a repeat still being handled is dropped."""
+        try:
+            req = ControlRequest.decode(data)
+        except ControlDatagramError:
+            self.counters["dropped_malformed"] += 1
+            return
+        self.counters["control_datagrams"] += 1
+        key = (req.id, req.auth)
+        done = self._answered.get(key)
+        if done is not None:
+            self._send_answer(done, addr)
+        elif key not in self._answering:
+            self._answering.add(key)
+            task = asyncio.ensure_future(self._answer_datagram(req, key, addr))
+            task.add_done_callback(lambda _t: self._answering.discard(key))
+
+    async def _answer_datagram(self, req: ControlRequest, key: tuple, addr: tuple) -> None:
+        status, data, mac = await self.control(req.method, req.path, req.body, req.auth)
+        answer = ControlAnswer(req.id, status, mac, data).encode()
+        if status != 401:  # a refused request's repeat is refused again, never answered from here
+            self._answered[key] = answer
+            while len(self._answered) > ANSWERS_KEPT:
+                self._answered.popitem(last=False)
+        self._send_answer(answer, addr)
+
+    def _send_answer(self, answer: bytes, addr: tuple) -> None:
+        if self._rtp:
+            self._rtp.sendto(answer, addr)
 
     def status(self) -> dict:
         """The speaker's state as the control API reports it."""
@@ -248,11 +315,11 @@ class Speaker:
         fingerprint = zlib.crc32(repr((self.volume, noted)).encode())
         return self.rtp_port, fingerprint, playing_tag(a.playout.broadcast if a else None)
 
-    async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.status())
+    async def _status(self, body: bytes) -> tuple[int, dict]:
+        return 200, self.status()
 
-    async def _play(self, request: web.Request) -> web.Response:
-        req = PlayRequest.parse(json.loads(await request.read()))
+    async def _play(self, body: bytes) -> tuple[int, dict]:
+        req = PlayRequest.parse(json.loads(body))
         bid, codec, ssrc, priority = req.broadcast, req.codec, req.ssrc, req.priority
         group = req.multicast
         key = unwrap_key(self.spec.key, req.key, f"{self.spec.speaker_id}/{bid}")
@@ -299,7 +366,7 @@ class Speaker:
         self._known.pop(ssrc, None)
         self.active = Active(playout, srtp, card, priority, mcast)
         self.counters["broadcasts"] += 1
-        return web.json_response({"ok": True, "rtp_port": self.rtp_port})
+        return 200, {"ok": True, "rtp_port": self.rtp_port}
 
     def _refuse_if_outranked(self, bid: str, ssrc: int, srtp: Receiver, priority: int) -> None:
         """409 if the active stream has a higher priority; its stream is then known, not feared."""
@@ -314,40 +381,39 @@ class Speaker:
             detail={"holder": a.playout.broadcast, "priority": a.priority},
         )
 
-    async def _stop(self, request: web.Request) -> web.Response:
-        bid = broadcast_of(json.loads(await request.read()))
+    async def _stop(self, body: bytes) -> tuple[int, dict]:
+        bid = broadcast_of(json.loads(body))
         a = self.active
         if a and bid is not None and a.playout.broadcast == bid:
             self._finish("stopped")
-            return web.json_response({"ok": True, "stopped": True})
-        return web.json_response({"ok": True, "stopped": False})
+            return 200, {"ok": True, "stopped": True}
+        return 200, {"ok": True, "stopped": False}
 
-    async def _volume(self, request: web.Request) -> web.Response:
-        vol = volume_of(json.loads(await request.read()))
+    async def _volume(self, body: bytes) -> tuple[int, dict]:
+        vol = volume_of(json.loads(body))
         self.volume = vol
         if self.active and self.active.card.output:
             self.active.card.output.volume = vol
-        return web.json_response({"ok": True, "volume": vol})
+        return 200, {"ok": True, "volume": vol}
 
-    async def _playout(self, request: web.Request) -> web.Response:
-        bid = request.match_info["broadcast"]
+    def _playout(self, bid: str) -> tuple[int, dict]:
+        bid = unquote(bid)
         if self.active and self.active.playout.broadcast == bid:  # taken up again after a cut
-            return web.json_response({"state": "playing"})
+            return 200, {"state": "playing"}
         if bid in self.reports:
-            return web.json_response({"state": "done", **self.reports[bid]})
-        return web.json_response(
-            {
-                "state": "unknown",
-                "error": "unknown_broadcast",
-                "message": f"no playout record for broadcast {bid}",
-            },
-            status=404,
-        )
+            return 200, {"state": "done", **self.reports[bid]}
+        return 404, {
+            "state": "unknown",
+            "error": "unknown_broadcast",
+            "message": f"no playout record for broadcast {bid}",
+        }
 
     # --- audio path --------------------------------------------------------------------------
 
     def _on_rtp_or_rtcp(self, data: bytes, addr: tuple) -> None:
-        if is_rtcp(data):
+        if data[:4] == REQUEST_MAGIC:  # a control request by datagram (never RTP: version 2)
+            self._on_control_datagram(data, addr)
+        elif is_rtcp(data):
             self._on_rtcp(data, addr)
         else:
             self._on_rtp(data, addr)
@@ -523,3 +589,7 @@ def _ssrc(data: bytes, rtcp: bool) -> int | None:
     """The SSRC in a packet's clear header (RTP bytes 8-11; RTCP sender, bytes 4-7)."""
     at = 4 if rtcp else 8
     return int.from_bytes(data[at : at + 4], "big") if len(data) >= at + 4 else None
+
+
+def _json(obj: dict) -> bytes:
+    return json.dumps(obj).encode()

@@ -34,6 +34,7 @@ RESP_MAGIC = b"BCK2"
 # t1, boot, seq, flags, controller time, rtt, p90, rtp port, state, playing
 _BEAT = struct.Struct("!dIIBdffHII")
 _SYNCED = 1
+_DATAGRAMS = 2  # the speaker takes control requests by datagram (protocol/control.py)
 
 
 class ClockMessageError(ValueError):
@@ -62,6 +63,7 @@ class Heartbeat:
     rtp_port: int
     state: int
     playing: int = 0
+    datagrams: bool = False  # control requests may come by datagram to the RTP port
 
     def clock(self) -> dict:
         """The `clock` object of /status that this heartbeat stands for (path and sync)."""
@@ -85,7 +87,7 @@ def encode_request(speaker_id: str, key: bytes, t1: float, beat: Heartbeat) -> b
         t1,
         beat.boot,
         beat.seq,
-        _SYNCED if beat.synced else 0,
+        (_SYNCED if beat.synced else 0) | (_DATAGRAMS if beat.datagrams else 0),
         beat.controller_time,
         beat.rtt,
         beat.rtt_p90,
@@ -113,7 +115,8 @@ def decode_request(data: bytes, key: bytes) -> tuple[float, Heartbeat]:
     if not hmac.compare_digest(clock_mac(key, body), mac):
         raise ClockMessageError("clock request MAC does not verify")
     t1, boot, seq, flags, ct, rtt, p90, rtp, state, playing = _BEAT.unpack(body[-_BEAT.size :])
-    return t1, Heartbeat(boot, seq, bool(flags & _SYNCED), ct, rtt, p90, rtp, state, playing)
+    synced, datagrams = bool(flags & _SYNCED), bool(flags & _DATAGRAMS)
+    return t1, Heartbeat(boot, seq, synced, ct, rtt, p90, rtp, state, playing, datagrams)
 
 
 def playing_tag(broadcast: str | None) -> int:

@@ -21,8 +21,8 @@ async def test_light_speakers_play_and_report_beside_full_ones(tmp_path, data, r
         async with controller(site, data, tag) as (ctl, _):
             await wait_online(ctl, len(site.speakers))
             b = await wait_done(ctl, (await ctl.play(sweep(8000, 2.0), ["sd"])).id)
-            assert b["summary"]["played"] == len(site.speakers)
             recs = playout_records(record, b["id"])
+            assert b["summary"]["played"] == len(site.speakers), (b["speakers"], recs)
             assert set(recs) == set(site.speakers)
             for sid in light:
                 assert recs[sid]["light"] is True

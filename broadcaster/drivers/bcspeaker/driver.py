@@ -25,6 +25,7 @@ from broadcaster.net.mdns import Advert, Browser, open_zeroconf
 from broadcaster.net.udp import UdpPort, open_udp
 from broadcaster.protocol.auth import wrap_key
 from broadcaster.protocol.codecs import codec_by_name
+from broadcaster.protocol.control import ANSWER_MAGIC
 from broadcaster.protocol.dialin import PUNCH_MAGIC
 from broadcaster.protocol.srtp import new_key
 from broadcaster.protocol.stream import Destination, RtpSender
@@ -52,6 +53,7 @@ class _Beat:
     seq: int
     state: int
     at: float  # monotonic
+    datagrams: bool = False  # it takes control requests by datagram
 
 
 @dataclass
@@ -123,6 +125,8 @@ class BcSpeakerDriver:
                 self.addresses[sid] = Address(addr[0], addr[1], source="static")
                 host.speaker_located(sid, addr[0], addr[1], "static")
         self._clock = await open_udp(self.opt.interface, self.opt.clock_port, self._on_clock)
+        self.link.datagram_to = self._datagram_route
+        self.link.send_datagram = self._clock.sendto
         if self.opt.mdns:
             self._azc = open_zeroconf([self.opt.interface])
             self._browser = Browser(
@@ -342,6 +346,9 @@ class BcSpeakerDriver:
         if data.startswith(PUNCH_MAGIC):
             self.dialin.on_punch(data, addr, t2)
             return
+        if data.startswith(ANSWER_MAGIC):
+            self.link.on_answer(data, addr)
+            return
         try:
             sid = clk.request_speaker(data)
             key = self.keys.get(sid)
@@ -367,7 +374,7 @@ class BcSpeakerDriver:
         prev = self._beats.get(sid)
         if prev is not None and prev.boot == beat.boot and beat.seq <= prev.seq:
             return
-        self._beats[sid] = _Beat(beat.boot, beat.seq, beat.state, time.monotonic())
+        self._beats[sid] = _Beat(beat.boot, beat.seq, beat.state, time.monotonic(), beat.datagrams)
         if 0 < beat.rtp_port < 65535 and addr.source != "dial-in":
             addr.rtp_port = beat.rtp_port
         status = beat.status(self._tags)
@@ -376,6 +383,20 @@ class BcSpeakerDriver:
             "playing" not in status
         ):
             self._stale.add(sid)  # something /status says has changed: fetch it once, spread
+
+    def _datagram_route(self, sid: str, host: str, port: int) -> tuple[str, int] | None:
+        """Where a speaker takes control datagrams: its RTP port, while it heartbeats (its UDP
+        path works) and says it takes them, for a request to the control address it is known
+        at (a request to any other address — verifying an advert — goes there by HTTP); None
+        sends the request by HTTP (or its channel)."""
+        beat, addr = self._beats.get(sid), self.addresses.get(sid)
+        if beat is None or not beat.datagrams or addr is None or addr.rtp_port is None:
+            return None
+        if (addr.host, addr.port) != (host, port):
+            return None
+        if addr.source == "dial-in" or time.monotonic() - beat.at >= BEAT_FRESH:
+            return None
+        return addr.host, addr.rtp_port
 
     # --- dial-in (drivers/bcspeaker/dialin.py) -----------------------------------------------
 

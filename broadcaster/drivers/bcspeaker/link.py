@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +14,16 @@ import aiohttp
 
 from broadcaster.errors import SpeakerError
 from broadcaster.protocol.auth import parse_authorization, response_mac, sign_request
+from broadcaster.protocol.control import (
+    MAX_DATAGRAM,
+    ControlAnswer,
+    ControlDatagramError,
+    ControlRequest,
+)
+
+# waits before each send of a control datagram (the same request again: the speaker answers a
+# repeat from its cache); no answer after the last, and the request goes by HTTP, freshly signed
+DATAGRAM_TRIES = (0.15, 0.3, 0.45)
 
 
 class SpeakerLink:
@@ -26,6 +38,14 @@ class SpeakerLink:
         self._session: aiohttp.ClientSession | None = None
         # speakers that dialed in (drivers/bcspeaker/dialin.py): their requests take the channel
         self.channels: dict[str, Any] = {}
+        # where a speaker takes control datagrams, if it does and its UDP path works (the
+        # driver decides from its heartbeats); and how to send one
+        # (speaker, host, port) → address for datagrams; only for the address it is known at, so
+        # a request meant for another address (verifying an advert) never goes by datagram
+        self.datagram_to: Callable[[str, str, int], tuple[str, int] | None] = lambda *a: None
+        self.send_datagram: Callable[[bytes, tuple[str, int]], None] | None = None
+        self._pending: dict[int, tuple[asyncio.Future, tuple[str, int]]] = {}
+        self.datagram_fallbacks = 0  # requests that found no answer by datagram and took HTTP
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -52,9 +72,19 @@ class SpeakerLink:
                 f"speaker {speaker_id}: no pairing key in the key store", code="speaker_unpaired"
             )
         raw = json.dumps(body).encode() if body is not None else b""
+        channel = self.channels.get(speaker_id)
+        route = None if channel is not None else self.datagram_to(speaker_id, host, port)
+        if route is not None and self.send_datagram is not None:
+            auth = sign_request(speaker_id, key, method, path, raw, self.clock())
+            req = ControlRequest(secrets.randbits(32), method, path, auth, raw)
+            if len(req.encode()) <= MAX_DATAGRAM:
+                answer = await self._by_datagram(req, route)
+                if answer is not None:
+                    nonce = parse_authorization(auth)["nonce"]
+                    return _verified(speaker_id, key, nonce, answer.status, answer.body, answer.mac)
+                self.datagram_fallbacks += 1
         auth = sign_request(speaker_id, key, method, path, raw, self.clock())
         nonce = parse_authorization(auth)["nonce"]
-        channel = self.channels.get(speaker_id)
         try:
             if channel is not None:  # dialed in: the same signed request over its channel
                 status, data, mac = await channel.exchange(
@@ -76,25 +106,60 @@ class SpeakerLink:
                 f"speaker {speaker_id} at {host}:{port} did not answer ({type(exc).__name__})",
                 code="speaker_unreachable",
             ) from None
-        if not hmac.compare_digest(mac, response_mac(key, nonce, status, data)):
-            raise SpeakerError(
-                f"speaker {speaker_id}: answer is not authenticated (HTTP {status})",
-                code="speaker_unauthenticated",
-            )
+        return _verified(speaker_id, key, nonce, status, data, mac)
+
+    async def _by_datagram(self, req: ControlRequest, to: tuple[str, int]) -> ControlAnswer | None:
+        """Send the request by datagram, again after each wait; the answer, or None."""
+        assert self.send_datagram is not None
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[req.id] = (fut, to)
+        data = req.encode()
         try:
-            out = json.loads(data) if data else {}
-        except ValueError:
-            raise SpeakerError(
-                f"speaker {speaker_id}: answer is not JSON", code="speaker_malformed"
-            ) from None
-        if status >= 400:
-            raise SpeakerError(
-                f"speaker {speaker_id}: {out.get('message', status)}",
-                code=out.get("error", "speaker_error"),
-            )
-        return out
+            for wait in DATAGRAM_TRIES:
+                self.send_datagram(data, to)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut), wait)
+                except TimeoutError:
+                    continue
+            return None
+        finally:
+            self._pending.pop(req.id, None)
+
+    def on_answer(self, data: bytes, addr: tuple) -> None:
+        """A control answer datagram: to the request it answers, if it came from where that
+        request went (its MAC is checked by the caller, as over HTTP)."""
+        try:
+            answer = ControlAnswer.decode(data)
+        except ControlDatagramError:
+            return
+        pending = self._pending.get(answer.id)
+        if pending is not None and tuple(addr[:2]) == pending[1] and not pending[0].done():
+            pending[0].set_result(answer)
 
     async def close(self) -> None:
         """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
+
+
+def _verified(
+    speaker_id: str, key: bytes, nonce: str, status: int, data: bytes, mac: str
+) -> dict[str, Any]:
+    """The JSON of an answer whose MAC verifies, or the SpeakerError it deserves."""
+    if not hmac.compare_digest(mac, response_mac(key, nonce, status, data)):
+        raise SpeakerError(
+            f"speaker {speaker_id}: answer is not authenticated (HTTP {status})",
+            code="speaker_unauthenticated",
+        )
+    try:
+        out = json.loads(data) if data else {}
+    except ValueError:
+        raise SpeakerError(
+            f"speaker {speaker_id}: answer is not JSON", code="speaker_malformed"
+        ) from None
+    if status >= 400:
+        raise SpeakerError(
+            f"speaker {speaker_id}: {out.get('message', status)}",
+            code=out.get("error", "speaker_error"),
+        )
+    return out
