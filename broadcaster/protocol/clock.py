@@ -179,7 +179,7 @@ class OffsetEstimator:
     converged and still keep its estimate within tens of microseconds on a LAN.
     """
 
-    def __init__(self, window: int = 64, history: int = 256) -> None:
+    def __init__(self, window: int = 128, history: int = 256) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
         self.history: deque[Sample] = deque(maxlen=history)  # the frequency's longer baseline
         self._slot: Sample | None = None  # the best exchange of the slot not yet in the history
