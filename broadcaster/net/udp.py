@@ -108,6 +108,7 @@ class UdpPort:
         self.transport.pause_reading()  # type: ignore[attr-defined]  # (selector transports can)
         fd = self.transport.get_extra_info("socket").fileno()
         sock = self._batch = socket.socket(fileno=os.dup(fd))  # same queue, a handle of our own
+        sock.setblocking(False)
         received = self._proto.datagram_received
 
         def drain() -> int:
