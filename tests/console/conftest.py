@@ -26,6 +26,8 @@ import pytest
 import pytest_asyncio
 
 import broadcaster.site as zones
+from broadcaster.scheduler.engine import Scheduler
+from broadcaster.web.api import SERVICES
 from tests.support.audio import wav_file
 from tests.support.harness import ROOT, SimProcess, controller, site_tag, wait_online
 from tests.web.helpers import accounts_of
@@ -155,9 +157,14 @@ async def ctl_client(world):
         playout_delay=0.3,
         live_lead=0.5,
     ) as (ctl, client):
+        services = client.server.app[SERVICES]
+        sched = Scheduler.attach(services)  # as `broadcaster serve` runs it: the schedules tab
+        await sched.start()
         await wait_online(ctl, 113, timeout=90)
         await wait_synced(ctl, timeout=60)
         yield ctl, client
+        await sched.close()
+        services.scheduler = None
 
 
 async def wait_synced(ctl, timeout: float) -> None:

@@ -56,7 +56,8 @@ async def talk(page, seconds: float, latched: bool = False) -> None:
         box = await btn.bounding_box()
         await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         await page.mouse.down()
-    await expect(page.locator("#talk-status")).to_contain_text("请讲话", timeout=20000)
+    # generous: 113 speakers are armed first, and the machine may be busy
+    await expect(page.locator("#talk-status")).to_contain_text("请讲话", timeout=60000)
     await asyncio.sleep(seconds)
     if latched:
         await btn.click()
@@ -89,20 +90,23 @@ async def new_broadcast(ctl, before: set[str]) -> str:
 
 
 async def test_office_pages_the_whole_subdistrict(open_console, users, ctl_client, world, shots):
+    """What the office checks: every one of the 113 played the microphone's voice. The bounds
+    are generous in time (a busy machine arms 113 speakers slowly), not in what was heard."""
     ctl, _ = ctl_client
     con = await open_console()
     page = con.page
     await con.login("office", users["office"])
     assert await page.locator("button.spk").count() == 113  # all of them, at a glance
-    await expect(page.locator("#counts")).to_contain_text("113/113")
+    await expect(page.locator("#counts")).to_contain_text("113/113", timeout=30000)
     await page.click("button.target.all")
     await expect(page.locator("#selection")).to_contain_text("113")
-    await talk(page, 3.0)
-    bid = await last_broadcast(ctl, "office", "live")
-    b = await wait_done(ctl, bid, timeout=30)
-    await expect(page.locator("#talk-status")).to_contain_text("喊话结束", timeout=15000)
-    await page.wait_for_selector("#talk-outcome li[data-state]", state="attached")
-    assert b["priority"] == "live"
+    before = set(ctl.broadcasts)
+    await talk(page, 4.0)
+    bid = await new_broadcast(ctl, before)
+    b = await wait_done(ctl, bid, timeout=60)
+    await expect(page.locator("#talk-status")).to_contain_text("喊话结束", timeout=30000)
+    await page.wait_for_selector("#talk-outcome li[data-state]", state="attached", timeout=30000)
+    assert b["priority"] == "live" and b["source"].get("ended_by") == "end", b["source"]
     recs = playout_records(world["record"], bid)
     assert set(recs) == set(world["site"].speakers)
     quiet = [sid for sid in recs if not tone_heard(*recorded_pcm(world["record"], sid, bid))]
@@ -268,4 +272,97 @@ async def test_a_speaker_losing_power_shows_live(open_console, users, ctl_client
     assert "offline" in await page.get_attribute(sel, "aria-label")
     await page.click("#lang")
     await expect(page.locator("#tab-history")).to_have_text("广播记录")
+    await con.close()
+
+
+async def test_hold_space_on_the_talk_button_to_talk_and_release_to_end(
+    open_console, users, ctl_client, world
+):
+    ctl, _ = ctl_client
+    mine = set(world["site"].resolve(VILLAGE))
+    con = await open_console()
+    page = con.page
+    await con.login("cadre", users["cadre"])
+    await expect(page.locator("#selection")).to_contain_text("个喇叭")  # their horns, chosen
+    assert await page.get_attribute("#talk", "aria-keyshortcuts") == "Space"
+    before = set(ctl.broadcasts)
+    await page.focus("#talk")
+    await page.keyboard.down("Space")
+    await expect(page.locator("#talk-status")).to_contain_text("请讲话", timeout=60000)
+    await expect(page.locator("#talk")).to_have_attribute("aria-pressed", "true")
+    await asyncio.sleep(3.0)
+    await page.keyboard.up("Space")
+    await expect(page.locator("#talk-status")).to_contain_text("喊话结束", timeout=30000)
+    bid = await new_broadcast(ctl, before)
+    b = await wait_done(ctl, bid, timeout=30)
+    # the release ended it (not the silence of a vanished client), and the horns heard the voice
+    assert b["source"].get("ended_by") == "end", b["source"]
+    recs = playout_records(world["record"], bid)
+    assert set(recs) == mine
+    quiet = [sid for sid in mine if not tone_heard(*recorded_pcm(world["record"], sid, bid))]
+    assert not quiet, (quiet, b["summary"])
+    # Space held while the focus moves away: the release never reaches the button, so losing
+    # the focus ends the page (never an open microphone on the horns)
+    before = set(ctl.broadcasts)
+    await page.focus("#talk")
+    await page.keyboard.down("Space")
+    await expect(page.locator("#talk-status")).to_contain_text("请讲话", timeout=60000)
+    await page.evaluate("document.activeElement.blur()")  # e.g. the window lost the focus
+    await expect(page.locator("#talk-status")).to_contain_text("喊话结束", timeout=30000)
+    await page.keyboard.up("Space")
+    b = await wait_done(ctl, await new_broadcast(ctl, before), timeout=30)
+    assert b["source"].get("ended_by") == "end", b["source"]
+    await con.close()
+
+
+async def test_schedules_are_made_listed_paused_and_deleted_in_the_console(
+    open_console, users, ctl_client, world, shots
+):
+    ctl, client = ctl_client
+    con = await open_console()
+    page = con.page
+    await con.login("office", users["office"])
+    await page.click(f"button.target[data-target='{VILLAGE}']")
+    await page.click("#tab-schedules")
+    await expect(page.locator("#sched-targets")).to_contain_text(world["site"].zones[VILLAGE].name)
+    flash = page.locator("#flash")
+
+    async def listed() -> list[dict]:
+        resp = await page.request.get(con.base + "/api/schedules")
+        assert resp.status == 200
+        return (await resp.json())["schedules"]
+
+    # a bad time is refused in plain words, and nothing is saved
+    await page.fill("#sched-title", "晨间通知")
+    await page.select_option("#sched-kind", "daily")
+    await page.fill("#sched-times", "25:00")
+    await page.fill("#sched-tts", "各位村民早上好。")
+    await page.click(".sched-form button[type=submit]")
+    await expect(flash).to_contain_text("时间格式不对", timeout=30000)
+    await expect(flash).to_contain_text("08:00")  # and how to write it
+    assert await listed() == []
+    # nothing to play: said before anything is sent
+    await page.fill("#sched-times", "07:30")
+    await page.fill("#sched-tts", "")
+    await page.click(".sched-form button[type=submit]")
+    await expect(flash).to_contain_text("请选择要播放的音频")
+    # a good one is saved and listed: its rule, its village, its next time
+    await page.fill("#sched-tts", "各位村民早上好。")
+    await page.click(".sched-form button[type=submit]")
+    await expect(flash).to_contain_text("定时广播已保存", timeout=60000)
+    row = page.locator("table.schedules tr", has_text="晨间通知")
+    await expect(row).to_contain_text("每天 07:30", timeout=15000)
+    await expect(row).to_contain_text(world["site"].zones[VILLAGE].name)
+    (saved,) = await listed()
+    assert saved["targets"] == [VILLAGE] and saved["owner"] == "office"
+    assert saved["when"]["times"][0].startswith("07:30") and not saved["paused"]
+    await page.screenshot(path=str(shots / "desk-schedules.png"), full_page=True)
+    # paused, then deleted
+    await row.get_by_role("button", name="暂停").click()
+    await expect(row).to_contain_text("已暂停")
+    assert (await listed())[0]["paused"]
+    await row.get_by_role("button", name="删除").click()
+    await expect(page.locator("table.schedules tr", has_text="晨间通知")).to_have_count(0)
+    await expect(page.locator("#main")).to_contain_text("还没有定时广播")
+    assert await listed() == []
     await con.close()

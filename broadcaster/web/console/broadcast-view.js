@@ -261,8 +261,8 @@ export class BroadcastView {
 
   _talkPanel() {
     const problem = micProblem();
-    this.talk = h("button", { type: "button", class: "talk", id: "talk", disabled: !!problem },
-      t("talk_hold"));
+    this.talk = h("button", { type: "button", class: "talk", id: "talk", disabled: !!problem,
+      title: t("talk_key_hint"), "aria-keyshortcuts": "Space" }, t("talk_hold"));
     this.meter = h("div", { class: "meter", role: "meter", "aria-label": t("level"),
       "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": "0" }, h("div", { class: "bar" }));
     this.timer = h("span", { class: "timer", "aria-label": t("elapsed") }, "0:00");
@@ -309,14 +309,26 @@ export class BroadcastView {
       if (this.pager.phase === "idle") this._startTalk();
       else this.pager.end();
     });
+    // hold to talk from the keyboard: Space (or Enter) held on the focused talk button talks,
+    // releasing it ends the page; so does the button losing focus while the key is held (the
+    // release would never reach it: never an open microphone on the horns)
+    let heldKey = null;
     b.addEventListener("keydown", (e) => {
       if (this.latched || e.repeat || (e.key !== " " && e.key !== "Enter")) return;
       e.preventDefault();
+      if (heldKey) return;
+      heldKey = e.key;
       this._startTalk();
     });
     b.addEventListener("keyup", (e) => {
-      if (this.latched || (e.key !== " " && e.key !== "Enter")) return;
+      if (this.latched || e.key !== heldKey) return;
       e.preventDefault();
+      heldKey = null;
+      up();
+    });
+    b.addEventListener("blur", () => {
+      if (!heldKey) return;
+      heldKey = null;
       up();
     });
   }

@@ -225,7 +225,9 @@ export function schedulesView(state, getTargets) {
       if (kind.value === "weekly") when.days = days.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value);
     }
     const body = { to, when, title: title.value.trim() || undefined };
-    if (tts.value.trim()) body.tts = tts.value.trim(); else body.clip = clip.value || undefined;
+    if (tts.value.trim()) body.tts = tts.value.trim();
+    else if (clip.value) body.clip = clip.value;
+    else { flash(t("sched_need_audio"), "error"); return; }
     try {
       await api("POST", "/api/schedules", body);
       flash(t("sched_saved"));
