@@ -37,6 +37,10 @@ VERIFY_AGAIN = 30.0  # s before an address that failed verification is checked a
 VERIFY_RETRIES = (1.0, 2.0, 4.0, 8.0)  # waits when an advertised address does not answer
 VERIFY_LIMIT = 32  # verifications in flight: a flood of adverts cannot flood the network
 REPORT_POLL = 0.15
+# /play requests in flight at once: each costs tens of microseconds of the loop to sign, wrap
+# and send, so a thousand started together would hold it for tens of milliseconds; in batches
+# the answers of one let the next go, and the loop turns in between
+CONTROL_LIMIT = 64
 # A heartbeat newer than this spares the speaker its status poll: the spaced exchange comes every
 # 2 s, so one lost heartbeat already brings a poll, and a silent speaker is offline within
 # OFFLINE_AFTER (6 s) + the poll's timeout and spacing: under 10 s.
@@ -106,6 +110,7 @@ class BcSpeakerDriver:
         self._tasks: set[asyncio.Task] = set()
         self._verifying: set[tuple[str, str, int]] = set()
         self._verify_slots = asyncio.Semaphore(VERIFY_LIMIT)
+        self._control_slots = asyncio.Semaphore(CONTROL_LIMIT)
         self._refused: dict[tuple[str, str, int], float] = {}  # → monotonic time refused
         self._beats: dict[str, _Beat] = {}
         self._stale: set[str] = set()  # heartbeats say the status changed: poll, spread out
@@ -533,7 +538,8 @@ class BcSpeakerDriver:
             "multicast": f"{group[0]}:{group[1]}" if group else None,
         }
         try:
-            await self.link.call(sid, addr.host, addr.port, "POST", "/play", body)
+            async with self._control_slots:  # a thousand at once would hold the loop
+                await self.link.call(sid, addr.host, addr.port, "POST", "/play", body)
         except SpeakerError as exc:
             state = "refused" if exc.code in ("busy", "outranked") else "unreachable"
             delivery.refused[sid] = (state, exc.message)
