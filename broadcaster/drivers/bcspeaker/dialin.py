@@ -13,6 +13,11 @@ where the speaker's RTP socket appears from outside: while they arrive, SRTP goe
 clock socket, the one the NAT let out. When none gets through (UDP blocked by the village
 router) the same SRTP packets, unchanged, go as binary frames over the channel (`MediaWay`
 decides). A token outlives channels, so a broadcast keeps flowing across a reconnect or a switch.
+
+Clock: a speaker whose UDP brings no clock answers sends its signed clock requests ("BCK3") as
+binary frames over the channel; each is handled exactly as one by UDP (answered, its heartbeat
+taken: `driver.clock_request`) and the answer ("BCK2") goes back as a binary frame, ahead of any
+media waiting. Media frames are SRTP (first byte 0x80-0xBF), never mistaken for either.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from broadcaster.protocol import clock as clk
 from broadcaster.protocol import dialin as msg
 from broadcaster.protocol.auth import MAX_SKEW
 
@@ -53,6 +59,7 @@ class Channel:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._media: deque[bytes] = deque(maxlen=CHANNEL_BACKLOG)
+        self._urgent: deque[bytes] = deque(maxlen=8)  # clock answers: they jump the media queue
         self._media_ready = asyncio.Event()
         self._writer: asyncio.Task | None = None
         self.media_dropped = 0  # packets pushed out of a full backlog
@@ -65,6 +72,16 @@ class Channel:
         if len(self._media) == self._media.maxlen:
             self.media_dropped += 1
         self._media.append(packet)
+        self._wake()
+
+    def send_clock(self, answer: bytes) -> None:
+        """Queue a clock answer as a binary frame, ahead of the media (a sample that waits
+        behind them is only a queued one, but an unqueued one is what the filter looks for)."""
+        if not self.closed:
+            self._urgent.append(answer)
+            self._wake()
+
+    def _wake(self) -> None:
         self._media_ready.set()
         if self._writer is None:
             self._writer = asyncio.ensure_future(self._write_media())
@@ -74,9 +91,10 @@ class Channel:
         while not self.closed:
             await self._media_ready.wait()
             self._media_ready.clear()
-            while self._media and not self.closed:
+            while (self._urgent or self._media) and not self.closed:
+                frame = self._urgent.popleft() if self._urgent else self._media.popleft()
                 try:
-                    await self.ws.send_bytes(self._media.popleft())
+                    await self.ws.send_bytes(frame)
                 except (ConnectionError, RuntimeError):  # closing: the channel's end is near
                     return
 
@@ -110,6 +128,7 @@ class Channel:
         """Fail every request in flight; later ones fail at once; queued media are dropped."""
         self.closed = True
         self._media.clear()
+        self._urgent.clear()
         if self._writer is not None:
             self._writer.cancel()
         for fut in self._pending.values():
@@ -125,11 +144,12 @@ class DialIn:
         self.channels: dict[str, Channel] = driver.link.channels
         self.media: dict[str, tuple[str, int]] = {}  # speaker → observed (ip, port) of its RTP
         self.ways: dict[str, msg.MediaWay] = {}  # speaker → which way its media go now
-        self.refused: Counter = Counter()  # punches refused, by reason (not alarms: UDP is cheap)
+        self.refused: Counter = Counter()  # punches (and odd channel frames) refused, by reason
         self.sessions: Counter = Counter()  # channels accepted, by speaker (reconnects show here)
         self.carried: Counter = Counter()  # (speaker, "udp"/"channel") → media packets sent
         self.carried_bytes: Counter = Counter()  # the same in bytes (SRTP, no UDP/IP or TCP)
         self.switches: Counter = Counter()  # speaker → times its media changed way
+        self.clock_carried: Counter = Counter()  # speaker → clock requests over its channel
         self.mono = time.monotonic  # the clock of MediaWay (tests may replace it)
         self._tokens: dict[tuple[str, int], str] = {}  # media token → speaker
         self._token_of: dict[str, tuple[str, int]] = {}
@@ -238,10 +258,13 @@ class DialIn:
         finally:
             self._sockets.discard(ws)
 
-    @staticmethod
-    async def _serve(ws: web.WebSocketResponse, chan: Channel) -> None:
-        """Hand answers to their requests until the channel closes."""
+    async def _serve(self, ws: web.WebSocketResponse, chan: Channel) -> None:
+        """Hand answers to their requests, and clock requests to the clock service, until the
+        channel closes."""
         async for m in ws:
+            if m.type == WSMsgType.BINARY:
+                self._clock_frame(m.data, chan)
+                continue
             if m.type != WSMsgType.TEXT:
                 continue
             try:
@@ -250,6 +273,19 @@ class DialIn:
                 continue
             if frame["t"] == "res":
                 chan.answer(frame)
+
+    def _clock_frame(self, data: bytes, chan: Channel) -> None:
+        """A clock request over the channel: answered and its heartbeat taken as by UDP, if it
+        is this channel's speaker's (its MAC is checked there)."""
+        try:
+            mine = clk.request_speaker(data) == chan.speaker_id
+        except clk.ClockMessageError:
+            mine = False
+        if not mine:
+            self.refused["channel frame"] += 1  # (the only binary frames a speaker sends)
+            return
+        self.clock_carried[chan.speaker_id] += 1
+        self.driver.clock_request(data, chan.send_clock)  # stamped on arrival: t2 is now
 
     async def _handshake(self, ws: web.WebSocketResponse, where: str) -> str | None:
         """Challenge, hello, welcome; the speaker id, or None after refusing (and alarming)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -354,6 +355,17 @@ class BcSpeakerDriver:
         if data.startswith(ANSWER_MAGIC):
             self.link.on_answer(data, addr)
             return
+        port = self._clock
+        assert port is not None
+        self.clock_request(data, lambda answer: port.sendto(answer, addr), t2)
+
+    def clock_request(
+        self, data: bytes, reply: Callable[[bytes], None], t2: float | None = None
+    ) -> None:
+        """A signed clock request (by UDP, or over a dial-in channel): answer by `reply`, and
+        take the heartbeat it carries. `t2`: when it arrived (default now, on the play clock)."""
+        assert self._host is not None
+        t2 = self._host.now() if t2 is None else t2
         try:
             sid = clk.request_speaker(data)
             key = self.keys.get(sid)
@@ -362,8 +374,7 @@ class BcSpeakerDriver:
             t1, beat = clk.decode_request(data, key)
         except clk.ClockMessageError:
             return
-        assert self._clock is not None
-        self._clock.sendto(clk.encode_response(key, t1, t2, self._host.now()), addr)
+        reply(clk.encode_response(key, t1, t2, self._host.now()))
         self._heartbeat(sid, beat, t2)
 
     def _heartbeat(self, sid: str, beat: clk.Heartbeat, now: float) -> None:
