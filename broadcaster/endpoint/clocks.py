@@ -5,7 +5,8 @@ start-up and advances with the monotonic clock (like the controller's `PlayClock
 the speaker's wall clock (NTP, an operator, a dying RTC) moves no play instant and no timeout.
 `ClockSync` runs the signed exchange with the controller's clock service (docs/protocol.md §3)
 and gives the best estimate of *controller* time, which is what signed requests' freshness is
-judged against: neither machine's wall clock matters once the speaker has synced.
+judged against: neither machine's wall clock matters once the speaker has synced. A dial-in
+speaker whose UDP brings no answers carries the same requests over its channel (`attach_channel`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ CLOCK_SPACED, CLOCK_SPACED_JITTERY, JITTERY = 2.0, 0.5, 0.005
 # the controller restarted (new port, perhaps a new play clock) and the speaker must follow it.
 ESTIMATE_FRESH = 10.0
 WALL_STEP = 1.0  # a change of wall_error beyond this is counted as a step of the wall clock
+# Dial-in without UDP (docs/protocol.md §8): no UDP answer for CHANNEL_AFTER while the dial-in
+# channel is up and the requests go over the channel; one still goes by UDP every UDP_RETRY, and
+# the first UDP answer brings the exchange back (the punch interval: the media's own probe).
+CHANNEL_AFTER, UDP_RETRY = 3.0, 5.0
 
 
 class LocalClock:
@@ -132,6 +137,10 @@ class ClockSync:
         self._task: asyncio.Task | None = None
         self._wall_error = clock.wall_error()
         self._steps_seen = 0
+        self.channel: Callable[[bytes], bool] | None = None  # the dial-in channel's send, if up
+        self.via_channel = False  # requests go over the channel (UDP brought no answers)
+        self._udp_heard: float | None = None  # local time of the last UDP answer
+        self._udp_tried = float("-inf")
 
     def controller_now(self) -> float:
         """Best estimate of the controller's play clock now (local before the first sync)."""
@@ -153,6 +162,20 @@ class ClockSync:
         if self._task is None:
             self._task = asyncio.ensure_future(self._loop())
 
+    def attach_channel(self, send: Callable[[bytes], bool] | None) -> None:
+        """Offer a dial-in channel (`send` one request over it; False if it cannot), or withdraw
+        it (None). UDP has CHANNEL_AFTER from the first channel offered, or from its last
+        answer, before the channel takes over."""
+        self.channel = send
+        if send is None:
+            self.via_channel = False
+        elif self._udp_heard is None:
+            self._udp_heard = self.clock.now()
+
+    def on_channel_answer(self, data: bytes) -> None:
+        """An answer that came over the dial-in channel: the same check, the same estimate."""
+        self._on_answer(data, None)
+
     def close(self) -> None:
         """Stop exchanging."""
         if self._task:
@@ -167,8 +190,24 @@ class ClockSync:
                 req = clk.encode_request(
                     self.speaker_id, self.key, self.clock.now(), self.heartbeat()
                 )
-                self._port.sendto(req, self.target)
+                self._send(req, self._port, self.target)
             await asyncio.sleep(exchange_interval(self.estimator))
+
+    def _send(self, req: bytes, port: UdpPort, target: tuple[str, int]) -> None:
+        """By UDP; over the dial-in channel while UDP brings no answers, with the same request
+        also by UDP every UDP_RETRY (its answer switches back; the controller counts the
+        heartbeat once, by its sequence number)."""
+        now = self.clock.now()
+        quiet = self._udp_heard is not None and now - self._udp_heard >= CHANNEL_AFTER
+        use = quiet and self.channel is not None
+        if use != self.via_channel:
+            self.via_channel = use
+            log.info("%s: clock exchange by %s", self.speaker_id, "channel" if use else "UDP")
+        if use and self.channel is not None and self.channel(req):
+            if now - self._udp_tried < UDP_RETRY:
+                return
+            self._udp_tried = now
+        port.sendto(req, target)
 
     def heartbeat(self) -> clk.Heartbeat:
         """What the next request says of this speaker (each one numbered)."""
@@ -188,13 +227,15 @@ class ClockSync:
             datagrams=True,  # the endpoint answers control datagrams on its RTP port
         )
 
-    def _on_answer(self, data: bytes, addr: tuple) -> None:
+    def _on_answer(self, data: bytes, addr: tuple | None) -> None:
         t4 = self.clock.now()
         try:
             t1, t2, t3 = clk.decode_response(data, self.key)
         except clk.ClockMessageError:
             self.counters["dropped_clock"] += 1
             return
+        if addr is not None:  # by UDP (None: over the dial-in channel)
+            self._udp_heard = t4
         est = self.estimator
         est.add(t1, t2, t3, t4)
         if est.steps != self._steps_seen:

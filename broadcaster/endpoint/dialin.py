@@ -7,13 +7,16 @@ signature, freshness and nonce, and the same handlers answer and sign — and th
 as it was. Punches from the RTP socket keep the NAT's UDP mapping toward the controller open.
 When they cannot get through (UDP blocked), the controller sends the SRTP packets as binary
 frames over the channel instead; they enter the RTP socket's own receive path (the same SRTP
-authentication, replay window and jitter buffer). After a drop it reconnects with capped,
-jittered exponential backoff.
+authentication, replay window and jitter buffer). The clock exchange follows the same way: when
+its UDP brings no answers, `ClockSync` sends its signed requests as binary frames over the channel
+and the controller's answers come back the same way (told from media by their magic). After a
+drop it reconnects with capped, jittered exponential backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -25,6 +28,7 @@ import aiohttp
 
 from broadcaster.endpoint.lifecycle import stop_event
 from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
+from broadcaster.protocol import clock as clk
 from broadcaster.protocol import dialin as msg
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class DialOut:
         self.connected = asyncio.Event()
         self.sessions = 0  # channels the controller welcomed
         self.channel_packets = 0  # media packets that came over the channel (UDP was blocked)
+        self.channel_clock = 0  # clock answers that came over the channel
         self._rng = random.Random()
         self._seq = 0
         self._local: Any = None  # the session to the speaker's own control API
@@ -114,10 +119,24 @@ class DialOut:
             self.connected.set()
             log.info("%s: dialed in to %s", sid, self.url)
             tasks: set[asyncio.Task] = {asyncio.ensure_future(self._punch())}
+
+            def send_clock(req: bytes) -> bool:  # ClockSync's way when UDP brings no answers
+                if ws.closed:
+                    return False
+                t = asyncio.ensure_future(self._send_clock(ws, req))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                return True
+
+            self.speaker.sync.attach_channel(send_clock)
             try:
                 async for m in ws:
                     if m.type == aiohttp.WSMsgType.BINARY:
-                        self._media(m.data)
+                        if m.data.startswith(clk.RESP_MAGIC):
+                            self.channel_clock += 1
+                            self.speaker.sync.on_channel_answer(m.data)
+                        else:
+                            self._media(m.data)
                         continue
                     if m.type != aiohttp.WSMsgType.TEXT:
                         continue
@@ -130,10 +149,17 @@ class DialOut:
                         tasks.add(t)
                         t.add_done_callback(tasks.discard)
             finally:
+                self.speaker.sync.attach_channel(None)
                 self.connected.clear()
                 for t in tasks:
                     t.cancel()
             log.info("%s: dial-in channel closed (%s)", sid, ws.close_code)
+
+    @staticmethod
+    async def _send_clock(ws: Any, req: bytes) -> None:
+        """One clock request as a binary frame (a closing channel loses it, like UDP would)."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_bytes(req)
 
     def _media(self, packet: bytes) -> None:
         """An SRTP/SRTCP packet the controller sent over the channel: into the RTP socket's

@@ -1,0 +1,355 @@
+"""Dial-in without UDP (issue 12.1): the clock exchange, and the heartbeat it carries, over the
+channel. The speaker's signed requests ("BCK3") and the controller's answers ("BCK2") travel
+unchanged as binary WebSocket frames while UDP brings no answers, and go back to UDP when it does.
+
+Three levels: the speaker's `ClockSync` against a real UDP clock service that answers or not; the
+controller's side of a real channel (a WebSocket client that proves a pairing key); and a horn
+behind the namespace NAT whose router drops UDP, playing beside a LAN column.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+import broadcaster.endpoint.clocks as clocks
+import broadcaster.site as zones_mod
+from broadcaster.core.controller import Controller, ControllerConfig
+from broadcaster.core.services import Services
+from broadcaster.endpoint.clocks import ClockSync, LocalClock
+from broadcaster.net.udp import open_udp
+from broadcaster.protocol import clock as clk
+from broadcaster.protocol import dialin as msg
+from broadcaster.web.api import make_app
+from tests.support import netns
+from tests.support.audio import assert_recording_matches, sweep
+from tests.support.harness import (
+    ROOT,
+    SimProcess,
+    playout_records,
+    recorded_pcm,
+    site_tag,
+    wait_done,
+    wait_online,
+)
+from tests.support.net import free_port
+from tests.support.sites import small_site
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+
+async def _until(pred, timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+# --- the speaker's side: ClockSync ------------------------------------------------------------
+
+
+async def test_clock_sync_takes_the_channel_while_udp_is_silent_and_returns_to_udp(monkeypatch):
+    monkeypatch.setattr(clocks, "CHANNEL_AFTER", 0.3)  # protocol timers shortened (3 s, 5 s)
+    monkeypatch.setattr(clocks, "UDP_RETRY", 0.4)
+    key = os.urandom(32)
+    controller = LocalClock(offset=5.0)  # the controller's clock, 5 s ahead of the speaker's
+    udp_answers = {"on": False}
+    by_udp: list[bytes] = []
+    by_channel: list[bytes] = []
+
+    def answer(req: bytes) -> bytes:
+        t2 = controller.now()
+        t1, _ = clk.decode_request(req, key)  # the very bytes the UDP service would check
+        return clk.encode_response(key, t1, t2, controller.now())
+
+    def on_udp(data: bytes, addr: tuple) -> None:
+        by_udp.append(data)
+        if udp_answers["on"]:
+            service.sendto(answer(data), addr)
+
+    service = await open_udp("127.0.0.1", 0, on_udp)
+    counters: Counter = Counter()
+    sync = ClockSync("h1-1", key, "127.0.0.1", LocalClock(), counters)
+    loop = asyncio.get_running_loop()
+
+    def channel(req: bytes) -> bool:
+        by_channel.append(req)
+        loop.call_soon(sync.on_channel_answer, answer(req))  # back over the "channel"
+        return True
+
+    try:
+        sync.attach_channel(channel)
+        sync.set_target(f"127.0.0.1:{service.port}")
+        await _until(lambda: sync.via_channel and sync.estimator.synced, 5, "not synced by channel")
+        assert by_udp, "UDP is tried first"
+        assert abs(sync.controller_now() - controller.now()) < 0.005
+        # while on the channel, UDP is still tried now and then (its answer would switch back)
+        tried = len(by_udp)
+        await _until(lambda: len(by_udp) > tried, 2, "UDP not retried")
+
+        # a forged answer over the channel is dropped like a forged datagram
+        sync.on_channel_answer(clk.encode_response(os.urandom(32), 1.0, 2.0, 3.0))
+        assert counters["dropped_clock"] == 1
+
+        # UDP answers again: back to UDP at the next retry; the channel falls silent
+        udp_answers["on"] = True
+        await _until(lambda: not sync.via_channel, 3, "did not return to UDP")
+        quiet = len(by_channel)
+        await asyncio.sleep(0.6)
+        assert len(by_channel) == quiet
+        assert abs(sync.controller_now() - controller.now()) < 0.005
+
+        # without a channel (a LAN speaker, or the channel dropped) it only ever uses UDP
+        udp_answers["on"] = False
+        sync.attach_channel(None)
+        await asyncio.sleep(0.6)
+        assert not sync.via_channel and len(by_channel) == quiet
+    finally:
+        sync.close()
+        service.close()
+
+
+# --- the controller's side: a real channel -------------------------------------------------------
+
+
+def _pair(zones: Path, data: Path, sid: str, out: Path) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data)]
+        + ["speaker", "pair", sid, "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "BROADCASTER_ZONES": str(zones)},
+        capture_output=True,
+    )
+    return out
+
+
+async def test_the_controller_answers_clock_requests_over_the_channel_and_takes_heartbeats(
+    tmp_path,
+):
+    zones = small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=0)
+    data = tmp_path / "data"
+    data.mkdir()
+    _pair(zones, data, "h1-1", tmp_path / "k")
+    site = zones_mod.load(zones)
+    ctl = Controller(site, ControllerConfig(data, site_tag=site_tag(), mdns=False))
+    services = Services.for_controller(ctl, accounts=False)
+    services.start()
+    await ctl.start()
+    server = TestServer(make_app(services), host="127.0.0.1", port=0)
+    await server.start_server()
+    key, other = ctl.keys["h1-1"], ctl.keys["h1-2"]
+    boot = 7
+
+    def request(sid: str, k: bytes, seq: int) -> tuple[bytes, float]:
+        t1 = ctl.now() - 0.5  # any clock: the answer carries it back
+        beat = clk.Heartbeat(boot, seq, True, ctl.now(), 0.001, 0.002, 5004, 0, 0)
+        return clk.encode_request(sid, k, t1, beat), t1
+
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"http://127.0.0.1:{server.port}/api/dial-in") as ws,
+        ):
+            challenge = await ws.receive_json(timeout=5)
+            nonce = "cd" * 16
+            await ws.send_json(
+                {
+                    "t": "hello",
+                    "v": msg.VERSION,
+                    "speaker": "h1-1",
+                    "nonce": nonce,
+                    "mac": msg.hello_mac(key, challenge["nonce"], "h1-1"),
+                }
+            )
+            welcome = await ws.receive_json(timeout=5)
+            assert msg.check_mac(msg.welcome_mac(key, nonce, "h1-1"), welcome["mac"])
+
+            async def exchange(req: bytes) -> bytes | None:
+                await ws.send_bytes(req)
+                try:
+                    while True:  # skip the controller's status polls (text frames)
+                        m = await ws.receive(timeout=1.0)
+                        if m.type == aiohttp.WSMsgType.BINARY:
+                            return m.data
+                except TimeoutError:
+                    return None
+
+            for seq in (1, 2, 3):
+                req, t1 = request("h1-1", key, seq)
+                got = await exchange(req)
+                assert got is not None and got.startswith(clk.RESP_MAGIC)
+                a1, t2, t3 = clk.decode_response(got, key)
+                assert a1 == t1 and t2 <= t3 <= ctl.now()
+            assert ctl.bc.dialin.clock_carried["h1-1"] == 3
+            assert ctl.registry.get("h1-1").heartbeats == 3  # each one a heartbeat, as by UDP
+
+            # another speaker's request (even correctly signed) on this channel: not answered
+            req, _ = request("h1-2", other, 4)
+            assert await exchange(req) is None
+            # a forged one, and a media-like frame: not answered, no heartbeat
+            req, _ = request("h1-1", os.urandom(32), 5)
+            assert await exchange(req) is None
+            assert await exchange(bytes([0x80, 0]) + os.urandom(30)) is None
+            assert ctl.registry.get("h1-1").heartbeats == 3
+            assert ctl.bc.dialin.refused["channel frame"] == 2
+    finally:
+        await server.close()
+        await ctl.close()
+        services.close()
+
+
+# --- through the namespace NAT, UDP dropped by the router ----------------------------------------
+
+# A horn with a simulated clock error, so that playing in step proves its clock synced, and with
+# `simulated=True`, so that its report carries the true instant of its first sample. Run inside
+# the village namespace (the simulator's own addresses are loopback ones, which cannot leave it).
+_HORN = """
+import asyncio, json, sys
+from pathlib import Path
+from broadcaster.endpoint.dialin import run_dialin
+from broadcaster.endpoint.speaker import SpeakerSpec
+keyfile, host, controller, record, tag, offset = sys.argv[1:]
+info = json.loads(Path(keyfile).read_text())
+spec = SpeakerSpec(info["speaker"], "horn", bytes.fromhex(info["key"]), tag, host=host,
+                   multicast_iface=host, record_dir=Path(record), clock_offset=float(offset),
+                   simulated=True)
+chost, _, cport = controller.rpartition(":")
+asyncio.run(run_dialin([spec], (chost, int(cport))))
+"""
+HORN_CLOCK_ERROR = 0.25  # s: the horn's clock ahead of true time (unsynced, it plays this late)
+
+
+@pytest.mark.skipif(netns.unavailable() is not None, reason=netns.unavailable() or "")
+async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_step(tmp_path):
+    col_port = free_port()
+    zones = small_site(
+        tmp_path / "zones.yaml",
+        villages=1,
+        horns=1,
+        columns=1,
+        static={"col-1": f"127.0.0.1:{col_port}"},
+    )
+    data, record = tmp_path / "data", tmp_path / "rec"
+    data.mkdir()
+    record.mkdir()
+    sid = "h1-1"
+    key = _pair(zones, data, sid, tmp_path / f"{sid}.key")
+    site = zones_mod.load(zones)
+    tag = site_tag()
+    with netns.village(horns=1) as vil:
+        vil.block_udp()  # from the start: not one datagram gets through, either way
+        ctl = Controller(
+            site,
+            ControllerConfig(
+                data, interface=vil.host_addr, site_tag=tag, mdns=False, playout_delay=0.3
+            ),
+        )
+        services = Services.for_controller(ctl, accounts=False)
+        services.start()
+        await ctl.start()
+        server = TestServer(make_app(services), host=vil.host_addr, port=0)
+        await server.start_server()
+        base = f"http://{vil.host_addr}:{server.port}"
+        dialin = ctl.bc.dialin
+        col = SimProcess(zones, data, record, tag, only=["col-1"], mdns=False, clock_skew=0.2)
+        log = open(tmp_path / "horn.log", "w")
+        try:
+            col.start()
+            vil.popen(
+                [sys.executable, "-c", _HORN, str(key), vil.horn_addrs[0]]
+                + [f"{vil.host_addr}:{server.port}", str(record), tag, str(HORN_CLOCK_ERROR)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            # online, and clock-synced: the exchange can only have gone over the channel
+            await wait_online(ctl, 2, timeout=45)
+            assert sid not in dialin.media  # no punch (no UDP at all) ever arrived
+            assert dialin.clock_carried[sid] > 0
+            async with aiohttp.ClientSession() as http:
+
+                async def row() -> dict:
+                    async with http.get(f"{base}/api/speakers") as resp:
+                        return {s["id"]: s for s in (await resp.json())["speakers"]}[sid]
+
+                first = await row()
+                assert first["clock_synced"] is True and first["media"] == "channel"
+                # its heartbeats arrive (over the channel: nothing else reaches the controller)
+                await asyncio.sleep(2.5)
+                assert (await row())["heartbeats"] > first["heartbeats"]
+
+                # a broadcast plays on both, the horn's recording matches, and in step
+                skews = []
+                for _ in range(3):
+                    src = sweep(8000, 1.0)
+                    b = await ctl.play(src, [site.id])
+                    done = await wait_done(ctl, b.id)
+                    states = {r["speaker"]: r["state"] for r in done["speakers"]}
+                    assert states[sid] in ("played", "partial"), states
+                    recs = playout_records(record, b.id)
+                    pcm, _ = recorded_pcm(record, sid, b.id)
+                    expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
+                    assert_recording_matches(pcm, expect, 8000, recs[sid]["lost"])
+                    skews.append(
+                        recs[sid]["first_sample_true"] - recs["col-1"]["first_sample_true"]
+                    )
+                print(
+                    "channel-synced horn vs LAN column, true first-sample instants (ms): "
+                    + ", ".join(f"{s * 1000:+.2f}" for s in skews)
+                    + f" (its clock is {HORN_CLOCK_ERROR * 1000:.0f} ms off; "
+                    f"{dialin.clock_carried[sid]} clock exchanges over the channel)"
+                )
+                # generous (echo is heard at ~30 ms; unsynced it would be 250 ms off): the exact
+                # figure depends on the machine's load, so it is printed, not asserted tightly
+                assert all(abs(s) < 0.02 for s in skews), skews
+
+                # UDP let through: the exchange goes back to UDP (the channel falls silent)
+                vil.allow_udp()
+                t_back = await _until_quiet(lambda: dialin.clock_carried[sid], 20)
+                print(f"clock exchange back on UDP {t_back:.1f} s after UDP was let through")
+                assert ctl.registry.get(sid).clock_synced
+                # blocked again: back over the channel
+                vil.block_udp()
+                n = dialin.clock_carried[sid]
+                t_chan = await _until(
+                    lambda: dialin.clock_carried[sid] > n, 20, "not back on the channel"
+                )
+                print(f"clock exchange back on the channel {t_chan:.1f} s after UDP was blocked")
+                beats = (await row())["heartbeats"]
+                await asyncio.sleep(2.5)
+                assert (await row())["heartbeats"] > beats
+        finally:
+            col.stop()
+            await server.close()
+            await ctl.close()
+            services.close()
+            log.close()
+
+
+async def _until_quiet(count, timeout: float, quiet: float = 3.0) -> float:
+    """Seconds until `count()` stops growing for `quiet` seconds (returns when it stopped)."""
+    t0 = last_change = time.monotonic()
+    last = count()
+    while time.monotonic() - last_change < quiet:
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError("still growing")
+        await asyncio.sleep(0.1)
+        if count() != last:
+            last, last_change = count(), time.monotonic()
+    return last_change - t0
