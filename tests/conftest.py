@@ -9,7 +9,6 @@ import pytest
 import broadcaster.site as zones
 from tests.support.harness import make_zones, site_tag
 
-
 # The suite runs in two workers (scripts/test: pytest -n 2 --dist loadgroup): most tests wait on
 # real time (audio plays at its pace), so two at once halve the wall time on 2 cores. Each module
 # stays in one worker (its module fixtures are set up once). The modules that run all 113
