@@ -21,6 +21,7 @@ import broadcaster.site as zones_mod
 from broadcaster.cli.client import DEFAULT_URL, Client, ClientError
 from broadcaster.core.broadcast import ACTIVE
 from broadcaster.errors import BroadcasterError, StorageError, ZonesError
+from broadcaster.protocol.codecs import CODECS
 
 DEFAULT_DATA = Path.home() / ".local" / "share" / "broadcaster"
 DEFAULT_ZONES = "zones.yaml"
@@ -405,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a speaker, village, area, group or the subdistrict (repeatable)",
     )
-    pl.add_argument("--codec", default="pcmu", choices=["pcmu", "l16"])
+    pl.add_argument("--codec", default="pcmu", choices=sorted(CODECS))
     pl.add_argument(
         "--priority",
         default="announcement",
