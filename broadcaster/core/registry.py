@@ -78,20 +78,12 @@ class Registry:
 
         Fields of a malformed answer are ignored one by one, never raised.
         """
-        st = self.get(sid)
-        came_online = not st.online
-        st.online = True
-        st.last_seen = now
-        st.last_error = None
+        st, came_online = self._heard(sid, {"playing": None, **status}, now)
         st.status_answers += 1
         rtp = status.get("rtp_port")
         st.rtp_port = rtp if isinstance(rtp, int) else st.rtp_port
         media = status.get("media")  # added by the driver, not the speaker
         st.media = media if media in ("udp", "channel") else "udp"
-        playing = status.get("playing")
-        st.playing = playing if isinstance(playing, str) else None
-        clock = status.get("clock")
-        st.clock_synced = bool(clock.get("synced")) if isinstance(clock, dict) else False
         raw = status.get("counters")
         new = {k: v for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, dict) else {}
         if not new:
@@ -110,16 +102,22 @@ class Registry:
 
     def alive(self, sid: str, status: dict, now: float) -> bool:
         """Record a heartbeat (part of a status); returns whether it came online now."""
+        st, came_online = self._heard(sid, status, now)
+        st.heartbeats += 1
+        return came_online
+
+    def _heard(self, sid: str, status: dict, now: float) -> tuple[SpeakerState, bool]:
+        """What an answer and a heartbeat both say: online now, synced or not, and what plays
+        (when the status says; a heartbeat whose broadcast the driver could not name does not)."""
         st = self.get(sid)
         came_online = not st.online
         st.online, st.last_seen, st.last_error = True, now, None
         clock = status.get("clock")
-        st.clock_synced = isinstance(clock, dict) and clock.get("synced") is True
+        st.clock_synced = bool(clock.get("synced")) if isinstance(clock, dict) else False
         if "playing" in status:
             playing = status["playing"]
             st.playing = playing if isinstance(playing, str) else None
-        st.heartbeats += 1
-        return came_online
+        return st, came_online
 
     def failed(self, sid: str, error: str, now: float) -> bool:
         """Record a failed poll; returns True if this made the speaker go offline."""

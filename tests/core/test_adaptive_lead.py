@@ -12,6 +12,7 @@ from tests.support.harness import (
     wait_done,
     wait_for,
     wait_online,
+    wait_paths,
 )
 from tests.support.sites import small_site
 
@@ -26,13 +27,9 @@ async def test_lead_follows_the_paths_and_nothing_is_lost_late(tmp_path, data, r
     try:
         async with controller(site, data, tag) as (ctl, _):
             await wait_online(ctl, len(site.speakers), timeout=60)
-            # the village's figures come with its status polls, once its window has filled
-            await wait_for(
-                lambda: all((p := ctl.paths.get(s)) and p.delay > 0.14 for s in VILLAGE), 30
-            )
-            await wait_for(
-                lambda: all((p := ctl.paths.get(s)) and p.jitter > 0.01 for s in VILLAGE), 30
-            )
+            # the village's figures come with its heartbeats, once its window has filled
+            await wait_paths(ctl, VILLAGE, delay=0.14, timeout=30)
+            await wait_paths(ctl, VILLAGE, jitter=0.01, timeout=30)
 
             # the first exchanges on a busy machine carry long round trips: the LAN's figures
             # settle under the floor once the window holds only later ones

@@ -22,8 +22,8 @@ from tests.support.harness import (
     playout_records,
     recorded_pcm,
     wait_done,
-    wait_for,
     wait_online,
+    wait_paths,
 )
 from tests.support.sites import small_site
 
@@ -45,9 +45,7 @@ async def test_horns_behind_one_asymmetric_path_play_and_stay_in_step(tmp_path, 
         async with controller(site, data, tag) as (ctl, _):
             await wait_online(ctl, len(site.speakers), timeout=60)
             # the horns' figures arrive once their exchanges have seen the slow downlink
-            await wait_for(
-                lambda: all((p := ctl.paths.get(s)) and p.delay > 0.14 for s in VILLAGE), 30
-            )
+            await wait_paths(ctl, VILLAGE, delay=0.14, timeout=30)
             src = sweep(8000, 3.0)
             expect = audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2)
             b = await ctl.play(src, [site.id])

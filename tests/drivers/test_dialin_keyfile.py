@@ -24,6 +24,7 @@ from tests.support.harness import (
     playout_records,
     recorded_pcm,
     site_tag,
+    speaker_command,
     wait_done,
     wait_online,
 )
@@ -46,24 +47,7 @@ def _cli(data: Path, zones: Path, *args: str, timeout: float = 60) -> subprocess
 
 
 def _speaker(keyfile: Path, record: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "broadcaster.cli.main",
-        "speaker",
-        "--key-file",
-        str(keyfile),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--rtp-port",
-        "0",
-        "--no-mdns",
-        "--record",
-        str(record),
-        *extra,
-    ]
+    return speaker_command(keyfile, 0, 0, "--no-mdns", "--record", str(record), *extra)
 
 
 def test_pair_writes_the_controller_and_refuses_a_bad_one(tmp_path):

@@ -172,6 +172,19 @@ async def wait_for(pred, timeout: float) -> float:
     return time.monotonic() - t0
 
 
+async def wait_paths(
+    ctl: Controller, speakers: list[str], *, delay: float = 0.0, jitter: float = 0.0, timeout=30.0
+) -> float:
+    """Wait until the controller's measured path of each speaker shows at least this one-way
+    delay and jitter (they come with the speakers' heartbeats); returns the seconds it took."""
+
+    def measured() -> bool:
+        paths = [ctl.paths.get(s) for s in speakers]
+        return all(p is not None and p.delay > delay and p.jitter > jitter for p in paths)
+
+    return await wait_for(measured, timeout)
+
+
 async def wait_online(
     ctl: Controller, count: int, timeout: float = 30.0, synced: bool = True
 ) -> float:

@@ -297,7 +297,7 @@ class BcSpeakerDriver:
         if current:
             self._spawn(self.poll(sid))
 
-    def _silent(self) -> list[str]:
+    def _due_polls(self) -> list[str]:
         """Located speakers with no fresh heartbeat, or whose heartbeat says their status
         changed: the ones to poll this period."""
         now = time.monotonic()
@@ -313,7 +313,7 @@ class BcSpeakerDriver:
     async def _health_loop(self) -> None:
         """Each period, poll the speakers that did not report in, spread evenly: never a burst."""
         while True:
-            ids = self._silent()
+            ids = self._due_polls()
             if not ids:
                 await asyncio.sleep(self.opt.poll_interval)
                 continue

@@ -77,8 +77,9 @@ class SpeakerLink:
         if route is not None and self.send_datagram is not None:
             auth = sign_request(speaker_id, key, method, path, raw, self.clock())
             req = ControlRequest(secrets.randbits(32), method, path, auth, raw)
-            if len(req.encode()) <= MAX_DATAGRAM:
-                answer = await self._by_datagram(req, route)
+            data = req.encode()
+            if len(data) <= MAX_DATAGRAM:
+                answer = await self._by_datagram(req.id, data, route)
                 if answer is not None:
                     nonce = parse_authorization(auth)["nonce"]
                     return _verified(speaker_id, key, nonce, answer.status, answer.body, answer.mac)
@@ -108,12 +109,13 @@ class SpeakerLink:
             ) from None
         return _verified(speaker_id, key, nonce, status, data, mac)
 
-    async def _by_datagram(self, req: ControlRequest, to: tuple[str, int]) -> ControlAnswer | None:
-        """Send the request by datagram, again after each wait; the answer, or None."""
+    async def _by_datagram(
+        self, rid: int, data: bytes, to: tuple[str, int]
+    ) -> ControlAnswer | None:
+        """Send a request datagram, again after each wait; the answer, or None."""
         assert self.send_datagram is not None
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[req.id] = (fut, to)
-        data = req.encode()
+        self._pending[rid] = (fut, to)
         try:
             for wait in DATAGRAM_TRIES:
                 self.send_datagram(data, to)
@@ -123,7 +125,7 @@ class SpeakerLink:
                     continue
             return None
         finally:
-            self._pending.pop(req.id, None)
+            self._pending.pop(rid, None)
 
     def on_answer(self, data: bytes, addr: tuple) -> None:
         """A control answer datagram: to the request it answers, if it came from where that
