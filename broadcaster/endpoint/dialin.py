@@ -4,8 +4,10 @@
 `GET /api/dial-in`, mutual proof of the pairing key, then every control request the controller
 sends over it is handed to the speaker's own control API — the same middleware checks its
 signature, freshness and nonce, and the same handlers answer and sign — and the answer goes back
-as it was. Punches from the RTP socket keep the NAT's UDP mapping toward the controller open.
-When they cannot get through (UDP blocked), the controller sends the SRTP packets as binary
+as it was. Punches from the RTP socket keep the NAT's UDP mapping toward the controller open;
+the controller acknowledges each one by UDP, back to that socket, and the next punch says whether
+acknowledgements arrive (so the controller sends media by UDP only when they would reach it).
+When UDP is blocked either way, the controller sends the SRTP packets as binary
 frames over the channel instead; they enter the RTP socket's own receive path (the same SRTP
 authentication, replay window and jitter buffer). The clock exchange follows the same way: when
 its UDP brings no answers, `ClockSync` sends its signed requests as binary frames over the channel
@@ -21,6 +23,7 @@ import json
 import logging
 import random
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +63,10 @@ class DialOut:
         self.sessions = 0  # channels the controller welcomed
         self.channel_packets = 0  # media packets that came over the channel (UDP was blocked)
         self.channel_clock = 0  # clock answers that came over the channel
+        self.punches = msg.Punches()  # numbers, acknowledgements, what the next one says
+        self.mono = time.monotonic
+        self._poke = asyncio.Event()  # an acknowledgement changed what the next punch says
         self._rng = random.Random()
-        self._seq = 0
         self._local: Any = None  # the session to the speaker's own control API
 
     async def run(self) -> None:
@@ -118,6 +123,8 @@ class DialOut:
             self.sessions += 1
             self.connected.set()
             log.info("%s: dialed in to %s", sid, self.url)
+            self.punches.restart()  # the way down is proven afresh on every channel
+            self.speaker.on_punch_ack = self._on_ack
             tasks: set[asyncio.Task] = {asyncio.ensure_future(self._punch())}
 
             def send_clock(req: bytes) -> bool:  # ClockSync's way when UDP brings no answers
@@ -150,6 +157,7 @@ class DialOut:
                         t.add_done_callback(tasks.discard)
             finally:
                 self.speaker.sync.attach_channel(None)
+                self.speaker.on_punch_ack = None
                 self.connected.clear()
                 for t in tasks:
                     t.cancel()
@@ -191,18 +199,42 @@ class DialOut:
             log.info("%s: request over the channel failed: %s", sp.spec.speaker_id, exc)
 
     async def _punch(self) -> None:
-        """Keep the NAT's UDP mapping from the RTP socket to the controller open."""
-        sp = self.speaker
+        """Keep the NAT's UDP mapping from the RTP socket to the controller open, and tell the
+        controller whether its UDP reaches this socket (a punch at once when that changes)."""
+        sp, st = self.speaker, self.punches
         while True:
-            if self.clock_port:
-                self._seq += 1
-                sp.send_rtp(
-                    msg.encode_punch(
-                        sp.spec.speaker_id, sp.spec.key, sp.sync.controller_now(), self._seq
-                    ),
-                    (self.controller_host, self.clock_port),
-                )
-            await asyncio.sleep(PUNCH_EVERY)
+            if not self.clock_port:
+                await asyncio.sleep(PUNCH_EVERY)
+                continue
+            now = self.mono()
+            wait = st.due(now) - now
+            if wait > 0:
+                self._poke.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._poke.wait(), wait)
+                continue
+            seq, ts, down = st.next(sp.sync.controller_now(), now)
+            sp.send_rtp(
+                msg.encode_punch(sp.spec.speaker_id, sp.spec.key, ts, seq, down),
+                (self.controller_host, self.clock_port),
+            )
+
+    def _on_ack(self, data: bytes) -> None:
+        """A punch acknowledged by UDP: the controller's datagrams reach the RTP socket."""
+        sp = self.speaker
+        try:
+            seq, ts = msg.decode_ack(data, sp.spec.key)
+        except msg.DialInError:
+            sp.counters["dropped_unauthenticated"] += 1
+            return
+        now = self.mono()
+        was = self.punches.downlink(now)
+        if not self.punches.acked(seq, ts, now):
+            sp.counters["dropped_replay"] += 1  # names no punch in flight
+            return
+        if not was:
+            log.info("%s: UDP from the controller reaches the RTP socket", sp.spec.speaker_id)
+            self._poke.set()  # say so now: the controller sends media by UDP from then on
 
 
 def parse_controller(text: str) -> tuple[str, int]:

@@ -35,6 +35,7 @@ from broadcaster.protocol.control import (
     ControlDatagramError,
     ControlRequest,
 )
+from broadcaster.protocol.dialin import ACK_MAGIC
 from broadcaster.protocol.playout import Playout
 from broadcaster.protocol.rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
 from broadcaster.protocol.srtp import AUTH_TAG, Receiver, SrtpDrop
@@ -137,6 +138,7 @@ class Speaker:
         self._known: OrderedDict[int, _Known] = OrderedDict()  # by SSRC, oldest use first
         self.mono = time.monotonic  # the clock of timeouts: a wall-clock step must not move them
         self.drain: Callable[[], int] = lambda: 0  # a light speaker's batched receive
+        self.on_punch_ack: Callable[[bytes], None] | None = None  # set by a dial-in channel
         self._answered: OrderedDict[tuple, bytes] = OrderedDict()  # datagram answers, to repeat
         self._answering: set[tuple] = set()
         self._wall_watch = 0.0
@@ -414,6 +416,9 @@ class Speaker:
     def _on_rtp_or_rtcp(self, data: bytes, addr: tuple) -> None:
         if data[:4] == REQUEST_MAGIC:  # a control request by datagram (never RTP: version 2)
             self._on_control_datagram(data, addr)
+        elif data[:4] == ACK_MAGIC:  # a dial-in punch acknowledged (endpoint/dialin.py)
+            if self.on_punch_ack is not None:
+                self.on_punch_ack(data)
         elif is_rtcp(data):
             self._on_rtcp(data, addr)
         else:

@@ -5,8 +5,12 @@ other over fresh nonces (`hello_mac`, `welcome_mac`); after that the channel car
 same signed control requests and MAC'd answers as the HTTP link (`request`/`answer` frames), so
 freshness, replay refusal and answer authentication are exactly the direct link's. A *punch*
 datagram, sent from the speaker's RTP socket to the controller's clock service, opens and keeps
-the NAT's UDP mapping and tells the controller where the speaker's media go. When no punch gets
-through (UDP blocked on the way), the media take the channel itself (`MediaWay`). No I/O here.
+the NAT's UDP mapping and tells the controller where the speaker's media go; the controller
+acknowledges each one by UDP from the socket the media leave from, to that same RTP socket, and
+the speaker's next punch says (signed) whether such an acknowledgement reached it lately. Media
+take UDP only while both directions are proven this way: punches arriving prove the way up, the
+flag they carry proves the way down. Otherwise (UDP blocked either way) the media take the
+channel itself (`MediaWay`). No I/O here.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 VERSION = 1
-PUNCH_MAGIC = b"BCP1"
+PUNCH_MAGIC = b"BCP2"  # (BCP1 had no downlink flag)
+ACK_MAGIC = b"BCA1"
 PUNCH_MAC = 16
+DOWNLINK = 0x01  # punch flag: an acknowledgement of a recent punch reached the speaker by UDP
 PUNCH_EVERY = 5.0  # s between punches: well inside the shortest NAT UDP timeouts (~30 s)
 # No accepted punch for this long and the UDP path is taken for gone: two punches missed in a row
-# (at 5 % loss one time in 400) and half an interval of slack for a busy machine
+# (at 5 % loss one time in 400) and half an interval of slack for a busy machine. The speaker
+# judges its downlink the same way: no acknowledgement for this long and its punches say so.
 PUNCH_LOST = 2.5 * PUNCH_EVERY
 UDP, CHANNEL = "udp", "channel"
 _LABEL = b"dial-in"
@@ -54,10 +61,13 @@ def check_mac(expected: str, got: object) -> bool:
     return isinstance(got, str) and hmac.compare_digest(expected, got)
 
 
-def encode_punch(speaker_id: str, pairing_key: bytes, ts: float, seq: int) -> bytes:
-    """A punch: "BCP1" | u8 len | id | f64 ts | u32 seq | 16-byte MAC."""
+def encode_punch(
+    speaker_id: str, pairing_key: bytes, ts: float, seq: int, downlink: bool = False
+) -> bytes:
+    """A punch: "BCP2" | u8 len | id | f64 ts | u32 seq | u8 flags | 16-byte MAC."""
     sid = speaker_id.encode()
-    body = PUNCH_MAGIC + bytes([len(sid)]) + sid + struct.pack("!dI", ts, seq)
+    flags = DOWNLINK if downlink else 0
+    body = PUNCH_MAGIC + bytes([len(sid)]) + sid + struct.pack("!dIB", ts, seq, flags)
     return body + hmac.new(_key(pairing_key), body, hashlib.sha256).digest()[:PUNCH_MAC]
 
 
@@ -68,14 +78,18 @@ class Punch:
     speaker_id: str
     ts: float
     seq: int
+    downlink: bool = False  # the speaker heard an acknowledgement by UDP lately
+
+
+_FIXED = struct.calcsize("!dIB")
 
 
 def punch_speaker(data: bytes) -> str:
     """The speaker id a punch claims (unverified), to look its key up."""
-    if len(data) < 5 + 12 + PUNCH_MAC or not data.startswith(PUNCH_MAGIC):
+    if len(data) < 5 + _FIXED + PUNCH_MAC or not data.startswith(PUNCH_MAGIC):
         raise DialInError("not a punch")
     n = data[4]
-    if len(data) != 5 + n + 12 + PUNCH_MAC:
+    if len(data) != 5 + n + _FIXED + PUNCH_MAC:
         raise DialInError("punch has the wrong length")
     try:
         return data[5 : 5 + n].decode()
@@ -91,33 +105,63 @@ def decode_punch(data: bytes, pairing_key: bytes) -> Punch:
         mac, hmac.new(_key(pairing_key), body, hashlib.sha256).digest()[:PUNCH_MAC]
     ):
         raise DialInError("punch MAC does not verify")
-    ts, seq = struct.unpack("!dI", body[-12:])
-    return Punch(sid, ts, seq)
+    ts, seq, flags = struct.unpack("!dIB", body[-_FIXED:])
+    return Punch(sid, ts, seq, bool(flags & DOWNLINK))
+
+
+def encode_ack(pairing_key: bytes, punch: Punch) -> bytes:
+    """The controller's acknowledgement of one punch: "BCA1" | u32 seq | f64 ts | 16-byte MAC.
+
+    It names the punch by its sequence number and its timestamp, so it acknowledges that punch
+    alone: a recorded one replayed later (even to a restarted speaker whose numbering started
+    over) matches nothing the speaker is waiting for."""
+    body = ACK_MAGIC + struct.pack("!Id", punch.seq, punch.ts)
+    return body + hmac.new(_key(pairing_key), body, hashlib.sha256).digest()[:PUNCH_MAC]
+
+
+def decode_ack(data: bytes, pairing_key: bytes) -> tuple[int, float]:
+    """(seq, ts) of the punch an acknowledgement names; DialInError if it does not verify."""
+    if len(data) != 4 + 12 + PUNCH_MAC or not data.startswith(ACK_MAGIC):
+        raise DialInError("not a punch acknowledgement")
+    body, mac = data[:-PUNCH_MAC], data[-PUNCH_MAC:]
+    if not hmac.compare_digest(
+        mac, hmac.new(_key(pairing_key), body, hashlib.sha256).digest()[:PUNCH_MAC]
+    ):
+        raise DialInError("punch acknowledgement MAC does not verify")
+    seq, ts = struct.unpack("!Id", body[4:])
+    return seq, ts
 
 
 class MediaWay:
-    """Which way one dial-in speaker's media go: UDP while its punches arrive, else its channel.
+    """Which way one dial-in speaker's media go: UDP while both directions are proven, else its
+    channel.
 
     The speaker punches every PUNCH_EVERY from its RTP socket. A punch that reaches the controller
-    proves the NAT mapping back to that socket is open, so media take UDP (and switch back to it
-    the moment a punch arrives again); until the first punch, and once PUNCH_LOST passes without
-    one, they go as binary frames over the channel (docs/protocol.md §8). Pure: `now` is passed in
-    (monotonic seconds).
+    proves the way up (and that the NAT mapping back to that socket is open); its DOWNLINK flag
+    says whether the controller's acknowledgements, sent by UDP exactly as the media would go,
+    reach the speaker. Media take UDP while punches arrive and the newest says the way down
+    works, and switch back to it the moment such a punch arrives again; until then, once a punch
+    says the way down is lost, and once PUNCH_LOST passes without one, they go as binary frames
+    over the channel (docs/protocol.md §8). Pure: `now` is passed in (monotonic seconds).
     """
 
     def __init__(self, lost_after: float = PUNCH_LOST) -> None:
         self.lost_after = lost_after
         self.last_punch: float | None = None
+        self.downlink = False  # what the newest punch said of the way down
 
-    def punched(self, now: float) -> None:
-        """An authentic, fresh punch arrived."""
+    def punched(self, now: float, downlink: bool = True) -> None:
+        """An authentic, fresh punch arrived, saying whether the way down works."""
         self.last_punch = now
+        self.downlink = downlink
+
+    def uplink(self, now: float) -> bool:
+        """Whether punches arrive (the way up works), as of `now`."""
+        return self.last_punch is not None and now - self.last_punch < self.lost_after
 
     def way(self, now: float) -> str:
         """UDP or CHANNEL, as of `now`."""
-        if self.last_punch is not None and now - self.last_punch < self.lost_after:
-            return UDP
-        return CHANNEL
+        return UDP if self.downlink and self.uplink(now) else CHANNEL
 
     def changes_at(self, now: float) -> float | None:
         """When `way` turns to CHANNEL unless another punch comes (None: it already has)."""
@@ -125,6 +169,68 @@ class MediaWay:
             return None
         assert self.last_punch is not None
         return self.last_punch + self.lost_after
+
+
+class Punches:
+    """The speaker's side of the punches: their numbers and stamps, the acknowledgements that came
+    back, and when the next punch is due and what it says of the way down.
+
+    Punches go every PUNCH_EVERY, and at once when what they would say of the way down changes:
+    the first acknowledgement after none (so the controller takes UDP within a round trip), and
+    PUNCH_LOST after the last one (so it leaves UDP as soon as the speaker stops hearing it). An
+    acknowledgement counts only if it names a punch still in flight, by number and stamp. Pure:
+    `now` is passed in (monotonic seconds).
+    """
+
+    def __init__(self, every: float = PUNCH_EVERY, lost_after: float = PUNCH_LOST) -> None:
+        self.every, self.lost_after = every, lost_after
+        self.seq = 0
+        self._last_ts = float("-inf")
+        self._flight: dict[int, tuple[float, float]] = {}  # seq → (ts, sent at)
+        self.acked_at: float | None = None
+        self.sent_at: float | None = None
+        self.said = False  # what the last punch said of the way down
+
+    def downlink(self, now: float) -> bool:
+        """Whether an acknowledgement arrived within PUNCH_LOST."""
+        return self.acked_at is not None and now - self.acked_at < self.lost_after
+
+    def due(self, now: float) -> float:
+        """When the next punch should go (`now` or earlier: at once)."""
+        if self.sent_at is None or self.said != self.downlink(now):
+            return now
+        due = self.sent_at + self.every
+        if self.said and self.acked_at is not None:
+            due = min(due, self.acked_at + self.lost_after)
+        return due
+
+    def next(self, ts: float, now: float) -> tuple[int, float, bool]:
+        """Number, stamp and downlink flag of the punch sent now; `ts` is the controller time
+        the speaker believes it is, made strictly newer than the last (the controller refuses
+        anything else as a replay, and an estimate may step back a little)."""
+        self.seq = (self.seq + 1) & 0xFFFFFFFF
+        ts = max(ts, self._last_ts + 0.001)
+        self._last_ts = ts
+        fresh = {n: v for n, v in self._flight.items() if now - v[1] < self.lost_after}
+        self._flight = fresh | {self.seq: (ts, now)}
+        self.sent_at, self.said = now, self.downlink(now)
+        return self.seq, ts, self.said
+
+    def acked(self, seq: int, ts: float, now: float) -> bool:
+        """An authentic acknowledgement of punch (seq, ts): False if it names none in flight
+        (a replay, or a duplicate)."""
+        sent = self._flight.get(seq)
+        if sent is None or sent[0] != ts:
+            return False
+        del self._flight[seq]
+        self.acked_at = now
+        return True
+
+    def restart(self) -> None:
+        """A new channel: nothing is proven until an acknowledgement comes back on it (one
+        still on its way for an earlier punch is authentic, and counts)."""
+        self.acked_at = self.sent_at = None
+        self.said = False
 
 
 def request_frame(rid: int, method: str, path: str, auth: str, body: bytes) -> str:

@@ -9,15 +9,20 @@ connect into the village).
 
 Media: the driver addresses a dial-in speaker's stream to a stable token, `("dial-in", n)`, and
 `send_media` decides per packet where it really goes. Punches reaching the clock service tell
-where the speaker's RTP socket appears from outside: while they arrive, SRTP goes there from the
-clock socket, the one the NAT let out. When none gets through (UDP blocked by the village
-router) the same SRTP packets, unchanged, go as binary frames over the channel (`MediaWay`
+where the speaker's RTP socket appears from outside; each is acknowledged by UDP from the clock
+socket (the one the media leave from) to that address, and the speaker's punches say whether the
+acknowledgements reach it. While punches arrive and say so, SRTP goes there from the clock
+socket. When none gets through, or the way back is blocked (a village router that lets UDP out
+but not in), the same SRTP packets, unchanged, go as binary frames over the channel (`MediaWay`
 decides). A token outlives channels, so a broadcast keeps flowing across a reconnect or a switch.
 
 Clock: a speaker whose UDP brings no clock answers sends its signed clock requests ("BCK3") as
 binary frames over the channel; each is handled exactly as one by UDP (answered, its heartbeat
 taken: `driver.clock_request`) and the answer ("BCK2") goes back as a binary frame, ahead of any
-media waiting. Media frames are SRTP (first byte 0x80-0xBF), never mistaken for either.
+media waiting. Media frames are SRTP (first byte 0x80-0xBF), never mistaken for either. Which way
+the clock goes (`clock_way`) follows what arrives: the channel while requests come over it (the
+speaker sends them there only when its UDP brings no answers), UDP once heartbeats come newer
+than the last request over the channel.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ HELLO_TIMEOUT = 10.0  # s a connecting speaker has to prove its key
 # ones are dropped first, they would play late anyway
 CHANNEL_BACKLOG = 150
 TOKEN_HOST = "dial-in"  # the host part of a dial-in speaker's media token (never sent to)
+WATCH_EVERY = 1.0  # s between looks at each speaker's ways (a change is logged and polled)
 
 
 class ChannelClosed(ConnectionError):
@@ -150,14 +156,18 @@ class DialIn:
         self.carried_bytes: Counter = Counter()  # the same in bytes (SRTP, no UDP/IP or TCP)
         self.switches: Counter = Counter()  # speaker → times its media changed way
         self.clock_carried: Counter = Counter()  # speaker → clock requests over its channel
+        self.acks: Counter = Counter()  # speaker → punches acknowledged by UDP
         self.mono = time.monotonic  # the clock of MediaWay (tests may replace it)
         self._tokens: dict[tuple[str, int], str] = {}  # media token → speaker
         self._token_of: dict[str, tuple[str, int]] = {}
-        self._shown: dict[str, str] = {}  # the way last reported (a change is polled, logged)
+        # (media, clock) ways last reported: a change is polled (the list shows it) and logged
+        self._shown: dict[str, tuple[str, str | None]] = {}
         self._review: dict[str, asyncio.TimerHandle] = {}
         self._last_punch: dict[str, float] = {}
+        self._channel_clock: dict[str, float] = {}  # newest clock request over a channel
         self._sockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._watch: asyncio.Task | None = None
 
     def dialed(self, speaker_id: str) -> bool:
         """True for a speaker attached through a channel (open or closed)."""
@@ -173,6 +183,20 @@ class DialIn:
         """The way a dial-in speaker's media go now (udp or channel); None for other speakers."""
         w = self.ways.get(speaker_id)
         return w.way(self.mono()) if w is not None else None
+
+    def clock_way(self, speaker_id: str) -> str | None:
+        """The way a dial-in speaker's clock exchange goes (udp or channel): the channel if a
+        request came over it since the newest heartbeat was taken (a copy sent by UDP as well,
+        the speaker's retry, may be the one taken), else UDP; None before the first heartbeat
+        (and for other speakers)."""
+        if speaker_id not in self.ways:
+            return None
+        # the driver's newest heartbeat (read only; `at` is time.monotonic() of its arrival)
+        beat = getattr(self.driver, "_beats", {}).get(speaker_id)
+        if beat is None:
+            return None
+        by_channel = self._channel_clock.get(speaker_id)
+        return msg.CHANNEL if by_channel is not None and by_channel >= beat.at else msg.UDP
 
     def token(self, speaker_id: str) -> tuple[str, int]:
         """The stable address the driver streams a dial-in speaker's media to (`send_media`)."""
@@ -203,25 +227,43 @@ class DialIn:
         return True
 
     def annotate(self, speaker_id: str, status: dict) -> dict:
-        """Add `media` (udp or channel) to a dial-in speaker's status for the speaker list."""
-        way = self.way(speaker_id)
+        """Add `media` and `clock` (udp or channel) to a dial-in speaker's status for the
+        speaker list."""
+        way, clock = self.way(speaker_id), self.clock_way(speaker_id)
         if way is not None:
             status["media"] = way
-            self._shown[speaker_id] = way
+            if clock is not None:
+                status["clock"] = clock
+            self._shown[speaker_id] = (way, clock)
         return status
 
     def _note_way(self, sid: str) -> None:
         """Log and re-poll a change of way, so the speaker list shows it within a poll."""
-        way = self.way(sid)
-        if way is None or self._shown.get(sid) == way:
+        way, clock = self.way(sid), self.clock_way(sid)
+        shown = self._shown.get(sid)
+        if way is None or shown == (way, clock):
             return
-        if sid in self._shown:
+        if shown is not None and shown[0] != way:
             self.switches[sid] += 1
-            log.info("media of dial-in speaker %s now go by %s", sid, way)
-        self._shown[sid] = way
+            why = ""
+            if way == msg.CHANNEL:
+                up = self.ways[sid].uplink(self.mono())
+                why = " (its punches say our UDP does not reach it)" if up else " (no punch)"
+            log.info("media of dial-in speaker %s now go by %s%s", sid, way, why)
+        if shown is not None and shown[1] is not None and shown[1] != clock:
+            log.info("clock exchange of dial-in speaker %s now comes by %s", sid, clock)
+        self._shown[sid] = (way, clock)
         task = asyncio.ensure_future(self.driver.poll(sid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _watch_ways(self) -> None:
+        """Look at every dial-in speaker's ways now and then: the clock's way changes with no
+        event here (its heartbeats by UDP never pass through this module)."""
+        while True:
+            await asyncio.sleep(WATCH_EVERY)
+            for sid in list(self.ways):
+                self._note_way(sid)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """`GET /api/dial-in`: authenticate a speaker, then carry its control until it drops."""
@@ -246,6 +288,8 @@ class DialIn:
             self._last_punch.pop(sid, None)
             log.info("speaker %s dialed in from %s:%s", sid, ip, port)
             self.driver.dialed_in(sid, ip, port)
+            if self._watch is None:
+                self._watch = asyncio.ensure_future(self._watch_ways())
             self.driver.media_observed(sid, self.token(sid))
             try:
                 await self._serve(ws, chan)
@@ -286,6 +330,7 @@ class DialIn:
             return
         self.clock_carried[chan.speaker_id] += 1
         self.driver.clock_request(data, chan.send_clock)  # stamped on arrival: t2 is now
+        self._channel_clock[chan.speaker_id] = time.monotonic()  # (after: ≥ the beat it gave)
 
     async def _handshake(self, ws: web.WebSocketResponse, where: str) -> str | None:
         """Challenge, hello, welcome; the speaker id, or None after refusing (and alarming)."""
@@ -329,7 +374,8 @@ class DialIn:
         return sid
 
     def on_punch(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        """A punch reached the clock service: note where this speaker's media must go."""
+        """A punch reached the clock service: note where this speaker's media must go, whether
+        they can get there (its flag), and acknowledge it by UDP the way they would go."""
         try:
             sid = msg.punch_speaker(data)
             key = self.driver.keys.get(sid)
@@ -353,9 +399,13 @@ class DialIn:
             return
         self._last_punch[sid] = p.ts
         if self.media.get(sid) != addr:
-            log.info("dial-in speaker %s: media by UDP to %s:%s", sid, *addr)
+            log.info("dial-in speaker %s: its RTP socket is at %s:%s", sid, *addr)
             self.media[sid] = addr
-        self.ways.setdefault(sid, msg.MediaWay()).punched(self.mono())
+        sock = getattr(self.driver, "_clock", None)  # the clock socket: the media's own way out
+        if sock is not None:
+            sock.sendto(msg.encode_ack(key, p), addr)
+            self.acks[sid] += 1
+        self.ways.setdefault(sid, msg.MediaWay()).punched(self.mono(), p.downlink)
         self._note_way(sid)
         old = self._review.pop(sid, None)
         if old is not None:
@@ -372,6 +422,8 @@ class DialIn:
         """Close every channel (the controller stops)."""
         for handle in self._review.values():
             handle.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         for task in list(self._tasks):
             task.cancel()
         for chan in self.channels.values():
