@@ -26,6 +26,7 @@ class SpeakerState:
     rtp_port: int | None = None
     source: str = ""  # "mdns", "static" or "dial-in"
     media: str = "udp"  # how its audio goes: "udp", or "channel" (a dial-in without UDP)
+    clock: str = "udp"  # the way its clock exchange goes: "udp", or "channel" (a dial-in)
     driver: str = "bcspeaker"
     assigned: bool = True
     online: bool = False
@@ -48,6 +49,7 @@ class SpeakerState:
             "rtp_port": self.rtp_port,
             "source": self.source,
             "media": self.media,
+            "clock": self.clock,
             "driver": self.driver,
             "assigned": self.assigned,
             "online": self.online,
@@ -84,6 +86,8 @@ class Registry:
         st.rtp_port = rtp if isinstance(rtp, int) else st.rtp_port
         media = status.get("media")  # added by the driver, not the speaker
         st.media = media if media in ("udp", "channel") else "udp"
+        clock = status.get("clock")  # (the same)
+        st.clock = clock if clock in ("udp", "channel") else "udp"
         raw = status.get("counters")
         new = {k: v for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, dict) else {}
         if not new:

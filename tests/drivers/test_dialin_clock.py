@@ -290,6 +290,8 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
 
                 first = await row()
                 assert first["clock_synced"] is True and first["media"] == "channel"
+                # the list says which way its clock goes: what the controller receives
+                await _until_row(row, "clock", "channel", 5)
                 # its heartbeats arrive (over the channel: nothing else reaches the controller)
                 await asyncio.sleep(2.5)
                 assert (await row())["heartbeats"] > first["heartbeats"]
@@ -324,6 +326,7 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
                 t_back = await _until_quiet(lambda: dialin.clock_carried[sid], 20)
                 print(f"clock exchange back on UDP {t_back:.1f} s after UDP was let through")
                 assert ctl.registry.get(sid).clock_synced
+                await _until_row(row, "clock", "udp", 5)
                 # blocked again: back over the channel
                 vil.block_udp()
                 n = dialin.clock_carried[sid]
@@ -353,3 +356,12 @@ async def _until_quiet(count, timeout: float, quiet: float = 3.0) -> float:
         if count() != last:
             last, last_change = count(), time.monotonic()
     return last_change - t0
+
+
+async def _until_row(row, field: str, value: str, timeout: float) -> None:
+    """Wait until the speaker's row in GET /api/speakers shows `field` == `value`."""
+    t0 = time.monotonic()
+    while (got := (await row())[field]) != value:
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{field} is {got!r}, not {value!r}")
+        await asyncio.sleep(0.1)
