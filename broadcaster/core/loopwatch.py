@@ -2,17 +2,25 @@
 
 A task sleeps a fixed period and notes how much later than asked it woke; the distribution of
 that lateness (p50/p99/max over a sliding window) is the loop's lag, shown in /api/health and
-reported by the benchmarks. Pure statistics apart from the one sleeping task.
+reported by the benchmarks. Pure statistics apart from the one sleeping task — and a watchdog
+thread that, when the loop has not come round for STALL seconds, logs where it is stuck (the
+loop thread's stack at that moment) and keeps it for /api/health: a stall names its culprit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
+import threading
 import time
+import traceback
 from collections import deque
 
+log = logging.getLogger(__name__)
 PERIOD = 0.05
 WINDOW = 1200  # one minute at 50 ms
+STALL = 0.25  # s without a turn of the loop: the watchdog looks where it is
 
 
 class LoopWatch:
@@ -22,15 +30,35 @@ class LoopWatch:
         self.period = period
         self.lags: deque[float] = deque(maxlen=window)
         self.worst = 0.0
+        self.stalls: deque[dict] = deque(maxlen=5)  # the latest stalls: how long, and where
         self._task: asyncio.Task | None = None
+        self._beat = time.monotonic()
+        self._done = threading.Event()
 
     def start(self) -> None:
-        """Begin measuring."""
+        """Begin measuring (and watching, from a thread of its own)."""
         self._task = asyncio.ensure_future(self._run())
+        loop_thread = threading.get_ident()
+        threading.Thread(
+            target=self._watch, args=(loop_thread,), name="loopwatch", daemon=True
+        ).start()
+
+    def _watch(self, loop_thread: int) -> None:
+        seen = None  # the beat of the stall already reported
+        while not self._done.wait(STALL / 2):
+            beat = self._beat
+            if time.monotonic() - beat < STALL or beat == seen:
+                continue
+            seen = beat
+            frame = sys._current_frames().get(loop_thread)
+            where = traceback.format_stack(frame, limit=12) if frame is not None else []
+            stall = {"since": beat, "where": [w.strip().splitlines()[0] for w in where[-6:]]}
+            self.stalls.append(stall)
+            log.warning("event loop stalled > %.2f s; it is in:\n%s", STALL, "".join(where))
 
     async def _run(self) -> None:
         while True:
-            asked = time.monotonic()
+            asked = self._beat = time.monotonic()
             await asyncio.sleep(self.period)
             lag = max(0.0, time.monotonic() - asked - self.period)
             self.lags.append(lag)
@@ -51,10 +79,15 @@ class LoopWatch:
             "max_ms": round(xs[-1] * 1000, 2),
             "worst_ms": round(self.worst * 1000, 2),
             "samples": len(xs),
+            "stalls": [
+                {"ago_s": round(time.monotonic() - st["since"], 1), "where": st["where"]}
+                for st in self.stalls
+            ],
         }
 
     async def close(self) -> None:
         """Stop measuring."""
+        self._done.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
