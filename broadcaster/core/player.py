@@ -212,10 +212,10 @@ class Player:
                 for sid, dest in d.destinations.items()
                 if sid not in gone and b.results[sid].cut_by is None
             }
-            for sid in gone:
-                dest = d.destinations.pop(sid)
-                if id(dest) not in keep and dest in d.sender.destinations:  # type: ignore[attr-defined]
-                    d.sender.destinations.remove(dest)  # type: ignore[attr-defined]
+            drop = {id(d.destinations.pop(sid)) for sid in gone} - keep
+            if drop:  # one pass over the destinations, however many speakers were cut
+                sender = d.sender
+                sender.destinations = [x for x in sender.destinations if id(x) not in drop]  # type: ignore[attr-defined]
         held = [r for r in b.results.values() if r.route is not None]
         if b.priority != "background" and held and all(r.cut_by for r in held):
             self.stopped, self.stop_reason = True, "cut"  # nobody left to hear it
@@ -262,7 +262,10 @@ async def pace(
     stopped: Callable[[], bool] = lambda: False,
 ) -> tuple[int, int]:
     """Frame n goes to every sender at `base_time + n * 20 ms - lead` (paced on the monotonic
-    clock); a gap from the source skips n without waiting for it. Returns (frames, sent)."""
+    clock); a gap from the source skips n without waiting for it. A frame whose play instant has
+    already passed (the loop was held that long) is taken from the source but not sent: no
+    speaker could play it, and sending the backlog in one burst would hold the loop longer
+    still. Returns (frames, sent)."""
     t0 = time.monotonic() + (base_time - lead - clock())
     n = sent = 0
     while not stopped():
@@ -274,7 +277,7 @@ async def pace(
         pcm = source.take()
         if pcm is END:
             break
-        if isinstance(pcm, bytes):
+        if isinstance(pcm, bytes) and wait > -lead:
             now = clock()
             for sender, adapt in outs:
                 sender.frame(n, adapt.convert(pcm) if adapt else pcm, now)

@@ -38,9 +38,9 @@ VERIFY_AGAIN = 30.0  # s before an address that failed verification is checked a
 VERIFY_RETRIES = (1.0, 2.0, 4.0, 8.0)  # waits when an advertised address does not answer
 VERIFY_LIMIT = 32  # verifications in flight: a flood of adverts cannot flood the network
 REPORT_POLL = 0.15
-# /play requests in flight at once: each costs tens of microseconds of the loop to sign, wrap
-# and send, so a thousand started together would hold it for tens of milliseconds; in batches
-# the answers of one let the next go, and the loop turns in between
+# /play (and report) requests in flight at once: each costs tens of microseconds of the loop to
+# sign, wrap and send, so a thousand started together would hold it for tens of milliseconds; in
+# batches the answers of one let the next go, and the loop turns in between
 CONTROL_LIMIT = 64
 # A heartbeat newer than this spares the speaker its status poll: the spaced exchange comes every
 # 2 s, so one lost heartbeat already brings a poll, and a silent speaker is offline within
@@ -111,11 +111,11 @@ class BcSpeakerDriver:
         self._tasks: set[asyncio.Task] = set()
         self._verifying: set[tuple[str, str, int]] = set()
         self._verify_slots = asyncio.Semaphore(VERIFY_LIMIT)
-        self._control_slots = asyncio.Semaphore(CONTROL_LIMIT)
         self._refused: dict[tuple[str, str, int], float] = {}  # → monotonic time refused
         self._beats: dict[str, _Beat] = {}
         self._stale: set[str] = set()  # heartbeats say the status changed: poll, spread out
         self._tags: dict[int, str] = {}  # heartbeat tag → id of the broadcasts this driver set up
+        self._control_slots = asyncio.Semaphore(CONTROL_LIMIT)
         self.dialin = DialIn(self)  # speakers behind NAT that connect out (GET /api/dial-in)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -497,6 +497,8 @@ class BcSpeakerDriver:
         """Add the destinations of speakers that accepted (one per multicast group)."""
         run = delivery.state
         sender = run.sender
+        # by RTP address, so a thousand speakers are routed in O(n), not a list scan each
+        known = {(d.rtp, d.rtcp): d for d in sender.destinations}
         for sid in speakers:
             group, addr = run.routes[sid], self.addresses[sid]
             if group is None and addr.source == "dial-in":  # one NAT mapping: RTCP muxed
@@ -506,12 +508,12 @@ class BcSpeakerDriver:
                 assert addr.rtp_port is not None
                 dest = Destination((addr.host, addr.rtp_port), (addr.host, addr.rtp_port + 1))
             else:
-                dest = next(
-                    (d for d in sender.destinations if d.rtp == group), Destination(group, group)
-                )
-            if dest not in sender.destinations:
+                dest = Destination(group, group)
+            key = (dest.rtp, dest.rtcp)
+            if key not in known:  # one object per address: a cut removes it by identity
+                known[key] = dest
                 sender.destinations.append(dest)
-            delivery.destinations[sid] = dest
+            delivery.destinations[sid] = known[key]
 
     async def rejoin(self, delivery: Delivery, plan: Plan, speakers: list[str]) -> list[str]:
         """/play again with the running stream's key and clock mapping: the speakers take it up
@@ -585,7 +587,10 @@ class BcSpeakerDriver:
         bid = delivery.state.broadcast
         while True:
             try:
-                rep = await self.link.call(speaker, addr.host, addr.port, "GET", f"/playout/{bid}")
+                async with self._control_slots:  # a thousand reports, never in one burst
+                    rep = await self.link.call(
+                        speaker, addr.host, addr.port, "GET", f"/playout/{bid}"
+                    )
             except SpeakerError as exc:
                 if exc.code != "unknown_broadcast" or time.monotonic() > deadline:
                     raise
