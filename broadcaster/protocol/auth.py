@@ -37,10 +37,23 @@ def _derive(key: bytes, label: bytes) -> bytes:
     return hmac.new(key, label, hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=8192)
+def _keyed(key: bytes, label: bytes) -> hmac.HMAC:
+    # an HMAC keyed once (its inner and outer pads hashed): each message copies it, which is a
+    # quarter cheaper than keying a new one (measured: 3.1 vs 3.9 µs for a clock datagram)
+    return hmac.new(_derive(key, label), digestmod=hashlib.sha256)
+
+
+def _mac(key: bytes, label: bytes, msg: bytes) -> hmac.HMAC:
+    h = _keyed(key, label).copy()
+    h.update(msg)
+    return h
+
+
 def request_mac(key: bytes, method: str, path: str, ts: str, nonce: str, body: bytes) -> str:
     """The MAC over one control request: method, path, timestamp, nonce and body digest."""
     msg = "\n".join([method.upper(), path, ts, nonce, hashlib.sha256(body).hexdigest()]).encode()
-    return hmac.new(_derive(key, b"control"), msg, hashlib.sha256).hexdigest()
+    return _mac(key, b"control", msg).hexdigest()
 
 
 def sign_request(
@@ -70,7 +83,7 @@ def parse_authorization(value: str) -> dict[str, str]:
 def response_mac(key: bytes, nonce: str, status: int, body: bytes) -> str:
     """The MAC a speaker puts on its answer, binding it to the request's nonce."""
     msg = f"{nonce}\n{status}\n{hashlib.sha256(body).hexdigest()}".encode()
-    return hmac.new(_derive(key, b"response"), msg, hashlib.sha256).hexdigest()
+    return _mac(key, b"response", msg).hexdigest()
 
 
 class ReplayGuard:
@@ -147,7 +160,7 @@ def unwrap_key(pairing_key: bytes, wrapped: str, context: str) -> bytes:
 
 def clock_mac(key: bytes, payload: bytes) -> bytes:
     """A 16-byte MAC for one clock-sync datagram."""
-    return hmac.new(_derive(key, b"clock"), payload, hashlib.sha256).digest()[:16]
+    return _mac(key, b"clock", payload).digest()[:16]
 
 
 def fingerprint(key: bytes) -> str:
