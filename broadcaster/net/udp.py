@@ -102,10 +102,9 @@ class UdpPort:
         self._batch: socket.socket | None = None
 
     def batched(self) -> Callable[[], int]:
-        """Stop handing datagrams over one by one; returns `drain()`, which hands over every
-        datagram waiting and says how many. For a receiver that reads on its own schedule (the
-        light speakers of scale runs): one call per tick instead of one event-loop turn each."""
-        self.transport.pause_reading()  # type: ignore[attr-defined]  # (selector transports can)
+        """Returns `drain()`, which hands over every datagram waiting and says how many. For a
+        receiver that reads on its own schedule (the light speakers of scale runs) while
+        `batching(True)`: one call per tick instead of one event-loop turn each."""
         fd = self.transport.get_extra_info("socket").fileno()
         sock = self._batch = socket.socket(fileno=os.dup(fd))  # same queue, a handle of our own
         sock.setblocking(False)
@@ -122,6 +121,14 @@ class UdpPort:
                 n += 1
 
         return drain
+
+    def batching(self, on: bool) -> None:
+        """On: datagrams wait for `drain()`; off: each is handed over as it comes (an idle
+        receiver then costs nothing until one arrives)."""
+        if on:
+            self.transport.pause_reading()  # type: ignore[attr-defined]  # (selector transports)
+        else:
+            self.transport.resume_reading()  # type: ignore[attr-defined]
 
     @property
     def port(self) -> int:
