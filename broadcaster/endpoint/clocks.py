@@ -229,6 +229,8 @@ class ClockSync:
 
     def _on_answer(self, data: bytes, addr: tuple | None) -> None:
         t4 = self.clock.now()
+        if addr is not None and self._port is not None:  # when the kernel had it, not the loop
+            t4 -= self._port.arrival_age()
         try:
             t1, t2, t3 = clk.decode_response(data, self.key)
         except clk.ClockMessageError:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import random
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 Handler = Callable[[bytes, tuple], None]
+# The kernel's receive timestamp of the socket's last datagram (Linux, struct timespec). A clock
+# exchange timed by it is not biased by how long the datagram then waited for a busy event loop
+# (what NTP daemons do with SO_TIMESTAMP); the first ask switches stamping on for the socket.
+SIOCGSTAMPNS = 0x8907
+_TIMESPEC = struct.Struct("@qq")
+ARRIVAL_AGE_MAX = 1.0  # s: an older stamp is not this datagram's (or the wall clock stepped)
 
 
 DIRECTIONS = ("both", "in", "out")
@@ -78,16 +86,22 @@ class _Proto(asyncio.DatagramProtocol):
         self.impair = impair
         self.rng = random.Random(impair.seed if impair else 0)
         self.loop = asyncio.get_running_loop()
+        self.stamped = False  # the datagram being handled is the socket's last received one
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         imp = self.impair
         if imp is None or not imp.affects("in"):
+            self.stamped = True  # the kernel's stamp is this datagram's
             self.handler(data, addr)
             return
         if imp.loss and self.rng.random() < imp.loss:
             return
         wait = imp.delay + self.rng.uniform(0, imp.jitter)
-        self.loop.call_later(wait, self.handler, data, addr)
+        self.loop.call_later(wait, self._late, data, addr)
+
+    def _late(self, data: bytes, addr: tuple) -> None:
+        self.stamped = False  # it "arrives" now, after the shim's delay: no stamp is its own
+        self.handler(data, addr)
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors on UDP are routine
         pass
@@ -100,6 +114,7 @@ class UdpPort:
         self.transport = transport
         self._proto = proto
         self._batch: socket.socket | None = None
+        self._fd = transport.get_extra_info("socket").fileno()
 
     def batched(self) -> Callable[[], int]:
         """Returns `drain()`, which hands over every datagram waiting and says how many. For a
@@ -129,6 +144,18 @@ class UdpPort:
             self.transport.pause_reading()  # type: ignore[attr-defined]  # (selector transports)
         else:
             self.transport.resume_reading()  # type: ignore[attr-defined]
+
+    def arrival_age(self) -> float:
+        """How long ago the kernel received the datagram being handled now (call it from the
+        handler); 0 when unknown (no stamp, delivered by the impairment shim, or implausible)."""
+        if not self._proto.stamped:
+            return 0.0
+        try:
+            sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(self._fd, SIOCGSTAMPNS, bytes(16)))
+        except OSError:  # ENOENT before stamping was on; another platform
+            return 0.0
+        age = time.time() - (sec + nsec * 1e-9)
+        return age if 0.0 <= age < ARRIVAL_AGE_MAX else 0.0
 
     @property
     def port(self) -> int:

@@ -357,6 +357,9 @@ class BcSpeakerDriver:
             return
         port = self._clock
         assert port is not None
+        # t2 is when the kernel had the request: a busy loop delays its answer (t3 says so),
+        # never biases the speaker's offset
+        t2 -= port.arrival_age()
         self.clock_request(data, lambda answer: port.sendto(answer, addr), t2)
 
     def clock_request(

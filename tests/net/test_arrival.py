@@ -1,0 +1,45 @@
+"""Kernel receive stamps: how long a datagram waited for a busy event loop is known, so a clock
+exchange times it from its arrival, not from when the loop got round to it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from broadcaster.net.udp import Impairment, open_udp
+
+HELD = 0.08  # s the loop is held while a datagram waits in the socket
+
+
+async def _ages(impair: Impairment | None) -> list[float]:
+    ages: list[float] = []
+    port = None
+
+    def handler(data: bytes, addr: tuple) -> None:
+        assert port is not None
+        ages.append(port.arrival_age())
+
+    port = await open_udp("127.0.0.1", 0, handler, impair)
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _ in range(4):
+            out.sendto(b"x", ("127.0.0.1", port.port))
+            time.sleep(HELD)  # the loop is busy: the datagram waits in the socket
+            await asyncio.sleep(0.02 + (impair.delay if impair else 0))
+    finally:
+        out.close()
+        port.close()
+    return ages
+
+
+async def test_a_datagram_that_waited_for_the_loop_says_how_long():
+    ages = await _ages(None)
+    assert len(ages) == 4
+    # the first ask switches stamping on; every later datagram knows it waited the hold or more
+    assert all(HELD <= a < 1.0 for a in ages[1:]), ages
+
+
+async def test_a_datagram_the_shim_delayed_has_no_stamp_of_its_own():
+    ages = await _ages(Impairment(delay=0.01, direction="in"))
+    assert ages == [0.0] * 4
