@@ -86,7 +86,7 @@ class Registry:
         st.rtp_port = rtp if isinstance(rtp, int) else st.rtp_port
         media = status.get("media")  # added by the driver, not the speaker
         st.media = media if media in ("udp", "channel") else "udp"
-        clock = status.get("clock")  # (the same)
+        clock = status.get("clock_way")  # (the same; "clock" is the speaker's clock report)
         st.clock = clock if clock in ("udp", "channel") else "udp"
         raw = status.get("counters")
         new = {k: v for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, dict) else {}

@@ -304,6 +304,10 @@ async def test_udp_that_gets_out_but_not_back_keeps_media_on_the_channel(tmp_pat
 
                 await shows("channel", "channel", 10)
                 assert dialin.acks[sid] > 0  # acknowledged all along; none got through
+                # the ways listed take nothing from the speaker's own clock report, which the
+                # lead of a broadcast is chosen from
+                await ctl.bc.poll(sid)
+                assert ctl.paths.get(sid) is not None and ctl.registry.get(sid).clock_synced
 
                 # the way down opens: media (and the clock) return to UDP
                 _block_downlink(vil, False)

@@ -227,13 +227,14 @@ class DialIn:
         return True
 
     def annotate(self, speaker_id: str, status: dict) -> dict:
-        """Add `media` and `clock` (udp or channel) to a dial-in speaker's status for the
-        speaker list."""
+        """Add `media` and `clock_way` (udp or channel) to a dial-in speaker's status for the
+        speaker list (not `clock`: that is the speaker's own clock report, which the lead of
+        each broadcast is chosen from)."""
         way, clock = self.way(speaker_id), self.clock_way(speaker_id)
         if way is not None:
             status["media"] = way
             if clock is not None:
-                status["clock"] = clock
+                status["clock_way"] = clock
             self._shown[speaker_id] = (way, clock)
         return status
 
