@@ -7,13 +7,19 @@ sockets, independent draws per horn):
   4g-far    delay=300ms,jitter=50ms,loss=5%       both directions (300 ms one way, each way)
   4g-asym   delay=300ms,jitter=50ms,loss=5%,dir=in  the downlink only: an asymmetric path
 The horns of a few 4G villages (of each class) run as dial-in speakers in their own process
-(`speaker --simulate … --controller`). Every speaker's clock is off by up to ±0.5 s. After all are
+(`speaker --simulate … --controller`). So do the horns of two LAN villages whose UDP is blocked
+(the shim drops every datagram of their sockets; their channel, TCP, is not touched):
+  udp-blocked     loss=100%         both directions: no punch gets out, no clock answer in
+  udp-in-blocked  loss=100%,dir=in  inbound only: punches get out, nothing comes back
+so their media and their clock exchange go over the dial-in channel. Every speaker's clock is off
+by up to ±0.5 s. After all are
 clock-synced the scenario waits --sync-wait s (10) and plays RUNS broadcasts of SECONDS of
 Mandarin speech (espeak-ng; a tone without it) to the subdistrict in each codec, PCMU and Opus.
 
 Figures (first_sample_true, the simulated speakers' true first-sound instants):
   - skew: |speaker - median| per broadcast over the speakers whose paths are symmetric (LAN, 4g,
-    4g-far): the issue's "p99 <= 1 ms, none worse than 2 ms"; also per class;
+    4g-far): the issue's "p99 <= 1 ms, none worse than 2 ms"; also per class; the UDP-blocked
+    horns against the same median, in rows of their own (not in the symmetric figure);
   - the asymmetric villages: their bias against that median (physics: half the asymmetry,
     150 ms here, docs/links.md) and, per village and broadcast, the spread between its own horns
     (what its listeners hear); the same spread for every 4G village;
@@ -45,6 +51,8 @@ PATHS = {
     "4g-far": "delay=300ms,jitter=50ms,loss=5%",
     "4g-asym": "delay=300ms,jitter=50ms,loss=5%,dir=in",
 }
+# LAN villages whose horns dial in with UDP blocked: media and clock over the channel
+BLOCKED = {"udp-blocked": "loss=100%", "udp-in-blocked": "loss=100%,dir=in"}
 SYMMETRIC = ("lan", "4g", "4g-far")
 CODECS = ("pcmu", "opus")
 UDP_IP = 28  # bytes of IPv4 + UDP headers per datagram
@@ -56,9 +64,10 @@ TEXT = (
 
 
 def plan(site) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """(class per speaker, village per 4G horn, dial-in speakers): every third village is 4G;
-    of those every fourth is 4g-far and every fifth (from the second) 4g-asym; the horns of every
-    third 4G village dial in."""
+    """(class per speaker, village per 4G or UDP-blocked horn, dial-in speakers): every third
+    village is 4G; of those every fourth is 4g-far and every fifth (from the second) 4g-asym; the
+    horns of every third 4G village dial in; so do the horns of the first two LAN villages, one
+    with UDP blocked both ways, one inbound only."""
     villages = sorted(z for z, zone in site.zones.items() if zone.kind == "village")
     cls = {sid: "lan" for sid in site.speakers}
     village_of: dict[str, str] = {}
@@ -69,13 +78,18 @@ def plan(site) -> tuple[dict[str, str], dict[str, str], list[str]]:
             cls[sid], village_of[sid] = kind, vid
             if n % 3 == 0:
                 dial.append(sid)
+    lan = [v for i, v in enumerate(villages) if i % 3]
+    for kind, vid in zip(BLOCKED, lan):
+        for sid in site.speakers_under(vid):
+            cls[sid], village_of[sid] = kind, vid
+            dial.append(sid)
     return cls, village_of, sorted(dial)
 
 
 def impair_spec(cls: dict[str, str]) -> str:
     """The simulator's --impair for these classes."""
     parts = []
-    for kind, text in PATHS.items():
+    for kind, text in (PATHS | BLOCKED).items():
         ids = sorted(s for s, c in cls.items() if c == kind)
         if ids:
             parts.append(f"{'+'.join(ids)}={text}")
@@ -156,6 +170,7 @@ def analyse(
     med = statistics.median(sym) if sym else None
     out: dict = {"deviation_ms": {}, "asym_bias_ms": [], "village_spread_ms": {}, "loss": {}}
     out["dial_in_deviation_ms"] = []  # the dial-in horns on symmetric paths (a subset of the above)
+    out["blocked_deviation_ms"] = {}  # the UDP-blocked horns, against the same median
     if med is not None:
         for s, t in true.items():
             if cls.get(s) in SYMMETRIC:
@@ -164,6 +179,8 @@ def analyse(
                     out["dial_in_deviation_ms"].append(abs(t - med) * 1000)
             elif cls.get(s) == "4g-asym":
                 out["asym_bias_ms"].append((t - med) * 1000)
+            elif cls.get(s) in BLOCKED:
+                out["blocked_deviation_ms"].setdefault(cls[s], []).append(abs(t - med) * 1000)
     by_village: dict[str, list[float]] = {}
     for s, t in true.items():
         if s in village_of:
@@ -214,7 +231,7 @@ def run(args: argparse.Namespace, work: Path, bench: ModuleType) -> dict:
     )
     village.cmd += ["--controller", f"127.0.0.1:{port}"]
     wav, content = speech_wav(wdir / "speech.wav", args.seconds, bench)
-    counts = {k: sum(1 for c in cls.values() if c == k) for k in ("lan", *PATHS)}
+    counts = {k: sum(1 for c in cls.values() if c == k) for k in ("lan", *PATHS, *BLOCKED)}
     res: dict = {
         "scenario": "village",
         "speakers": len(site.speakers),
@@ -239,6 +256,15 @@ def run(args: argparse.Namespace, work: Path, bench: ModuleType) -> dict:
             src: sum(1 for r in rows if r["source"] == src)
             for src in sorted({r["source"] for r in rows})
         }
+        # the ways the controller lists for the dial-in horns, per class (media/clock)
+        ways: dict[str, dict[str, int]] = {}
+        for r in rows:
+            if r["source"] == "dial-in":
+                w = ways.setdefault(cls.get(r["id"], "lan"), {})
+                key = f"media {r.get('media')}, clock {r.get('clock')}"
+                w[key] = w.get(key, 0) + 1
+        res["dial_in_ways"] = ways
+        print(f"  village: dial-in ways listed {ways}", flush=True)
         body = wav.read_bytes()
         for codec in CODECS:
             for i in range(args.runs):
@@ -289,6 +315,7 @@ def summarize(res: dict) -> dict:
     for codec in CODECS:
         runs = [r for r in res["runs"] if r["codec"] == codec]
         dev_by: dict[str, list[float]] = {}
+        blocked_by: dict[str, list[float]] = {}
         spread_by: dict[str, list[float]] = {}
         loss: dict[str, dict] = {}
         for r in runs:
@@ -296,6 +323,8 @@ def summarize(res: dict) -> dict:
                 dev_by.setdefault(k, []).extend(v)
             for k, v in r["village_spread_ms"].items():
                 spread_by.setdefault(k, []).extend(v)
+            for k, v in r["blocked_deviation_ms"].items():
+                blocked_by.setdefault(k, []).extend(v)
             for k, v in r["loss"].items():
                 acc = loss.setdefault(k, dict.fromkeys(v, 0))
                 for f, n in v.items():
@@ -306,6 +335,7 @@ def summarize(res: dict) -> dict:
             "skew_dial_in_ms": benchlib.summary(
                 [d for r in runs for d in r["dial_in_deviation_ms"]]
             ),
+            "skew_blocked_ms": {k: benchlib.summary(v) for k, v in sorted(blocked_by.items())},
             "asym_bias_ms": benchlib.summary([b for r in runs for b in r["asym_bias_ms"]]),
             "village_spread_ms": {k: benchlib.summary(v) for k, v in sorted(spread_by.items())},
             "lead_ms": benchlib.summary([r["lead"] for r in runs], 1000),
@@ -334,12 +364,17 @@ def print_report(res: dict) -> None:
         f"{res['dial_in']} dial in ({res.get('sources')}), {len(res['runs'])} broadcasts x "
         f"{res['seconds']} s of {res['audio']}, after {res['sync_wait_s']:.0f} s of sync ==="
     )
+    print(f"dial-in ways listed by the controller: {res.get('dial_in_ways')}")
     for codec in CODECS:
         c = s[codec]
         rows = [
             benchlib.stat_row("skew |spk - median| (symmetric)", c["skew_ms"]),
             *(benchlib.stat_row(f"  {k}", v) for k, v in c["skew_by_class_ms"].items()),
             benchlib.stat_row("  of which dial-in (4g, 4g-far)", c["skew_dial_in_ms"]),
+            *(
+                benchlib.stat_row(f"dial-in, {k} (vs that median)", v)
+                for k, v in c["skew_blocked_ms"].items()
+            ),
             benchlib.stat_row("4g-asym bias vs median (signed)", c["asym_bias_ms"]),
             *(
                 benchlib.stat_row(f"spread within a {k} village", v)
