@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 # out: every exchange carries the heartbeat, so the spaced interval is also the heartbeat's. A
 # jittery path (4G) keeps exchanging more often: its filter needs the samples (docs/protocol.md §3).
 CLOCK_FAST, CLOCK_SETTLE, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
-CLOCK_SPACED, CLOCK_SPACED_JITTERY, JITTERY = 2.0, 0.5, 0.005
+CLOCK_SPACED, CLOCK_SPACED_JITTERY, JITTERY = 4.0, 0.5, 0.005
 # An estimate with no good exchange for this long is not trusted to refuse a new clock service:
 # the controller restarted (new port, perhaps a new play clock) and the speaker must follow it.
-ESTIMATE_FRESH = 10.0
+ESTIMATE_FRESH = 15.0  # three spaced exchanges
 WALL_STEP = 1.0  # a change of wall_error beyond this is counted as a step of the wall clock
 # Dial-in without UDP (docs/protocol.md §8): no UDP answer for CHANNEL_AFTER while the dial-in
 # channel is up and the requests go over the channel; one still goes by UDP every UDP_RETRY, and

@@ -43,9 +43,11 @@ REPORT_POLL = 0.15
 # batches the answers of one let the next go, and the loop turns in between
 CONTROL_LIMIT = 64
 # A heartbeat newer than this spares the speaker its status poll: the spaced exchange comes every
-# 2 s, so one lost heartbeat already brings a poll, and a silent speaker is offline within
-# OFFLINE_AFTER (6 s) + the poll's timeout and spacing: under 10 s.
-BEAT_FRESH = 3.0
+# 4 s, so one lost (or a second late) heartbeat already brings a poll, and a silent speaker is
+# offline within BEAT_FRESH + DUE_CHECK + the poll's ~2.4 s of retries and timeout (OFFLINE_AFTER,
+# 6 s since the last one heard, has passed by then): under 8 s of its last heartbeat.
+BEAT_FRESH = 5.0
+DUE_CHECK = 0.5  # s between looks for speakers due a poll, while none is
 BEAT_SKEW = 5.0  # s: a heartbeat whose controller-time stamp is further off is stale (a replay)
 TAGS_KEPT = 256  # broadcasts whose heartbeat tag is remembered (far more than ever run at once)
 
@@ -315,7 +317,7 @@ class BcSpeakerDriver:
         while True:
             ids = self._due_polls()
             if not ids:
-                await asyncio.sleep(self.opt.poll_interval)
+                await asyncio.sleep(min(DUE_CHECK, self.opt.poll_interval))
                 continue
             gap = self.opt.poll_interval / len(ids)
             for sid in ids:
