@@ -17,6 +17,7 @@ Handler = Callable[[bytes, tuple], None]
 # exchange timed by it is not biased by how long the datagram then waited for a busy event loop
 # (what NTP daemons do with SO_TIMESTAMP); the first ask switches stamping on for the socket.
 SIOCGSTAMPNS = 0x8907
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; also the control message's type
 _TIMESPEC = struct.Struct("@qq")
 ARRIVAL_AGE_MAX = 1.0  # s: an older stamp is not this datagram's (or the wall clock stepped)
 
@@ -115,6 +116,8 @@ class UdpPort:
         self._proto = proto
         self._batch: socket.socket | None = None
         self._fd = transport.get_extra_info("socket").fileno()
+        self._age: float | None = None  # the stamp of the datagram `read_spaced` hands over
+        self._rearm: asyncio.TimerHandle | None = None
 
     def batched(self) -> Callable[[], int]:
         """Returns `drain()`, which hands over every datagram waiting and says how many. For a
@@ -145,11 +148,53 @@ class UdpPort:
         else:
             self.transport.resume_reading()  # type: ignore[attr-defined]
 
+    def read_spaced(self, period: Callable[[], float]) -> None:
+        """Wake for this socket at most once per `period()` seconds, then hand over every
+        datagram waiting, each with its own kernel receive stamp (SO_TIMESTAMPNS, read by
+        `arrival_age`); a period of 0 reads as datagrams come.
+
+        For a busy service socket (the controller's clock service: a thousand speakers' exchanges)
+        one turn of the event loop then serves several datagrams instead of one each; a datagram
+        waits at most a period, and an exchange timed by its stamp is not biased by the wait."""
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.transport.pause_reading()  # type: ignore[attr-defined]  # (selector transports)
+        reader = self._batch = socket.socket(fileno=os.dup(sock.fileno()))
+        reader.setblocking(False)
+        loop, proto = self._proto.loop, self._proto
+        space = socket.CMSG_SPACE(_TIMESPEC.size)
+
+        def readable() -> None:
+            loop.remove_reader(reader.fileno())
+            now = time.time()
+            while True:
+                try:
+                    data, anc, _flags, addr = reader.recvmsg(65536, space)
+                except OSError:  # BlockingIOError: nothing more waiting
+                    break
+                age = None
+                for level, kind, raw in anc:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                        sec, nsec = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
+                        age = now - (sec + nsec * 1e-9)
+                self._age = age if age is not None and 0.0 <= age < ARRIVAL_AGE_MAX else 0.0
+                proto.datagram_received(data, addr)
+            self._age = None
+            wait = period()
+            if wait <= 0:
+                loop.add_reader(reader.fileno(), readable)
+            else:
+                self._rearm = loop.call_later(wait, loop.add_reader, reader.fileno(), readable)
+
+        loop.add_reader(reader.fileno(), readable)
+
     def arrival_age(self) -> float:
         """How long ago the kernel received the datagram being handled now (call it from the
         handler); 0 when unknown (no stamp, delivered by the impairment shim, or implausible)."""
         if not self._proto.stamped:
             return 0.0
+        if self._age is not None:  # read by `read_spaced`, with the datagram's own stamp
+            return self._age
         try:
             sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(self._fd, SIOCGSTAMPNS, bytes(16)))
         except OSError:  # ENOENT before stamping was on; another platform
@@ -180,7 +225,11 @@ class UdpPort:
     def close(self) -> None:
         """Close the socket."""
         self.transport.close()
+        if self._rearm is not None:
+            self._rearm.cancel()
         if self._batch is not None:
+            if self._batch.fileno() >= 0:
+                self._proto.loop.remove_reader(self._batch.fileno())
             self._batch.close()
 
 

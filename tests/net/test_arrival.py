@@ -43,3 +43,35 @@ async def test_a_datagram_that_waited_for_the_loop_says_how_long():
 async def test_a_datagram_the_shim_delayed_has_no_stamp_of_its_own():
     ages = await _ages(Impairment(delay=0.01, direction="in"))
     assert ages == [0.0] * 4
+
+
+async def test_read_spaced_hands_over_each_datagram_with_its_own_stamp():
+    got: list[tuple[bytes, float]] = []
+    port = None
+
+    def handler(data: bytes, addr: tuple) -> None:
+        assert port is not None
+        got.append((data, port.arrival_age()))
+
+    port = await open_udp("127.0.0.1", 0, handler)
+    port.read_spaced(lambda: 0.05)
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        out.sendto(b"warm-up", ("127.0.0.1", port.port))  # (stamping starts a moment late)
+        await asyncio.sleep(0.1)
+        got.clear()
+        for n in range(3):  # three datagrams HELD apart, while the loop is busy
+            out.sendto(bytes([n]), ("127.0.0.1", port.port))
+            time.sleep(HELD)
+        for _ in range(20):
+            await asyncio.sleep(0.02)
+            if len(got) == 3:
+                break
+    finally:
+        out.close()
+        port.close()
+    assert [d for d, _ in got] == [b"\x00", b"\x01", b"\x02"]
+    ages = [a for _, a in got]
+    # each knows when it came: the first waited longest, each later one about HELD less
+    assert ages[0] - ages[1] >= HELD * 0.9 and ages[1] - ages[2] >= HELD * 0.9, ages
+    assert ages[2] > 0

@@ -48,6 +48,7 @@ CONTROL_LIMIT = 64
 # 6 s since the last one heard, has passed by then): under 8 s of its last heartbeat.
 BEAT_FRESH = 5.0
 DUE_CHECK = 0.5  # s between looks for speakers due a poll, while none is
+CLOCK_READ = 0.02  # s: the clock service reads its socket at most this often while idle
 BEAT_SKEW = 5.0  # s: a heartbeat whose controller-time stamp is further off is stale (a replay)
 TAGS_KEPT = 256  # broadcasts whose heartbeat tag is remembered (far more than ever run at once)
 
@@ -133,6 +134,9 @@ class BcSpeakerDriver:
                 self.addresses[sid] = Address(addr[0], addr[1], source="static")
                 host.speaker_located(sid, addr[0], addr[1], "static")
         self._clock = await open_udp(self.opt.interface, self.opt.clock_port, self._on_clock)
+        # a thousand speakers' exchanges served a few per turn of the loop, not one each (their
+        # kernel stamps keep them exact); control answers awaited are read as they come
+        self._clock.read_spaced(lambda: 0.0 if self.link.awaiting() else CLOCK_READ)
         self.link.datagram_to = self._datagram_route
         self.link.send_datagram = self._clock.sendto
         if self.opt.mdns:

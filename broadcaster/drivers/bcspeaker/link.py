@@ -47,6 +47,10 @@ class SpeakerLink:
         self._pending: dict[int, tuple[asyncio.Future, tuple[str, int]]] = {}
         self.datagram_fallbacks = 0  # requests that found no answer by datagram and took HTTP
 
+    def awaiting(self) -> bool:
+        """Whether control answers by datagram are awaited (their socket is then read at once)."""
+        return bool(self._pending)
+
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
