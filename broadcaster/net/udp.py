@@ -116,7 +116,7 @@ class UdpPort:
         self._proto = proto
         self._batch: socket.socket | None = None
         self._fd = transport.get_extra_info("socket").fileno()
-        self._age: float | None = None  # the stamp of the datagram `read_spaced` hands over
+        self._stamp: float | None = None  # the stamp of the datagram `read_spaced` hands over
         self._rearm: asyncio.TimerHandle | None = None
 
     def batched(self) -> Callable[[], int]:
@@ -166,20 +166,18 @@ class UdpPort:
 
         def readable() -> None:
             loop.remove_reader(reader.fileno())
-            now = time.time()
             while True:
                 try:
                     data, anc, _flags, addr = reader.recvmsg(65536, space)
                 except OSError:  # BlockingIOError: nothing more waiting
                     break
-                age = None
+                self._stamp = 0.0  # (none: arrival_age says 0)
                 for level, kind, raw in anc:
                     if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                         sec, nsec = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
-                        age = now - (sec + nsec * 1e-9)
-                self._age = age if age is not None and 0.0 <= age < ARRIVAL_AGE_MAX else 0.0
+                        self._stamp = sec + nsec * 1e-9
                 proto.datagram_received(data, addr)
-            self._age = None
+            self._stamp = None
             wait = period()
             if wait <= 0:
                 loop.add_reader(reader.fileno(), readable)
@@ -193,13 +191,16 @@ class UdpPort:
         handler); 0 when unknown (no stamp, delivered by the impairment shim, or implausible)."""
         if not self._proto.stamped:
             return 0.0
-        if self._age is not None:  # read by `read_spaced`, with the datagram's own stamp
-            return self._age
-        try:
-            sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(self._fd, SIOCGSTAMPNS, bytes(16)))
-        except OSError:  # ENOENT before stamping was on; another platform
-            return 0.0
-        age = time.time() - (sec + nsec * 1e-9)
+        if self._stamp is not None:  # read by `read_spaced`, with the datagram's own stamp
+            stamp = self._stamp
+        else:
+            try:
+                sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(self._fd, SIOCGSTAMPNS, bytes(16)))
+            except OSError:  # ENOENT before stamping was on; another platform
+                return 0.0
+            stamp = sec + nsec * 1e-9
+        age = time.time() - stamp  # now, as the handler reads its own clock: a batch's tenth
+        # datagram is handled later than its first, and its age must say so
         return age if 0.0 <= age < ARRIVAL_AGE_MAX else 0.0
 
     @property
