@@ -34,6 +34,7 @@ from broadcaster.core.player import Part, Player
 from broadcaster.core.registry import Registry
 from broadcaster.drivers.base import Capability, Driver, DriverOptions
 from broadcaster.errors import BroadcasterError, Busy, NoSpeakers, NotFound, Overloaded
+from broadcaster.net.fanout import FanOut
 from broadcaster.net.udp import multicast_sender
 from broadcaster.protocol.auth import KeyStore
 from broadcaster.protocol.clock import PlayClock
@@ -90,6 +91,8 @@ class Controller:
         self.players: dict[str, Player] = {}
         self._tasks: set[asyncio.Task] = set()
         self._usock: socket.socket | None = None
+        self._fanout: FanOut | None = None
+        self._split: tuple[list, list, list] = ([], [], [])  # addresses → (groups, unicast)
         self._msock: socket.socket | None = None
         self.drivers: dict[str, Driver] = self._make_drivers()
         for sp in site.speakers.values():
@@ -131,6 +134,7 @@ class Controller:
         self._usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self._usock.bind((iface, 0))
         self._usock.setblocking(False)
+        self._fanout = FanOut(self._usock)
         self._msock = multicast_sender(iface)
         for name, drv in self.drivers.items():
             await drv.start(self, [s for s, sp in self.site.speakers.items() if sp.driver == name])
@@ -198,6 +202,18 @@ class Controller:
         """The registry's view."""
         st = self.registry.speakers.get(speaker)
         return bool(st and st.online)
+
+    def send_many(self, data: bytes, addrs: list[tuple[str, int]]) -> None:
+        """One datagram to many addresses: the unicast ones in one system call (net/fanout.py),
+        multicast groups (a few) one by one."""
+        if addrs != self._split[0]:  # the same list frame after frame: split it once
+            groups = [a for a in addrs if _is_multicast(a[0])]
+            self._split = (list(addrs), groups, [a for a in addrs if not _is_multicast(a[0])])
+        _, groups, unicast = self._split
+        for a in groups:
+            self.send(data, a)
+        assert self._fanout is not None
+        self._fanout.send(data, unicast)
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         """One datagram from the media sockets; a full buffer drops it (never blocks)."""

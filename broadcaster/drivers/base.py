@@ -126,6 +126,9 @@ class DriverHost(Protocol):
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         """Send one datagram from the controller's media sockets (unicast or multicast)."""
 
+    def send_many(self, data: bytes, addrs: list[tuple[str, int]]) -> None:
+        """Send one datagram to many addresses from the media sockets (one call for all)."""
+
     def now(self) -> float:
         """The controller's clock (Unix seconds): the play clock every in-step speaker follows."""
 

@@ -43,6 +43,9 @@ class RtpSender:
     send: Callable[[bytes, tuple[str, int]], None]
     key: bytes | None = None  # SRTP master key and salt; None sends plain RTP
     destinations: list[Destination] = field(default_factory=list)
+    # one packet to every address at once (one system call for a thousand speakers), if the
+    # driver has it; else `send` for each
+    send_many: Callable[[bytes, list[tuple[str, int]]], None] | None = None
     ssrc: int = field(default_factory=lambda: random.getrandbits(32))
     base_ts: int = field(default_factory=lambda: random.getrandbits(32))
     seq0: int = field(default_factory=lambda: random.getrandbits(16))
@@ -62,6 +65,9 @@ class RtpSender:
         return self.codec.rate
 
     def _send_all(self, data: bytes, rtcp: bool) -> None:
+        if self.send_many is not None:
+            self.send_many(data, [d.rtcp if rtcp else d.rtp for d in self.destinations])
+            return
         for d in self.destinations:
             try:
                 self.send(data, d.rtcp if rtcp else d.rtp)

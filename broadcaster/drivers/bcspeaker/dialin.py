@@ -206,6 +206,10 @@ class DialIn:
             self._token_of[speaker_id], self._tokens[tok] = tok, speaker_id
         return tok
 
+    def has_tokens(self) -> bool:
+        """Whether any dial-in speaker has a media token (else no address can be one)."""
+        return bool(self._tokens)
+
     def send_media(self, data: bytes, addr: tuple[str, int], clock: Any) -> bool:
         """Send one media packet if `addr` is a dial-in token: by UDP from the clock socket
         (`clock`, a UdpPort) while punches arrive, else over the channel. False: not ours."""

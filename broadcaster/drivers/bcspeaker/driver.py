@@ -458,6 +458,17 @@ class BcSpeakerDriver:
             assert self._host is not None
             self._host.send(data, addr)
 
+    def _send_many(self, data: bytes, addrs: list[tuple[str, int]]) -> None:
+        """One packet to every destination: dial-in speakers their way, the rest at once."""
+        if self.dialin.has_tokens():
+            plain = []
+            for a in addrs:
+                if not self.dialin.send_media(data, a, self._clock):
+                    plain.append(a)
+            addrs = plain
+        assert self._host is not None
+        self._host.send_many(data, addrs)
+
     # --- broadcasts --------------------------------------------------------------------------
 
     def routes(self, speakers: list[str]) -> dict[str, tuple[str, int] | None]:
@@ -492,7 +503,7 @@ class BcSpeakerDriver:
         """Send every speaker its signed /play with the sealed key; collect who accepted."""
         assert self._host is not None
         codec = codec_by_name(plan.codec)
-        sender = RtpSender(codec, self._send, key=new_key())
+        sender = RtpSender(codec, self._send, key=new_key(), send_many=self._send_many)
         run = _Run(plan.broadcast, sender, self.routes(speakers))
         self._tags[clk.playing_tag(plan.broadcast)] = plan.broadcast
         while len(self._tags) > TAGS_KEPT:

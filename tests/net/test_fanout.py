@@ -1,0 +1,93 @@
+"""FanOut: one datagram to many addresses in one system call, as every receiver sees it."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from broadcaster.net import fanout
+from broadcaster.net.fanout import FanOut
+
+
+def _receivers(n: int) -> list[socket.socket]:
+    out = []
+    for i in range(n):
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind((f"127.0.0.{1 + i % 3}", 0))  # several loopback addresses, as speakers have
+        r.settimeout(2)
+        out.append(r)
+    return out
+
+
+def _got(r: socket.socket, n: int) -> list[bytes]:
+    return [r.recv(65536) for _ in range(n)]
+
+
+@pytest.fixture
+def sender():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    yield s
+    s.close()
+
+
+def test_every_receiver_gets_every_datagram_in_order(sender):
+    rs = _receivers(40)
+    try:
+        fan = FanOut(sender)
+        assert fan.batched  # sendmmsg on this Linux: the batched path is the one under test
+        addrs = [r.getsockname() for r in rs]
+        frames = [bytes([n]) * (100 + n) for n in range(3)]
+        for f in frames:
+            fan.send(f, addrs)
+        for r in rs:
+            assert _got(r, 3) == frames
+    finally:
+        for r in rs:
+            r.close()
+
+
+def test_a_changed_list_is_followed(sender):
+    rs = _receivers(4)
+    try:
+        fan = FanOut(sender)
+        fan.send(b"one", [r.getsockname() for r in rs[:3]])
+        fan.send(b"two", [r.getsockname() for r in rs[1:]])  # rs[0] cut, rs[3] added
+        assert _got(rs[0], 1) == [b"one"]
+        assert _got(rs[1], 2) == [b"one", b"two"] and _got(rs[2], 2) == [b"one", b"two"]
+        assert _got(rs[3], 1) == [b"two"]
+        rs[0].settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            rs[0].recv(2048)
+    finally:
+        for r in rs:
+            r.close()
+
+
+def test_a_large_datagram_and_a_host_name_still_arrive(sender):
+    rs = _receivers(2)
+    try:
+        fan = FanOut(sender)
+        big = bytes(range(256)) * 12  # 3 kB: larger than the first buffer
+        fan.send(big, [r.getsockname() for r in rs])
+        assert [_got(r, 1)[0] for r in rs] == [big, big]
+        port = rs[0].getsockname()[1]
+        fan.send(b"named", [("localhost", port)])  # not a literal address: the plain loop
+        assert _got(rs[0], 1) == [b"named"]
+    finally:
+        for r in rs:
+            r.close()
+
+
+def test_without_sendmmsg_the_plain_loop_sends_the_same(sender, monkeypatch):
+    monkeypatch.setattr(fanout, "_SENDMMSG", None)
+    rs = _receivers(3)
+    try:
+        fan = FanOut(sender)
+        assert not fan.batched
+        fan.send(b"x", [r.getsockname() for r in rs])
+        assert [_got(r, 1) for r in rs] == [[b"x"]] * 3
+    finally:
+        for r in rs:
+            r.close()
