@@ -207,6 +207,38 @@ async def test_permission_matrix_by_what_speakers_recorded(world, tmp_path):
         await check_listings(site, ctl, client, tokens, allowed)
 
 
+async def check_speaker_filters(site: Site, client, h: dict, name: str, scope: str) -> None:
+    """GET /api/speakers by zone and by page: inside the scope the rows are exactly the zone's,
+    pages join up to the whole sorted list with the scope's counts on each; a zone outside the
+    scope is refused naming it, an unknown one named."""
+    mine = site.speakers_under(scope)
+    inner = sorted(z for z in site.zones if set() < site.speakers_under(z) < mine)
+    inner = inner or [scope]
+    for zone in (scope, inner[-1]):
+        resp = await client.get("/api/speakers", params={"zone": zone}, headers=h)
+        body = await resp.json()
+        assert {s["id"] for s in body["speakers"]} == site.speakers_under(zone), (name, zone)
+        assert body["matched"] == len(site.speakers_under(zone))
+        assert body["counts"]["total"] == len(mine)
+    pages = []
+    for offset in (0, 2, 4):
+        resp = await client.get(
+            "/api/speakers", params={"offset": str(offset), "limit": "2"}, headers=h
+        )
+        body = await resp.json()
+        assert body["counts"]["total"] == len(mine) and body["matched"] == len(mine)
+        pages += [s["id"] for s in body["speakers"]]
+    assert pages == sorted(mine)[:6], name
+    outside = sorted(z for z in site.zones if not site.speakers_under(z) & mine)
+    if outside:
+        resp = await client.get("/api/speakers", params={"zone": outside[0]}, headers=h)
+        assert resp.status == 403 and outside[0] in (await resp.json())["message"]
+    resp = await client.get("/api/speakers", params={"zone": "no-such-zone"}, headers=h)
+    assert resp.status == 404 and "no-such-zone" in (await resp.json())["message"]
+    resp = await client.get("/api/speakers", params={"limit": "0"}, headers=h)
+    assert resp.status == 400
+
+
 async def check_listings(
     site: Site, ctl, client, tokens: dict[str, str], allowed: dict[str, tuple[str, str]]
 ) -> None:
@@ -218,6 +250,7 @@ async def check_listings(
         h = bearer(tokens[name])
         speakers = (await (await client.get("/api/speakers", headers=h)).json())["speakers"]
         assert {s["id"] for s in speakers} == mine, name
+        await check_speaker_filters(site, client, h, name, scope)
 
         listed = (
             await (await client.get("/api/broadcasts", params={"limit": "1000"}, headers=h)).json()
