@@ -119,6 +119,9 @@ class Broadcast:
     ended_at: float | None = None
     lead: float | None = None  # seconds between sending a frame and its play instant
     frames: int = 0  # frames sent
+    # how long the speakers' set-up took, and how much of the controller's own CPU it cost
+    # (its event-loop thread meanwhile): what the wait was for, the speakers or the controller
+    setup: dict[str, float] | None = None
     error: str | None = None
     results: dict[str, SpeakerResult] = field(default_factory=dict)
 
@@ -151,6 +154,7 @@ class Broadcast:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "lead": self.lead,
+            "setup": self.setup,
             "frames": self.frames,
             "error": self.error,
             "summary": self.summary(),

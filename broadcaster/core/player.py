@@ -106,7 +106,12 @@ class Player:
         if self.stopped:
             self._set_state("stopped")
             return
+        wall, cpu = time.monotonic(), time.thread_time()
         await asyncio.gather(*(self._prepare(part, plan) for part in self.parts))
+        b.setup = {
+            "ms": round((time.monotonic() - wall) * 1000, 1),
+            "controller_cpu_ms": round((time.thread_time() - cpu) * 1000, 1),
+        }
         accepted = [p for p in self.parts if p.delivery and p.delivery.accepted]
         if self.stopped:  # a stop that came during set-up: cut whoever accepted
             await self._stop_parts()
