@@ -140,10 +140,16 @@ class ReplayGuard:
         return f["nonce"]
 
 
+@functools.lru_cache(maxsize=4096)
+def _wrapper(pairing_key: bytes) -> AESGCM:
+    # one cipher object per speaker, not one per broadcast: set-up of a thousand speakers
+    return AESGCM(_derive(pairing_key, b"wrap"))
+
+
 def wrap_key(pairing_key: bytes, broadcast_key: bytes, context: str) -> str:
     """Encrypt a broadcast key for one speaker (AES-256-GCM, bound to `context`), base64."""
     nonce = os.urandom(12)
-    sealed = AESGCM(_derive(pairing_key, b"wrap")).encrypt(nonce, broadcast_key, context.encode())
+    sealed = _wrapper(pairing_key).encrypt(nonce, broadcast_key, context.encode())
     return base64.b64encode(nonce + sealed).decode()
 
 
@@ -151,7 +157,7 @@ def unwrap_key(pairing_key: bytes, wrapped: str, context: str) -> bytes:
     """Decrypt a wrapped broadcast key; raises AuthError if it was not sealed for this speaker."""
     try:
         raw = base64.b64decode(wrapped, validate=True)
-        return AESGCM(_derive(pairing_key, b"wrap")).decrypt(raw[:12], raw[12:], context.encode())
+        return _wrapper(pairing_key).decrypt(raw[:12], raw[12:], context.encode())
     except Exception:  # noqa: BLE001 - any failure means "not sealed for this speaker"
         raise AuthError(
             "broadcast key does not unwrap with this speaker's key", code="auth_bad_key"

@@ -117,18 +117,28 @@ class SpeakerLink:
         self, rid: int, data: bytes, to: tuple[str, int]
     ) -> ControlAnswer | None:
         """Send a request datagram, again after each wait; the answer, or None."""
-        assert self.send_datagram is not None
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        send = self.send_datagram
+        assert send is not None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
         self._pending[rid] = (fut, to)
+        waits = iter(DATAGRAM_TRIES)
+        timer: list[asyncio.TimerHandle] = []
+
+        def again() -> None:  # one timer per try, not a wait_for task: set-up of a thousand
+            wait = next(waits, None)
+            if wait is None:
+                if not fut.done():
+                    fut.set_result(None)
+                return
+            send(data, to)
+            timer[:] = [loop.call_later(wait, again)]
+
+        again()
         try:
-            for wait in DATAGRAM_TRIES:
-                self.send_datagram(data, to)
-                try:
-                    return await asyncio.wait_for(asyncio.shield(fut), wait)
-                except TimeoutError:
-                    continue
-            return None
+            return await fut
         finally:
+            timer[0].cancel()
             self._pending.pop(rid, None)
 
     def on_answer(self, data: bytes, addr: tuple) -> None:
