@@ -19,6 +19,7 @@ Handler = Callable[[bytes, tuple], None]
 SIOCGSTAMPNS = 0x8907
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; also the control message's type
 _TIMESPEC = struct.Struct("@qq")
+SPACED_BATCH = 128  # datagrams `read_spaced` hands over per turn of the loop (a turn stays short)
 ARRIVAL_AGE_MAX = 1.0  # s: an older stamp is not this datagram's (or the wall clock stepped)
 
 
@@ -117,7 +118,7 @@ class UdpPort:
         self._batch: socket.socket | None = None
         self._fd = transport.get_extra_info("socket").fileno()
         self._stamp: float | None = None  # the stamp of the datagram `read_spaced` hands over
-        self._rearm: asyncio.TimerHandle | None = None
+        self._rearm: asyncio.Handle | None = None
 
     def batched(self) -> Callable[[], int]:
         """Returns `drain()`, which hands over every datagram waiting and says how many. For a
@@ -166,7 +167,7 @@ class UdpPort:
 
         def readable() -> None:
             loop.remove_reader(reader.fileno())
-            while True:
+            for _ in range(SPACED_BATCH):
                 try:
                     data, anc, _flags, addr = reader.recvmsg(65536, space)
                 except OSError:  # BlockingIOError: nothing more waiting
@@ -177,6 +178,10 @@ class UdpPort:
                         sec, nsec = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
                         self._stamp = sec + nsec * 1e-9
                 proto.datagram_received(data, addr)
+            else:  # more are waiting: the rest on the next turn, after everyone else's work
+                self._stamp = None
+                self._rearm = loop.call_soon(loop.add_reader, reader.fileno(), readable)
+                return
             self._stamp = None
             wait = period()
             if wait <= 0:
