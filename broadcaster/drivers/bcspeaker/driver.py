@@ -20,7 +20,7 @@ from typing import Any
 import broadcaster.protocol.clock as clk
 from broadcaster.drivers.base import Capability, Delivery, DriverHost, DriverOptions, Plan, Report
 from broadcaster.drivers.bcspeaker.dialin import DialIn
-from broadcaster.drivers.bcspeaker.link import SpeakerLink
+from broadcaster.drivers.bcspeaker.link import Call, SpeakerLink
 from broadcaster.errors import SpeakerError
 from broadcaster.net.mdns import Advert, Browser, open_zeroconf
 from broadcaster.net.udp import UdpPort, open_udp
@@ -509,7 +509,7 @@ class BcSpeakerDriver:
         while len(self._tags) > TAGS_KEPT:
             del self._tags[next(iter(self._tags))]
         delivery = Delivery(self.name, sender, state=run)
-        oks = await asyncio.gather(*(self._setup(plan, run, sid, delivery) for sid in speakers))
+        oks = await self._setup(plan, run, speakers, delivery)
         self._route(delivery, [sid for sid, ok in zip(speakers, oks) if ok])
         return delivery
 
@@ -542,43 +542,45 @@ class BcSpeakerDriver:
         for sid in speakers:
             run.routes[sid] = None  # unicast: the group may be held by the higher broadcast
             delivery.accepted.pop(sid, None)
-        oks = await asyncio.gather(
-            *(self._setup(plan, run, sid, delivery, resume=True) for sid in speakers)
-        )
+        oks = await self._setup(plan, run, speakers, delivery, resume=True)
         back = [sid for sid, ok in zip(speakers, oks) if ok]
         self._route(delivery, back)
         return back
 
     async def _setup(
-        self, plan: Plan, run: _Run, sid: str, delivery: Delivery, resume: bool = False
-    ) -> bool:
-        addr = self.addresses.get(sid)
-        if addr is None or addr.rtp_port is None:
-            delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
-            return False
-        group = run.routes[sid]
+        self, plan: Plan, run: _Run, speakers: list[str], delivery: Delivery, resume: bool = False
+    ) -> list[bool]:
+        """Signed /play to every speaker at once (`SpeakerLink.call_many`); who accepted."""
         s = run.sender
         assert s.key is not None
-        body = {
-            "broadcast": plan.broadcast,
-            "codec": s.codec.name,
-            "ssrc": s.ssrc,
-            "base_ts": s.base_ts,
-            "base_time": s.base_time if resume else None,
-            "priority": plan.priority,
-            "key": wrap_key(self.keys[sid], s.key, f"{sid}/{plan.broadcast}"),
-            "volume": plan.volumes.get(sid),
-            "multicast": f"{group[0]}:{group[1]}" if group else None,
-        }
-        try:
-            async with self._control_slots:  # a thousand at once would hold the loop
-                await self.link.call(sid, addr.host, addr.port, "POST", "/play", body)
-        except SpeakerError as exc:
-            state = "refused" if exc.code in ("busy", "outranked") else "unreachable"
-            delivery.refused[sid] = (state, exc.message)
-            return False
-        delivery.accepted[sid] = f"multicast {group[0]}:{group[1]}" if group else "unicast"
-        return True
+        calls, asked = [], []
+        for sid in speakers:
+            addr = self.addresses.get(sid)
+            if addr is None or addr.rtp_port is None:
+                delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
+                continue
+            group = run.routes[sid]
+            body = {
+                "broadcast": plan.broadcast,
+                "codec": s.codec.name,
+                "ssrc": s.ssrc,
+                "base_ts": s.base_ts,
+                "base_time": s.base_time if resume else None,
+                "priority": plan.priority,
+                "key": wrap_key(self.keys[sid], s.key, f"{sid}/{plan.broadcast}"),
+                "volume": plan.volumes.get(sid),
+                "multicast": f"{group[0]}:{group[1]}" if group else None,
+            }
+            calls.append(Call(sid, addr.host, addr.port, "POST", "/play", body))
+            asked.append(sid)
+        for sid, answer in zip(asked, await self.link.call_many(calls), strict=True):
+            if isinstance(answer, SpeakerError):
+                state = "refused" if answer.code in ("busy", "outranked") else "unreachable"
+                delivery.refused[sid] = (state, answer.message)
+                continue
+            group = run.routes[sid]
+            delivery.accepted[sid] = f"multicast {group[0]}:{group[1]}" if group else "unicast"
+        return [sid in delivery.accepted for sid in speakers]
 
     async def stop(self, delivery: Delivery, speakers: list[str], reason: str) -> None:
         """Signed /stop to each speaker."""

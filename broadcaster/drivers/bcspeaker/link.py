@@ -8,6 +8,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,20 @@ from broadcaster.protocol.control import (
 # waits before each send of a control datagram (the same request again: the speaker answers a
 # repeat from its cache); no answer after the last, and the request goes by HTTP, freshly signed
 DATAGRAM_TRIES = (0.15, 0.3, 0.45)
+WAVE = 64  # requests `call_many` has in flight at once by datagram
+SINGLE = 64  # requests it has in flight one by one (HTTP, channel)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One control request of `SpeakerLink.call_many`."""
+
+    speaker: str
+    host: str
+    port: int
+    method: str
+    path: str
+    body: dict | None = None
 
 
 class SpeakerLink:
@@ -46,6 +61,7 @@ class SpeakerLink:
         self.send_datagram: Callable[[bytes, tuple[str, int]], None] | None = None
         self._pending: dict[int, tuple[asyncio.Future, tuple[str, int]]] = {}
         self.datagram_fallbacks = 0  # requests that found no answer by datagram and took HTTP
+        self._slots = asyncio.Semaphore(SINGLE)
 
     def awaiting(self) -> bool:
         """Whether control answers by datagram are awaited (their socket is then read at once)."""
@@ -112,6 +128,82 @@ class SpeakerLink:
                 code="speaker_unreachable",
             ) from None
         return _verified(speaker_id, key, nonce, status, data, mac)
+
+    async def call_many(
+        self, calls: list[Call], limit: int = WAVE
+    ) -> list[dict[str, Any] | SpeakerError]:
+        """Many signed requests at once, each answer or SpeakerError in the order given.
+
+        Those that can go by datagram go in waves of `limit`: every request of a wave is signed
+        and sent in one pass, the wave waits for its answers (sending the missing ones again at
+        the same intervals as `call`), and what stays unanswered goes the way `call` takes.
+        Setting a broadcast up on a thousand speakers is then a few dozen turns of the loop, not
+        a task, a future and a timer per speaker (scripts/bench_setup)."""
+        out: list[dict[str, Any] | SpeakerError | None] = [None] * len(calls)
+        by_datagram: list[tuple[int, bytes, str, tuple[str, int], ControlRequest]] = []
+        one_by_one: list[int] = []
+        for i, c in enumerate(calls):
+            key = self.keys.get(c.speaker)
+            route = None
+            if key is not None and c.speaker not in self.channels and self.send_datagram:
+                route = self.datagram_to(c.speaker, c.host, c.port)
+            if route is None or key is None:
+                one_by_one.append(i)
+                continue
+            raw = json.dumps(c.body).encode() if c.body is not None else b""
+            auth = sign_request(c.speaker, key, c.method, c.path, raw, self.clock())
+            req = ControlRequest(secrets.randbits(32), c.method, c.path, auth, raw)
+            if len(req.encode()) > MAX_DATAGRAM:
+                one_by_one.append(i)
+                continue
+            by_datagram.append((i, key, parse_authorization(auth)["nonce"], route, req))
+        for start in range(0, len(by_datagram), limit):
+            wave = by_datagram[start : start + limit]
+            answers = await self._wave([(req.id, req.encode(), route) for *_, route, req in wave])
+            for i, key, nonce, _, req in wave:
+                a = answers.get(req.id)
+                if a is None:
+                    self.datagram_fallbacks += 1
+                    one_by_one.append(i)
+                    continue
+                try:
+                    out[i] = _verified(calls[i].speaker, key, nonce, a.status, a.body, a.mac)
+                except SpeakerError as exc:
+                    out[i] = exc
+
+        async def single(i: int) -> None:
+            c = calls[i]
+            async with self._slots:
+                try:
+                    out[i] = await self.call(c.speaker, c.host, c.port, c.method, c.path, c.body)
+                except SpeakerError as exc:
+                    out[i] = exc
+
+        await asyncio.gather(*(single(i) for i in one_by_one))
+        return out  # type: ignore[return-value]  # every slot is filled by now
+
+    async def _wave(self, reqs: list[tuple[int, bytes, tuple[str, int]]]) -> dict[int, Any]:
+        """Send every request of a wave; their answers by id (missing: none came)."""
+        send = self.send_datagram
+        assert send is not None
+        loop = asyncio.get_running_loop()
+        futs = {}
+        for rid, _, to in reqs:
+            fut = futs[rid] = loop.create_future()
+            self._pending[rid] = (fut, to)
+        try:
+            for wait in DATAGRAM_TRIES:
+                waiting = [f for f in futs.values() if not f.done()]
+                if not waiting:
+                    break
+                for rid, data, to in reqs:
+                    if not futs[rid].done():  # the same request again: answered from the cache
+                        send(data, to)
+                await asyncio.wait(waiting, timeout=wait)
+            return {rid: f.result() for rid, f in futs.items() if f.done() and not f.cancelled()}
+        finally:
+            for rid in futs:
+                self._pending.pop(rid, None)
 
     async def _by_datagram(
         self, rid: int, data: bytes, to: tuple[str, int]
