@@ -22,14 +22,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 import broadcaster.site as zones_mod
-from broadcaster.core.controller import Controller, ControllerConfig
-from broadcaster.core.services import Services
+from broadcaster.core.controller import Controller
 from broadcaster.endpoint.dialin import BACKOFF_CAP, backoff
 from broadcaster.protocol import dialin as msg
-from broadcaster.web.api import make_app
 from tests.support import netns
 from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
@@ -37,6 +34,7 @@ from tests.support.harness import (
     SimProcess,
     playout_records,
     recorded_pcm,
+    serve,
     site_tag,
     wait_done,
     wait_online,
@@ -167,17 +165,10 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
     site = zones_mod.load(zones)
     tag = site_tag()
     with netns.village(horns=2) as vil:
-        ctl = Controller(
-            site,
-            ControllerConfig(
-                data, interface=vil.host_addr, site_tag=tag, mdns=False, playout_delay=0.3
-            ),
+        served = await serve(
+            site, data, vil.host_addr, interface=vil.host_addr, site_tag=tag, playout_delay=0.3
         )
-        services = Services.for_controller(ctl, accounts=False)
-        services.start()
-        await ctl.start()
-        server = TestServer(make_app(services), host=vil.host_addr, port=0)
-        await server.start_server()
+        ctl, server = served.ctl, served.server
         col = SimProcess(zones, data, record, tag, only=["col-1"], mdns=False).start()
         logs = []
         try:
@@ -278,9 +269,7 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
             await _play_and_check(ctl, record, [site.id], ["col-1", *HORNS])
         finally:
             col.stop()
-            await server.close()
-            await ctl.close()
-            services.close()
+            await served.close()
             for log in logs:
                 log.close()
 
@@ -291,12 +280,8 @@ async def test_a_channel_that_fails_authentication_is_closed_and_alarmed(tmp_pat
     data.mkdir()
     _pair(zones, data, "h1-1", tmp_path / "k")
     site = zones_mod.load(zones)
-    ctl = Controller(site, ControllerConfig(data, site_tag=site_tag(), mdns=False))
-    services = Services.for_controller(ctl, accounts=True)  # no token needed for dial-in
-    services.start()
-    await ctl.start()
-    server = TestServer(make_app(services), host="127.0.0.1", port=0)
-    await server.start_server()
+    served = await serve(site, data, accounts=True)  # no token needed for dial-in
+    ctl, server = served.ctl, served.server
     try:
         async with aiohttp.ClientSession() as http:
             for speaker in ("h1-1", "nobody"):
@@ -324,9 +309,7 @@ async def test_a_channel_that_fails_authentication_is_closed_and_alarmed(tmp_pat
         )
         assert not ctl.bc.dialin.media
     finally:
-        await server.close()
-        await ctl.close()
-        services.close()
+        await served.close()
 
 
 # --- UDP blocked: the media take the channel -------------------------------------------------
@@ -368,17 +351,8 @@ async def test_udp_blocked_by_the_village_router_audio_goes_over_the_channel(tmp
     site = zones_mod.load(zones)
     with netns.village(horns=1) as vil:
         vil.block_udp()
-        ctl = Controller(
-            site,
-            ControllerConfig(
-                data, interface=vil.host_addr, site_tag=site_tag(), mdns=False, playout_delay=0.3
-            ),
-        )
-        services = Services.for_controller(ctl, accounts=False)
-        services.start()
-        await ctl.start()
-        server = TestServer(make_app(services), host=vil.host_addr, port=0)
-        await server.start_server()
+        served = await serve(site, data, vil.host_addr, interface=vil.host_addr, playout_delay=0.3)
+        ctl, server = served.ctl, served.server
         base = f"http://{vil.host_addr}:{server.port}"
         dialin = ctl.bc.dialin
         log = open(tmp_path / "horn.log", "w")
@@ -434,7 +408,5 @@ async def test_udp_blocked_by_the_village_router_audio_goes_over_the_channel(tmp
                 assert dialin.switches[sid] >= 2
                 assert ctl.is_online(sid)
         finally:
-            await server.close()
-            await ctl.close()
-            services.close()
+            await served.close()
             log.close()

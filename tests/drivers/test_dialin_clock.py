@@ -20,17 +20,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 import broadcaster.endpoint.clocks as clocks
 import broadcaster.site as zones_mod
-from broadcaster.core.controller import Controller, ControllerConfig
-from broadcaster.core.services import Services
 from broadcaster.endpoint.clocks import ClockSync, LocalClock
 from broadcaster.net.udp import open_udp
 from broadcaster.protocol import clock as clk
 from broadcaster.protocol import dialin as msg
-from broadcaster.web.api import make_app
 from tests.support import netns
 from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
@@ -38,6 +34,7 @@ from tests.support.harness import (
     SimProcess,
     playout_records,
     recorded_pcm,
+    serve,
     site_tag,
     wait_done,
     wait_online,
@@ -146,12 +143,8 @@ async def test_the_controller_answers_clock_requests_over_the_channel_and_takes_
     data.mkdir()
     _pair(zones, data, "h1-1", tmp_path / "k")
     site = zones_mod.load(zones)
-    ctl = Controller(site, ControllerConfig(data, site_tag=site_tag(), mdns=False))
-    services = Services.for_controller(ctl, accounts=False)
-    services.start()
-    await ctl.start()
-    server = TestServer(make_app(services), host="127.0.0.1", port=0)
-    await server.start_server()
+    served = await serve(site, data)
+    ctl, server = served.ctl, served.server
     key, other = ctl.keys["h1-1"], ctl.keys["h1-2"]
     boot = 7
 
@@ -208,9 +201,7 @@ async def test_the_controller_answers_clock_requests_over_the_channel_and_takes_
             assert ctl.registry.get("h1-1").heartbeats == 3
             assert ctl.bc.dialin.refused["channel frame"] == 2
     finally:
-        await server.close()
-        await ctl.close()
-        services.close()
+        await served.close()
 
 
 # --- through the namespace NAT, UDP dropped by the router ----------------------------------------
@@ -253,17 +244,10 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
     tag = site_tag()
     with netns.village(horns=1) as vil:
         vil.block_udp()  # from the start: not one datagram gets through, either way
-        ctl = Controller(
-            site,
-            ControllerConfig(
-                data, interface=vil.host_addr, site_tag=tag, mdns=False, playout_delay=0.3
-            ),
+        served = await serve(
+            site, data, vil.host_addr, interface=vil.host_addr, site_tag=tag, playout_delay=0.3
         )
-        services = Services.for_controller(ctl, accounts=False)
-        services.start()
-        await ctl.start()
-        server = TestServer(make_app(services), host=vil.host_addr, port=0)
-        await server.start_server()
+        ctl, server = served.ctl, served.server
         base = f"http://{vil.host_addr}:{server.port}"
         dialin = ctl.bc.dialin
         col = SimProcess(zones, data, record, tag, only=["col-1"], mdns=False, clock_skew=0.2)
@@ -339,9 +323,7 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
                 assert (await row())["heartbeats"] > beats
         finally:
             col.stop()
-            await server.close()
-            await ctl.close()
-            services.close()
+            await served.close()
             log.close()
 
 

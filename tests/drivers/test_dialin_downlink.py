@@ -21,20 +21,17 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 import broadcaster.site as zones_mod
-from broadcaster.core.controller import Controller, ControllerConfig
-from broadcaster.core.services import Services
+from broadcaster.core.controller import Controller
 from broadcaster.protocol import dialin as msg
-from broadcaster.web.api import make_app
 from tests.support import netns
 from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
     ROOT,
     playout_records,
     recorded_pcm,
-    site_tag,
+    serve,
     wait_done,
     wait_online,
 )
@@ -150,12 +147,8 @@ async def test_the_controller_acknowledges_punches_and_follows_their_flag(tmp_pa
     data.mkdir()
     _pair(zones, data, "h1-1", tmp_path / "k")
     site = zones_mod.load(zones)
-    ctl = Controller(site, ControllerConfig(data, site_tag=site_tag(), mdns=False))
-    services = Services.for_controller(ctl, accounts=False)
-    services.start()
-    await ctl.start()
-    server = TestServer(make_app(services), host="127.0.0.1", port=0)
-    await server.start_server()
+    served = await serve(site, data)
+    ctl, server = served.ctl, served.server
     key, dialin = ctl.keys["h1-1"], ctl.bc.dialin
     rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the horn's RTP socket
     rtp.bind(("127.0.0.1", 0))
@@ -208,9 +201,7 @@ async def test_the_controller_acknowledges_punches_and_follows_their_flag(tmp_pa
             assert dialin.acks["h1-1"] == 3
     finally:
         rtp.close()
-        await server.close()
-        await ctl.close()
-        services.close()
+        await served.close()
 
 
 # --- through the namespace NAT: the router drops controller→horn UDP -----------------------
@@ -251,17 +242,8 @@ async def test_udp_that_gets_out_but_not_back_keeps_media_on_the_channel(tmp_pat
     site = zones_mod.load(zones)
     with netns.village(horns=1) as vil:
         _block_downlink(vil, True)
-        ctl = Controller(
-            site,
-            ControllerConfig(
-                data, interface=vil.host_addr, site_tag=site_tag(), mdns=False, playout_delay=0.3
-            ),
-        )
-        services = Services.for_controller(ctl, accounts=False)
-        services.start()
-        await ctl.start()
-        server = TestServer(make_app(services), host=vil.host_addr, port=0)
-        await server.start_server()
+        served = await serve(site, data, vil.host_addr, interface=vil.host_addr, playout_delay=0.3)
+        ctl, server = served.ctl, served.server
         base = f"http://{vil.host_addr}:{server.port}"
         dialin = ctl.bc.dialin
         log = open(tmp_path / "horn.log", "w")
@@ -326,7 +308,5 @@ async def test_udp_that_gets_out_but_not_back_keeps_media_on_the_channel(tmp_pat
                 assert dialin.carried[sid, "channel"] > on_channel
                 assert ctl.is_online(sid) and ctl.registry.get(sid).attacks == {}
         finally:
-            await server.close()
-            await ctl.close()
-            services.close()
+            await served.close()
             log.close()

@@ -11,19 +11,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from aiohttp.test_utils import TestServer
-
 import broadcaster.site as zones_mod
-from broadcaster.core.controller import Controller, ControllerConfig
-from broadcaster.core.services import Services
-from broadcaster.web.api import make_app
 from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
     ROOT,
     SimProcess,
     playout_records,
     recorded_pcm,
-    site_tag,
+    serve,
     speaker_command,
     wait_done,
     wait_online,
@@ -109,12 +104,8 @@ async def test_a_speaker_dials_the_controller_its_key_file_names(tmp_path):
     data.mkdir()
     record.mkdir()
     site = zones_mod.load(zones)
-    ctl = Controller(site, ControllerConfig(data, site_tag=site_tag(), mdns=False))
-    services = Services.for_controller(ctl, accounts=False)
-    services.start()
-    await ctl.start()
-    server = TestServer(make_app(services), host="127.0.0.1", port=0)
-    await server.start_server()
+    served = await serve(site, data)
+    ctl, server = served.ctl, served.server
     port = server.port
     keyfile = tmp_path / "h1-1.key"
     res = _cli(
@@ -152,9 +143,7 @@ async def test_a_speaker_dials_the_controller_its_key_file_names(tmp_path):
         proc.terminate()
         proc.wait(timeout=15)
         log.close()
-        await server.close()
-        await ctl.close()
-        services.close()
+        await served.close()
     assert f"dialing 127.0.0.1:{port}" in (tmp_path / "speaker.log").read_text()
 
 
@@ -163,12 +152,8 @@ async def test_a_simulated_village_dials_in(tmp_path, data, record, tag):
     (the benchmark's dial-in horns); the rest of the site is found as usual."""
     zones = small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=1)
     site = zones_mod.load(zones)
-    ctl = Controller(site, ControllerConfig(data, site_tag=tag, mdns=False))
-    services = Services.for_controller(ctl, accounts=False)
-    services.start()
-    await ctl.start()
-    server = TestServer(make_app(services), host="127.0.0.1", port=0)
-    await server.start_server()
+    served = await serve(site, data, site_tag=tag)
+    ctl, server = served.ctl, served.server
     village = SimProcess(zones, data, record, tag, only=["h1-1", "h1-2"], mdns=False)
     village.cmd += ["--controller", f"127.0.0.1:{server.port}"]
     try:
@@ -188,6 +173,4 @@ async def test_a_simulated_village_dials_in(tmp_path, data, record, tag):
             assert recs[sid].get("first_sample_true")  # simulated: the benchmark's skew figure
     finally:
         village.stop()
-        await server.close()
-        await ctl.close()
-        services.close()
+        await served.close()

@@ -162,6 +162,35 @@ async def controller(
         services.close()
 
 
+class Served:
+    """A started Controller (no mDNS, no accounts) with its real HTTP API on `host`, port 0."""
+
+    def __init__(self, ctl: Controller, services: Services, server: TestServer, host: str):
+        self.ctl, self.services, self.server = ctl, services, server
+        self.base = f"http://{host}:{server.port}"
+
+    async def close(self) -> None:
+        """Stop the API, the controller and its services."""
+        await self.server.close()
+        await self.ctl.close()
+        self.services.close()
+
+
+async def serve(
+    site: Site, data: Path, host: str = "127.0.0.1", accounts: bool = False, **config
+) -> Served:
+    """Start a controller for `site` and its API on `host` (dial-in tests: the speakers connect
+    to it over a real socket); `config` as ControllerConfig takes it. Close with `.close()`."""
+    config.setdefault("site_tag", site_tag())
+    ctl = Controller(site, ControllerConfig(data, mdns=False, **config))
+    services = Services.for_controller(ctl, accounts=accounts)
+    services.start()
+    await ctl.start()
+    server = TestServer(make_app(services), host=host, port=0)
+    await server.start_server()
+    return Served(ctl, services, server, host)
+
+
 async def wait_for(pred, timeout: float) -> float:
     """Wait until pred() is true; returns the seconds it took (TimeoutError past `timeout`)."""
     t0 = time.monotonic()
