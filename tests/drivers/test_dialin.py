@@ -16,7 +16,6 @@ import random
 import socket
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -32,11 +31,13 @@ from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
     ROOT,
     SimProcess,
+    pair_key,
     playout_records,
     recorded_pcm,
     serve,
     site_tag,
     wait_done,
+    wait_for,
     wait_online,
 )
 from tests.support.net import free_port
@@ -104,26 +105,6 @@ def _cli(data: Path, *args: str, **kw) -> list[str]:
     return [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data), *args]
 
 
-def _pair(zones: Path, data: Path, sid: str, out: Path) -> Path:
-    subprocess.run(
-        _cli(data, "speaker", "pair", sid, "--out", str(out)),
-        check=True,
-        cwd=ROOT,
-        env={**os.environ, "BROADCASTER_ZONES": str(zones)},
-        capture_output=True,
-    )
-    return out
-
-
-async def _until(pred, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
-    return time.monotonic() - t0
-
-
 async def _play_and_check(
     ctl: Controller, record: Path, targets: list[str], speakers: list[str]
 ) -> dict[str, dict]:
@@ -161,7 +142,7 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
     data, record = tmp_path / "data", tmp_path / "rec"
     data.mkdir()
     record.mkdir()
-    keys = {sid: _pair(zones, data, sid, tmp_path / f"{sid}.key") for sid in HORNS}
+    keys = {sid: pair_key(zones, data, sid, tmp_path / f"{sid}.key") for sid in HORNS}
     site = zones_mod.load(zones)
     tag = site_tag()
     with netns.village(horns=2) as vil:
@@ -232,7 +213,7 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
             for _ in range(5):
                 forger.sendto(forged, (vil.horn_addrs[0], 5004))
             forger.close()
-            await _until(
+            await wait_for(
                 lambda: (
                     ctl.registry.get(HORNS[0]).counters.get("dropped_unauthenticated", 0)
                     >= before + 5
@@ -245,14 +226,14 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
 
             # the uplink fails: offline within ~10 s; restored: they dial in again and play
             vil.cut()
-            t_off = await _until(
+            t_off = await wait_for(
                 lambda: not any(ctl.is_online(s) for s in HORNS),
                 15,
                 "horns still online after the cut",
             )
             print(f"offline {t_off:.1f} s after the cut")
             assert ctl.is_online("col-1")
-            t_closed = await _until(
+            t_closed = await wait_for(
                 lambda: all(ctl.bc.dialin.channels[s].closed for s in HORNS),
                 15,
                 "the channels outlived the cut",
@@ -260,7 +241,7 @@ async def test_horns_behind_nat_dial_in_play_in_step_and_survive_a_cut(tmp_path)
             print(f"channels closed {t_off + t_closed:.1f} s after the cut")
             assert dict(ctl.bc.dialin.sessions) == {s: 1 for s in HORNS}
             vil.restore()
-            t_on = await _until(
+            t_on = await wait_for(
                 lambda: all(ctl.is_online(s) for s in HORNS), 45, "horns did not come back"
             )
             print(f"online again {t_on:.1f} s after the restore")
@@ -278,7 +259,7 @@ async def test_a_channel_that_fails_authentication_is_closed_and_alarmed(tmp_pat
     zones = small_site(tmp_path / "zones.yaml", villages=1, horns=1, columns=0)
     data = tmp_path / "data"
     data.mkdir()
-    _pair(zones, data, "h1-1", tmp_path / "k")
+    pair_key(zones, data, "h1-1", tmp_path / "k")
     site = zones_mod.load(zones)
     served = await serve(site, data, accounts=True)  # no token needed for dial-in
     ctl, server = served.ctl, served.server
@@ -347,7 +328,7 @@ async def test_udp_blocked_by_the_village_router_audio_goes_over_the_channel(tmp
     data.mkdir()
     record.mkdir()
     sid = "h1-1"
-    key = _pair(zones, data, sid, tmp_path / f"{sid}.key")
+    key = pair_key(zones, data, sid, tmp_path / f"{sid}.key")
     site = zones_mod.load(zones)
     with netns.village(horns=1) as vil:
         vil.block_udp()
@@ -374,7 +355,7 @@ async def test_udp_blocked_by_the_village_router_audio_goes_over_the_channel(tmp
             # online for control (its channel is TCP)
             await wait_online(ctl, 1, timeout=45, synced=False)
             async with aiohttp.ClientSession() as http:
-                await _until(lambda: ctl.registry.get(sid).media == "channel", 10, "not listed")
+                await wait_for(lambda: ctl.registry.get(sid).media == "channel", 10, "not listed")
                 assert await _media_of(http, base, sid) == "channel"
                 assert sid not in dialin.media  # no punch ever arrived
 
@@ -388,8 +369,8 @@ async def test_udp_blocked_by_the_village_router_audio_goes_over_the_channel(tmp
 
                 # UDP let through again: the next punch (within 5 s) brings the media back
                 vil.allow_udp()
-                t_udp = await _until(lambda: dialin.way(sid) == "udp", 15, "no punch came")
-                await _until(lambda: ctl.registry.get(sid).media == "udp", 5, "list not updated")
+                t_udp = await wait_for(lambda: dialin.way(sid) == "udp", 15, "no punch came")
+                await wait_for(lambda: ctl.registry.get(sid).media == "udp", 5, "list not updated")
                 assert await _media_of(http, base, sid) == "udp"
                 print(f"back on UDP {t_udp:.1f} s after UDP was let through")
                 assert dialin.media[sid][0] == vil.router_uplink
@@ -400,8 +381,8 @@ async def test_udp_blocked_by_the_village_router_audio_goes_over_the_channel(tmp
 
                 # punches stop (blocked again): back to the channel once two are missed
                 vil.block_udp()
-                t_chan = await _until(lambda: dialin.way(sid) == "channel", 20, "still UDP")
-                await _until(lambda: ctl.registry.get(sid).media == "channel", 5, "list stale")
+                t_chan = await wait_for(lambda: dialin.way(sid) == "channel", 20, "still UDP")
+                await wait_for(lambda: ctl.registry.get(sid).media == "channel", 5, "list stale")
                 print(f"back on the channel {t_chan:.1f} s after UDP was blocked again")
                 await _play_and_check(ctl, record, [sid], [sid])
                 assert dialin.carried[sid, "channel"] > on_channel

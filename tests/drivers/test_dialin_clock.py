@@ -16,7 +16,6 @@ import sys
 import time
 import warnings
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -32,11 +31,13 @@ from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
     ROOT,
     SimProcess,
+    pair_key,
     playout_records,
     recorded_pcm,
     serve,
     site_tag,
     wait_done,
+    wait_for,
     wait_online,
 )
 from tests.support.net import free_port
@@ -45,15 +46,6 @@ from tests.support.sites import small_site
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
-
-
-async def _until(pred, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.02)
-    return time.monotonic() - t0
 
 
 # --- the speaker's side: ClockSync ------------------------------------------------------------
@@ -91,12 +83,14 @@ async def test_clock_sync_takes_the_channel_while_udp_is_silent_and_returns_to_u
     try:
         sync.attach_channel(channel)
         sync.set_target(f"127.0.0.1:{service.port}")
-        await _until(lambda: sync.via_channel and sync.estimator.synced, 5, "not synced by channel")
+        await wait_for(
+            lambda: sync.via_channel and sync.estimator.synced, 5, "not synced by channel"
+        )
         assert by_udp, "UDP is tried first"
         assert abs(sync.controller_now() - controller.now()) < 0.005
         # while on the channel, UDP is still tried now and then (its answer would switch back)
         tried = len(by_udp)
-        await _until(lambda: len(by_udp) > tried, 2, "UDP not retried")
+        await wait_for(lambda: len(by_udp) > tried, 2, "UDP not retried")
 
         # a forged answer over the channel is dropped like a forged datagram
         sync.on_channel_answer(clk.encode_response(os.urandom(32), 1.0, 2.0, 3.0))
@@ -104,7 +98,7 @@ async def test_clock_sync_takes_the_channel_while_udp_is_silent_and_returns_to_u
 
         # UDP answers again: back to UDP at the next retry; the channel falls silent
         udp_answers["on"] = True
-        await _until(lambda: not sync.via_channel, 3, "did not return to UDP")
+        await wait_for(lambda: not sync.via_channel, 3, "did not return to UDP")
         quiet = len(by_channel)
         await asyncio.sleep(0.6)
         assert len(by_channel) == quiet
@@ -123,25 +117,13 @@ async def test_clock_sync_takes_the_channel_while_udp_is_silent_and_returns_to_u
 # --- the controller's side: a real channel -------------------------------------------------------
 
 
-def _pair(zones: Path, data: Path, sid: str, out: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data)]
-        + ["speaker", "pair", sid, "--out", str(out)],
-        check=True,
-        cwd=ROOT,
-        env={**os.environ, "BROADCASTER_ZONES": str(zones)},
-        capture_output=True,
-    )
-    return out
-
-
 async def test_the_controller_answers_clock_requests_over_the_channel_and_takes_heartbeats(
     tmp_path,
 ):
     zones = small_site(tmp_path / "zones.yaml", villages=1, horns=2, columns=0)
     data = tmp_path / "data"
     data.mkdir()
-    _pair(zones, data, "h1-1", tmp_path / "k")
+    pair_key(zones, data, "h1-1", tmp_path / "k")
     site = zones_mod.load(zones)
     served = await serve(site, data)
     ctl, server = served.ctl, served.server
@@ -239,7 +221,7 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
     data.mkdir()
     record.mkdir()
     sid = "h1-1"
-    key = _pair(zones, data, sid, tmp_path / f"{sid}.key")
+    key = pair_key(zones, data, sid, tmp_path / f"{sid}.key")
     site = zones_mod.load(zones)
     tag = site_tag()
     with netns.village(horns=1) as vil:
@@ -314,7 +296,7 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
                 # blocked again: back over the channel
                 vil.block_udp()
                 n = dialin.clock_carried[sid]
-                t_chan = await _until(
+                t_chan = await wait_for(
                     lambda: dialin.clock_carried[sid] > n, 20, "not back on the channel"
                 )
                 print(f"clock exchange back on the channel {t_chan:.1f} s after UDP was blocked")

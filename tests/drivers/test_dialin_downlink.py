@@ -29,10 +29,12 @@ from tests.support import netns
 from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
     ROOT,
+    pair_key,
     playout_records,
     recorded_pcm,
     serve,
     wait_done,
+    wait_for,
     wait_online,
 )
 from tests.support.sites import small_site
@@ -120,32 +122,11 @@ def test_media_take_udp_only_while_punches_arrive_and_say_the_way_down_works():
 # --- the controller's side: a real channel, a UDP socket as the horn's RTP socket ------------
 
 
-def _pair(zones: Path, data: Path, sid: str, out: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data)]
-        + ["speaker", "pair", sid, "--out", str(out)],
-        check=True,
-        cwd=ROOT,
-        env={**os.environ, "BROADCASTER_ZONES": str(zones)},
-        capture_output=True,
-    )
-    return out
-
-
-async def _until(pred, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
-    return time.monotonic() - t0
-
-
 async def test_the_controller_acknowledges_punches_and_follows_their_flag(tmp_path):
     zones = small_site(tmp_path / "zones.yaml", villages=1, horns=1, columns=0)
     data = tmp_path / "data"
     data.mkdir()
-    _pair(zones, data, "h1-1", tmp_path / "k")
+    pair_key(zones, data, "h1-1", tmp_path / "k")
     site = zones_mod.load(zones)
     served = await serve(site, data)
     ctl, server = served.ctl, served.server
@@ -180,7 +161,7 @@ async def test_the_controller_acknowledges_punches_and_follows_their_flag(tmp_pa
                 }
             )
             await ws.receive_json(timeout=5)  # welcome
-            await _until(lambda: "h1-1" in dialin.channels, 5, "no channel")
+            await wait_for(lambda: "h1-1" in dialin.channels, 5, "no channel")
             assert dialin.way("h1-1") == msg.CHANNEL
 
             # a punch that says "your UDP does not reach me": acknowledged, media stay put
@@ -238,7 +219,7 @@ async def test_udp_that_gets_out_but_not_back_keeps_media_on_the_channel(tmp_pat
     data.mkdir()
     record.mkdir()
     sid = "h1-1"
-    key = _pair(zones, data, sid, tmp_path / f"{sid}.key")
+    key = pair_key(zones, data, sid, tmp_path / f"{sid}.key")
     site = zones_mod.load(zones)
     with netns.village(horns=1) as vil:
         _block_downlink(vil, True)
@@ -260,7 +241,7 @@ async def test_udp_that_gets_out_but_not_back_keeps_media_on_the_channel(tmp_pat
             # online and synced (its clock over the channel: the UDP answers never come back)
             await wait_online(ctl, 1, timeout=45)
             # its punches do get out: the controller knows where its RTP socket is
-            await _until(lambda: sid in dialin.media, 10, "no punch arrived")
+            await wait_for(lambda: sid in dialin.media, 10, "no punch arrived")
             assert dialin.media[sid][0] == vil.router_uplink
 
             # the horn plays, and what it played is the source

@@ -191,14 +191,28 @@ async def serve(
     return Served(ctl, services, server, host)
 
 
-async def wait_for(pred, timeout: float) -> float:
-    """Wait until pred() is true; returns the seconds it took (TimeoutError past `timeout`)."""
+async def wait_for(pred, timeout: float, what: str = "") -> float:
+    """Wait until pred() is true; returns the seconds it took (TimeoutError(what) past
+    `timeout`)."""
     t0 = time.monotonic()
     while not pred():
         if time.monotonic() - t0 > timeout:
-            raise TimeoutError
+            raise TimeoutError(what)
         await asyncio.sleep(0.02)
     return time.monotonic() - t0
+
+
+def pair_key(zones: Path, data: Path, sid: str, out: Path) -> Path:
+    """`broadcaster speaker pair SID --out OUT` for the site in `zones`: the speaker's key file."""
+    subprocess.run(
+        [sys.executable, "-m", "broadcaster.cli.main", "--data", str(data)]
+        + ["speaker", "pair", sid, "--out", str(out)],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "BROADCASTER_ZONES": str(zones)},
+        capture_output=True,
+    )
+    return out
 
 
 async def wait_paths(
