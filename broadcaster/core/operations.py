@@ -72,9 +72,7 @@ async def speakers_list(c: Call, q: SpeakersIn) -> dict:
     # an unknown name is named (404), one outside the scope refused (403) as for a broadcast
     wanted = None if q.zone is None else policy.check_targets(ctl.site, c.principal, [q.zone])
     states = [
-        st
-        for st in ctl.registry.speakers.values()
-        if st.id in mine or (not st.assigned and whole)
+        st for st in ctl.registry.speakers.values() if st.id in mine or (not st.assigned and whole)
     ]
     assigned = [st for st in states if st.assigned]
     counts = {

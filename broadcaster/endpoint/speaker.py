@@ -368,7 +368,7 @@ class Speaker:
         card = SoundCard(spec.speaker_id, bid, codec.rate, spec.record_dir, out, not spec.light)
         self._known.pop(ssrc, None)
         self.active = Active(playout, srtp, card, priority, mcast)
-        if spec.light:  # from now on its packets wait for the ticker's drain
+        if spec.light and self._rtp is not None:  # its packets now wait for the ticker's drain
             self._rtp.batching(True)
         self.counters["broadcasts"] += 1
         return 200, {"ok": True, "rtp_port": self.rtp_port}
@@ -527,7 +527,7 @@ class Speaker:
         if a is None:
             return
         self.active = None
-        if self.spec.light:  # idle again: a control datagram wakes the loop when it comes
+        if self.spec.light and self._rtp is not None:  # idle: a datagram wakes the loop itself
             self._rtp.batching(False)
         a.playout.stopped = True
         self._remember(a.playout.ssrc, a.srtp)
