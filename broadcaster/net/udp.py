@@ -119,6 +119,7 @@ class UdpPort:
         self._fd = transport.get_extra_info("socket").fileno()
         self._stamp: float | None = None  # the stamp of the datagram `read_spaced` hands over
         self._rearm: asyncio.Handle | None = None
+        self._wake: Callable[[], None] | None = None
 
     def batched(self) -> Callable[[], int]:
         """Returns `drain()`, which hands over every datagram waiting and says how many. For a
@@ -189,7 +190,19 @@ class UdpPort:
             else:
                 self._rearm = loop.call_later(wait, loop.add_reader, reader.fileno(), readable)
 
+        def wake() -> None:
+            if self._rearm is not None and not self._rearm.cancelled():
+                self._rearm.cancel()
+                loop.add_reader(reader.fileno(), readable)
+
+        self._wake = wake
         loop.add_reader(reader.fileno(), readable)
+
+    def read_now(self) -> None:
+        """Under `read_spaced`, read as soon as a datagram comes instead of at the period's end
+        (an answer is awaited)."""
+        if self._wake is not None:
+            self._wake()
 
     def arrival_age(self) -> float:
         """How long ago the kernel received the datagram being handled now (call it from the

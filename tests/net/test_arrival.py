@@ -75,3 +75,29 @@ async def test_read_spaced_hands_over_each_datagram_with_its_own_stamp():
     # each knows when it came: the first waited longest, each later one about HELD less
     assert ages[0] - ages[1] >= HELD * 0.9 and ages[1] - ages[2] >= HELD * 0.9, ages
     assert ages[2] > 0
+
+
+async def test_read_now_ends_the_spaced_wait_for_an_awaited_answer():
+    got: list[bytes] = []
+    port = await open_udp("127.0.0.1", 0, lambda data, addr: got.append(data))
+    port.read_spaced(lambda: 5.0)  # idle: a long period
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        out.sendto(b"first", ("127.0.0.1", port.port))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if got:
+                break
+        assert got == [b"first"]  # read at once; now the reader sleeps for the period
+        out.sendto(b"answer", ("127.0.0.1", port.port))
+        await asyncio.sleep(0.2)
+        assert got == [b"first"]  # waits for the period's end...
+        port.read_now()  # ...unless an answer is awaited
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if len(got) == 2:
+                break
+        assert got == [b"first", b"answer"]
+    finally:
+        out.close()
+        port.close()
