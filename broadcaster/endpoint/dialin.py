@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import secrets
@@ -29,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from broadcaster.endpoint.lifecycle import stop_event
+from broadcaster.endpoint.lifecycle import stop_event, write_ready
 from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
 from broadcaster.protocol import clock as clk
 from broadcaster.protocol import dialin as msg
@@ -261,7 +260,7 @@ async def run_dialin(
             | {"rtp": sp.rtp_port, "dial_in": where}
             for sp in speakers
         ]
-        ready_file.write_text(json.dumps({"speakers": info}))
+        write_ready(ready_file, {"speakers": info})
     who = specs[0].speaker_id if len(specs) == 1 else f"{len(specs)} speakers"
     print(f"READY {who} dialing {where}", flush=True)
     stop = stop_event()

@@ -1,9 +1,20 @@
-"""How a speaker process ends: on SIGINT or SIGTERM, cleanly (mDNS goodbyes, final reports)."""
+"""How a speaker process starts and ends: it says it is ready in a file written whole, and ends
+on SIGINT or SIGTERM cleanly (mDNS goodbyes, final reports)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+from pathlib import Path
+
+
+def write_ready(path: Path, info: dict) -> None:
+    """Write a ready file whole or not at all (a watcher that sees it must never read it half
+    written): to a temporary name beside it, then renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(path)
 
 
 def stop_event() -> asyncio.Event:

@@ -15,7 +15,7 @@ import wave
 from pathlib import Path
 
 from broadcaster.endpoint.clocks import WallStep, parse_clock_steps
-from broadcaster.endpoint.lifecycle import stop_event
+from broadcaster.endpoint.lifecycle import stop_event, write_ready
 from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
 from broadcaster.net.mdns import Advert, open_zeroconf, register, unregister
 from broadcaster.net.udp import Impairment
@@ -145,7 +145,7 @@ async def run_simulation(
         ]
     }
     if ready_file:
-        ready_file.write_text(json.dumps(info))
+        write_ready(ready_file, info)
     print(f"READY {len(speakers)} speakers", flush=True)
     stop = stop_event()
     try:

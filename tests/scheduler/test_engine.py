@@ -5,6 +5,7 @@ owner lost their scope — each checked in the recordings, the occurrence table 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import warnings
 
@@ -13,7 +14,7 @@ import pytest
 from broadcaster.access.principal import Principal
 from tests.scheduler.world import World, add_clip, create, running, settled, site_time, system
 from tests.support.audio import assert_recording_matches
-from tests.support.harness import playout_records, recorded_pcm
+from tests.support.harness import playout_records, recorded_pcm, wait_for
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -154,5 +155,11 @@ async def test_an_owner_who_lost_the_scope_is_refused_at_firing_and_audited(worl
         assert a["state"] == "refused" and "owner_gone" in a["why"] and a["broadcast"] is None
         assert b["state"] == "refused" and "outside your scope" in b["why"]
         assert not ctl.broadcasts
-        refused = [r for r in services.audit.rows() if r["action"] == "schedule_refused"]
-        assert {r["what"]["schedule"] for r in refused} == {gone["id"], moved["id"]}
+
+        def refused() -> set:  # (the audit thread writes its rows a moment later)
+            rows = services.audit.rows()
+            return {r["what"]["schedule"] for r in rows if r["action"] == "schedule_refused"}
+
+        with contextlib.suppress(TimeoutError):
+            await wait_for(lambda: len(refused()) >= 2, 10)
+        assert refused() == {gone["id"], moved["id"]}
