@@ -209,29 +209,7 @@ class SpeakerLink:
         self, rid: int, data: bytes, to: tuple[str, int]
     ) -> ControlAnswer | None:
         """Send a request datagram, again after each wait; the answer, or None."""
-        send = self.send_datagram
-        assert send is not None
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-        self._pending[rid] = (fut, to)
-        waits = iter(DATAGRAM_TRIES)
-        timer: list[asyncio.TimerHandle] = []
-
-        def again() -> None:  # one timer per try, not a wait_for task: set-up of a thousand
-            wait = next(waits, None)
-            if wait is None:
-                if not fut.done():
-                    fut.set_result(None)
-                return
-            send(data, to)
-            timer[:] = [loop.call_later(wait, again)]
-
-        again()
-        try:
-            return await fut
-        finally:
-            timer[0].cancel()
-            self._pending.pop(rid, None)
+        return (await self._wave([(rid, data, to)])).get(rid)
 
     def on_answer(self, data: bytes, addr: tuple) -> None:
         """A control answer datagram: to the request it answers, if it came from where that
