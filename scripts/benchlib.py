@@ -72,6 +72,27 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+class MachineMeter:
+    """The whole machine's CPU over an interval, from /proc/stat: how busy its cores were and
+    how much time the hypervisor took from them (steal) — what a figure measured beside other
+    work needs said of it."""
+
+    def __init__(self) -> None:
+        self._t0 = self._read()
+
+    @staticmethod
+    def _read() -> list[int]:
+        # user nice system idle iowait irq softirq steal
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+
+    def result(self) -> dict:
+        """Busy and steal, % of all cores since this meter was made."""
+        d = [b - a for a, b in zip(self._t0, self._read(), strict=True)]
+        total = sum(d) or 1
+        return {"busy_pct": round(100 * (total - d[3] - d[4]) / total, 1),
+                "steal_pct": round(100 * d[7] / total, 1)}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on host right now (the caller binds it soon after)."""
     with socket.socket() as s:

@@ -28,6 +28,7 @@ from broadcaster.core.broadcast import (
     new_broadcast_id,
 )
 from broadcaster.core.events import Event, EventBus
+from broadcaster.core.heap import HeapGuard
 from broadcaster.core.lead import LeadChoice, PathFigure, choose_lead, path_of
 from broadcaster.core.loopwatch import LoopWatch
 from broadcaster.core.player import Part, Player
@@ -86,6 +87,7 @@ class Controller:
         self._leads: dict[str, LeadChoice] = {}  # by broadcast, until it ends
         self.holdings = Holdings()
         self.loopwatch = LoopWatch()
+        self.heap = HeapGuard()  # installed by a serving process once it is up (web/server.py)
         self._released = asyncio.Event()  # set whenever speakers are let go (queued requests)
         self.broadcasts: OrderedDict[str, Broadcast] = OrderedDict()
         self.players: dict[str, Player] = {}
@@ -147,6 +149,7 @@ class Controller:
         for drv in self.drivers.values():
             await drv.close()
         await self.loopwatch.close()
+        self.heap.remove()
         for s in (self._usock, self._msock):
             if s:
                 s.close()

@@ -43,6 +43,7 @@ async def health(c: Call) -> dict:
         "broadcasts_running": len(ctl.players),
         "storage": c.services.storage_health(),
         "loop_lag": ctl.loopwatch.snapshot(),
+        "gc_full": ctl.heap.snapshot(),
         "clock_wall_error_s": round(ctl.clock.wall_error(), 3),
     }
 

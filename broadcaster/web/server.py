@@ -131,6 +131,7 @@ async def serve(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port, ssl_context=ssl_ctx).start()
+        ctl.heap.install()  # what start-up built is long-lived: out of the collector's walk
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

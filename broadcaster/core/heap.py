@@ -1,0 +1,87 @@
+"""Full garbage collections kept short: the one pause of the event loop that grows with the site.
+
+CPython's cyclic collector walks every tracked object of the oldest generation each time it
+collects it. A controller of 1,000 speakers holds ~60,000 long-lived objects (modules,
+functions, the zone tree, a state per speaker) and one such walk took 57 ms here — five times
+the 10 ms a loop may be blocked (issue 14) — although almost none of those objects ever become
+garbage. `gc.freeze()` moves every object alive at that moment to a permanent generation the
+collector no longer walks (reference counting still frees them as usual; only a reference cycle
+among them would stay), as long-lived servers do after start-up.
+
+`HeapGuard` freezes once the controller has started, and again after any full collection that
+took longer than PAUSE_LIMIT (the speakers found after start-up, say), at most once per
+FREEZE_GAP: survivors of a full collection are
+long-lived by definition, and a steady controller creates few new ones, so the guard soon has
+nothing left to do. It also measures every full collection (count, latest, worst), which the
+loop-lag snapshot shows beside the lag it causes.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import deque
+from collections.abc import Callable
+
+PAUSE_LIMIT = 0.005  # s: a full collection longer than this freezes its survivors
+FREEZE_GAP = 600.0  # s: at most one freeze per this long, so cyclic garbage frozen stays bounded
+
+
+class HeapGuard:
+    """Measures full collections and freezes long-lived objects; `install()` / `remove()`."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._began = 0.0
+        self.pauses: deque[float] = deque(maxlen=200)  # the latest full collections, seconds
+        self.worst = 0.0
+        self.freezes = 0
+        self.frozen = 0  # objects in the permanent generation after the latest freeze
+        self._last_freeze: float | None = None  # the latest freeze after a slow collection
+
+    def install(self) -> None:
+        """Freeze what start-up built and watch every collection from now on."""
+        self.freeze()
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def remove(self) -> None:
+        """Stop watching (objects frozen stay frozen)."""
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def freeze(self) -> None:
+        """Collect once, then move every survivor out of the collector's walk."""
+        gc.collect()
+        self._freeze()
+
+    def _freeze(self) -> None:
+        gc.freeze()
+        self.freezes += 1
+        self.frozen = gc.get_freeze_count()  # it walks the list: counted here, not per snapshot
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        if info.get("generation") != 2:
+            return
+        pause = time.perf_counter() - self._began
+        self.pauses.append(pause)
+        self.worst = max(self.worst, pause)
+        now = self._clock()
+        if pause > PAUSE_LIMIT and (
+            self._last_freeze is None or now - self._last_freeze >= FREEZE_GAP
+        ):
+            self._freeze()  # what just survived a full collection is long-lived
+            self._last_freeze = now
+
+    def snapshot(self) -> dict:
+        """Full collections: how many, the latest and the worst pause (ms), frozen objects."""
+        return {
+            "count": len(self.pauses),
+            "last_ms": round(self.pauses[-1] * 1000, 2) if self.pauses else None,
+            "worst_ms": round(self.worst * 1000, 2),
+            "frozen": self.frozen,
+            "freezes": self.freezes,
+        }

@@ -1,0 +1,64 @@
+"""LoopWatch: a blocked loop shows as lag of its own, with the culprit named; a wait for a core
+is told apart by the kernel's run-queue delay."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from broadcaster.core import loopwatch
+from broadcaster.core.loopwatch import LoopWatch, _RunDelay
+
+
+def block_the_loop(seconds: float) -> None:
+    time.sleep(seconds)  # a blocking call in the loop's thread: what the watch must catch
+
+
+async def test_a_blocking_call_is_lag_of_the_loops_own_and_names_itself(monkeypatch):
+    monkeypatch.setattr(loopwatch, "STALL", 0.1)
+    watch = LoopWatch(period=0.01)
+    watch.start()
+    try:
+        await asyncio.sleep(0.1)
+        block_the_loop(0.4)
+        await asyncio.sleep(0.1)
+        snap = watch.snapshot()
+    finally:
+        await watch.close()
+    assert snap["max_ms"] >= 350
+    # asleep, not waiting for a core: all of it counts as the loop's own
+    assert snap["own_max_ms"] >= 300
+    assert snap["stalls"], "the watchdog saw no stall"
+    assert any("block_the_loop" in w for w in snap["stalls"][-1]["where"]), snap["stalls"]
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"), reason="Linux schedstat")
+def test_run_delay_grows_when_more_threads_want_a_core_than_there_are():
+    hogs = [
+        multiprocessing.get_context("spawn").Process(target=_spin, args=(3.0,))
+        for _ in range(2 * (os.cpu_count() or 1))
+    ]
+    for h in hogs:
+        h.start()
+    try:
+        time.sleep(0.5)  # the hogs are spinning
+        delay = _RunDelay()
+        before = delay.seconds()
+        _spin(0.5)
+        waited = delay.seconds() - before
+        delay.close()
+    finally:
+        for h in hogs:
+            h.terminate()
+            h.join()
+    assert waited > 0.01, "a spinning thread among twice as many hogs as cores never waited"
