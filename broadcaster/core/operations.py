@@ -48,6 +48,9 @@ async def health(c: Call) -> dict:
     }
 
 
+LIST_CHUNK = 200  # rows of the speaker list built per turn of the event loop (~0.3–1 ms)
+
+
 @dataclass
 class SpeakersIn:
     """Which speakers of the caller's scope to list: a zone, group or speaker under it, online or
@@ -91,11 +94,12 @@ async def speakers_list(c: Call, q: SpeakersIn) -> dict:
     )
     matched = len(rows)
     rows = rows[q.offset :] if q.limit is None else rows[q.offset : q.offset + q.limit]
-    return {
-        "counts": counts,
-        "matched": matched,
-        "speakers": [st.to_dict() for st in rows],
-    }
+    speakers: list[dict] = []
+    for i in range(0, len(rows), LIST_CHUNK):
+        if i:
+            await asyncio.sleep(0)  # a district's list is built in turns, never one long block
+        speakers.extend(st.to_dict() for st in rows[i : i + LIST_CHUNK])
+    return {"counts": counts, "matched": matched, "speakers": speakers}
 
 
 @command("zones/tree", "GET", "/api/zones")
