@@ -38,6 +38,7 @@ HEARTBEAT = 4.0  # s between pings; no pong within half of it closes the channel
 PUNCH_EVERY = msg.PUNCH_EVERY
 BACKOFF_FIRST, BACKOFF_CAP = 0.5, 30.0  # s: first retry, longest wait between attempts
 CONNECT_TIMEOUT = 10.0
+MEDIA_CHECK = 0.25  # s between looks at whether a playing broadcast's media still arrive
 
 
 def backoff(failures: int, rng: random.Random) -> float:
@@ -124,7 +125,10 @@ class DialOut:
             log.info("%s: dialed in to %s", sid, self.url)
             self.punches.restart()  # the way down is proven afresh on every channel
             self.speaker.on_punch_ack = self._on_ack
-            tasks: set[asyncio.Task] = {asyncio.ensure_future(self._punch())}
+            tasks: set[asyncio.Task] = {
+                asyncio.ensure_future(self._punch()),
+                asyncio.ensure_future(self._watch_media()),
+            }
 
             def send_clock(req: bytes) -> bool:  # ClockSync's way when UDP brings no answers
                 if ws.closed:
@@ -217,6 +221,25 @@ class DialOut:
                 msg.encode_punch(sp.spec.speaker_id, sp.spec.key, ts, seq, down),
                 (self.controller_host, self.clock_port),
             )
+
+    async def _watch_media(self) -> None:
+        """While a broadcast plays and its media come by UDP, notice when they stop (a village
+        router that stops letting the controller's datagrams in) and probe at once, so the
+        controller moves them to the channel within seconds instead of PUNCH_LOST."""
+        sp, st = self.speaker, self.punches
+        seen, since, playing = -1, self.mono(), None
+        while True:
+            await asyncio.sleep(MEDIA_CHECK)
+            now, a = self.mono(), sp.active
+            count = sp.counters["rtp_received"]
+            if a is None or a.final_seen or a is not playing or count != seen:
+                seen, since, playing = count, now, a  # nothing expected, or media are coming
+                continue
+            if st.said and now - since >= msg.MEDIA_GAP and st.probe_at is None:
+                log.info("%s: media stopped coming by UDP: probing", sp.spec.speaker_id)
+                st.probe(now)
+                self._poke.set()
+                since = now  # a gap in the source itself: one probe per MEDIA_GAP at most
 
     def _on_ack(self, data: bytes) -> None:
         """A punch acknowledged by UDP: the controller's datagrams reach the RTP socket."""

@@ -36,7 +36,7 @@ from broadcaster.protocol.control import (
     ControlRequest,
 )
 from broadcaster.protocol.dialin import ACK_MAGIC
-from broadcaster.protocol.playout import Playout
+from broadcaster.protocol.playout import IDLE_END, Playout
 from broadcaster.protocol.rtp import Bye, PacketError, RtpPacket, SenderReport, is_rtcp, parse_rtcp
 from broadcaster.protocol.srtp import AUTH_TAG, Receiver, SrtpDrop
 
@@ -57,6 +57,7 @@ LIGHT_SAMPLE = 50  # a light speaker authenticates every 50th packet (one a seco
 TICK_BATCH = 50  # speakers ticked between turns of the event loop (a simulator runs hundreds)
 ANSWERS_KEPT = 64  # answers to control datagrams kept for the controller's repeats
 PREVIOUS_GRACE = 60.0
+DIALIN_IDLE_END = 5.0  # s of silence a dial-in speaker's broadcast outlasts (media changing ways)
 PREVIOUS_KEPT = 32
 
 
@@ -358,6 +359,9 @@ class Speaker:
             armed_at=self.clock.now(),
             join_late=req.base_time is not None,
             light=self.spec.light,
+            # dialed in: media that stop by UDP move to the channel within a few seconds (a
+            # probe, endpoint/dialin.py); the broadcast must outlast that, not end in silence
+            idle_end=DIALIN_IDLE_END if self.on_punch_ack is not None else IDLE_END,
         )
         if req.volume is not None:
             self.volume = req.volume

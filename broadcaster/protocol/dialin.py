@@ -32,6 +32,12 @@ PUNCH_EVERY = 5.0  # s between punches: well inside the shortest NAT UDP timeout
 # (at 5 % loss one time in 400) and half an interval of slack for a busy machine. The speaker
 # judges its downlink the same way: no acknowledgement for this long and its punches say so.
 PUNCH_LOST = 2.5 * PUNCH_EVERY
+# A speaker playing a broadcast whose media stop coming by UDP does not wait PUNCH_LOST to say
+# so: it punches at once (a probe), and if no acknowledgement answers within PROBE_WAIT its next
+# punch says the way down is lost — the controller moves the media to the channel about
+# MEDIA_GAP + PROBE_WAIT after they stopped arriving, instead of up to 12.5 s.
+MEDIA_GAP = 1.0  # s without a media packet while playing (a frame comes every 20 ms)
+PROBE_WAIT = 1.0  # s: a round trip on the worst village path is well under half of this
 UDP, CHANNEL = "udp", "channel"
 _LABEL = b"dial-in"
 
@@ -177,9 +183,10 @@ class Punches:
 
     Punches go every PUNCH_EVERY, and at once when what they would say of the way down changes:
     the first acknowledgement after none (so the controller takes UDP within a round trip), and
-    PUNCH_LOST after the last one (so it leaves UDP as soon as the speaker stops hearing it). An
-    acknowledgement counts only if it names a punch still in flight, by number and stamp. Pure:
-    `now` is passed in (monotonic seconds).
+    PUNCH_LOST after the last one (so it leaves UDP as soon as the speaker stops hearing it). A
+    `probe` (media stopped arriving) sends one at once and takes the way down for lost if no
+    acknowledgement follows within PROBE_WAIT. An acknowledgement counts only if it names a punch
+    still in flight, by number and stamp. Pure: `now` is passed in (monotonic seconds).
     """
 
     def __init__(self, every: float = PUNCH_EVERY, lost_after: float = PUNCH_LOST) -> None:
@@ -190,18 +197,34 @@ class Punches:
         self.acked_at: float | None = None
         self.sent_at: float | None = None
         self.said = False  # what the last punch said of the way down
+        self.probe_at: float | None = None  # media stopped: awaiting an acknowledgement since
+        self.probe_wait = PROBE_WAIT
 
     def downlink(self, now: float) -> bool:
-        """Whether an acknowledgement arrived within PUNCH_LOST."""
-        return self.acked_at is not None and now - self.acked_at < self.lost_after
+        """Whether an acknowledgement arrived within PUNCH_LOST (and since a probe, if one has
+        been waiting PROBE_WAIT)."""
+        if self.acked_at is None or now - self.acked_at >= self.lost_after:
+            return False
+        probe = self.probe_at
+        return probe is None or self.acked_at >= probe or now - probe < self.probe_wait
+
+    def probe(self, now: float) -> None:
+        """Media stopped coming by UDP: ask again now whether the way down works."""
+        if self.probe_at is None:
+            self.probe_at = now
 
     def due(self, now: float) -> float:
         """When the next punch should go (`now` or earlier: at once)."""
         if self.sent_at is None or self.said != self.downlink(now):
             return now
+        probe = self.probe_at
+        if probe is not None and self.sent_at < probe:
+            return now  # the probe itself
         due = self.sent_at + self.every
         if self.said and self.acked_at is not None:
             due = min(due, self.acked_at + self.lost_after)
+        if self.said and probe is not None and self.acked_at is not None and self.acked_at < probe:
+            due = min(due, probe + self.probe_wait)  # unanswered: say so when the wait is over
         return due
 
     def next(self, ts: float, now: float) -> tuple[int, float, bool]:
@@ -224,12 +247,13 @@ class Punches:
             return False
         del self._flight[seq]
         self.acked_at = now
+        self.probe_at = None  # answered: the way down works
         return True
 
     def restart(self) -> None:
         """A new channel: nothing is proven until an acknowledgement comes back on it (one
         still on its way for an earlier punch is authentic, and counts)."""
-        self.acked_at = self.sent_at = None
+        self.acked_at = self.sent_at = self.probe_at = None
         self.said = False
 
 

@@ -72,6 +72,7 @@ class Playout:
     join_late: bool = False
     # a scale-test speaker (`--light`) does not decode: each frame received plays as silence
     light: bool = False
+    idle_end: float = IDLE_END  # a dial-in speaker waits longer: its media may change ways
     first_index: int = 0  # the first frame this speaker played
     _buffer: dict[int, tuple[bytes, float]] = field(default_factory=dict)
     _decoder: FrameDecoder = field(init=False)
@@ -195,7 +196,7 @@ class Playout:
             return True
         if self.end_index is None and not self._buffer and self.stats.first_local is not None:
             idle_since = max(self.last_arrival or 0.0, self.stats.first_local)
-            return local_now - idle_since > IDLE_END
+            return local_now - idle_since > self.idle_end
         return False
 
 

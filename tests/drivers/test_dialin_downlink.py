@@ -106,6 +106,28 @@ def test_punches_say_whether_acknowledgements_arrive_and_go_at_once_when_that_ch
     assert not st.downlink(13.2) and st.due(13.2) == 13.2
 
 
+def test_a_probe_punches_at_once_and_a_silent_way_down_is_given_up_after_probe_wait():
+    st = msg.Punches(every=5.0, lost_after=12.5)
+    st.acked(*st.next(100.0, 0.0)[:2], 0.1)
+    assert st.next(100.2, 0.2)[2]  # saying the way down works
+    assert st.due(1.0) == 5.2
+    # media stopped at 2.0: a probe goes at once
+    st.probe(3.0)
+    assert st.due(3.0) == 3.0
+    seq, ts, down = st.next(103.0, 3.0)
+    assert down and st.due(3.1) == 3.0 + msg.PROBE_WAIT  # unanswered: say so when the wait ends
+    assert st.downlink(3.0 + msg.PROBE_WAIT - 0.01)
+    assert not st.downlink(3.0 + msg.PROBE_WAIT)  # long before PUNCH_LOST (12.6)
+    assert not st.next(104.0, 4.0)[2]
+    # an answer to the probe (or any later punch) restores it
+    assert st.acked(seq, ts, 4.1) and st.downlink(4.1) and st.probe_at is None
+    # a probe that is answered in time changes nothing
+    st.next(104.2, 4.2)
+    st.probe(6.0)
+    seq, ts, _ = st.next(106.0, 6.0)
+    assert st.acked(seq, ts, 6.2) and st.downlink(6.0 + msg.PROBE_WAIT + 1)
+
+
 def test_media_take_udp_only_while_punches_arrive_and_say_the_way_down_works():
     way = msg.MediaWay()
     way.punched(100.0, downlink=False)  # punches arrive, ours do not reach the speaker
@@ -281,10 +303,30 @@ async def test_udp_that_gets_out_but_not_back_keeps_media_on_the_channel(tmp_pat
                 assert dialin.carried[sid, "udp"] > 0
                 assert dialin.carried[sid, "channel"] == on_channel
 
-                # it closes again mid-life: back on the channel once the horn stops hearing us
+                # it closes again in the middle of a broadcast: the horn notices its media
+                # stopped, probes, and the rest of the broadcast comes over the channel (without
+                # the probe, not before PUNCH_LOST: 7.5-12.5 s, most of what was left)
+                src = sweep(8000, 10.0)
+                b = await ctl.play(src, [sid])
+                udp0 = dialin.carried[sid, "udp"]
+                await wait_for(lambda: dialin.carried[sid, "udp"] > udp0 + 50, 10, "no UDP")
                 _block_downlink(vil, True)
+                t_cut = time.monotonic()
+                await wait_for(
+                    lambda: dialin.carried[sid, "channel"] > on_channel, 9, "no channel media"
+                )
+                print(f"media on the channel {time.monotonic() - t_cut:.1f} s after the cut")
+                done = await wait_done(ctl, b.id)
+                assert {r["speaker"]: r["state"] for r in done["speakers"]}[sid] == "partial"
+                rec = playout_records(record, b.id)[sid]
+                pcm, _ = recorded_pcm(record, sid, b.id)
+                assert_recording_matches(
+                    pcm, audioop.ulaw2lin(audioop.lin2ulaw(src, 2), 2), 8000, rec["lost"]
+                )
+                print(f"downlink cut mid-broadcast: {rec['lost']} of 500 frames lost")
+                assert 0 < rec["lost"] < 250, rec  # not the rest of the broadcast
                 t_chan = await shows("channel", "channel", 30)
-                print(f"back on the channel {t_chan:.1f} s after the downlink closed again")
+                print(f"listed on the channel {t_chan:.1f} s after the cut ended")
                 await _play_and_check(ctl, record, sid)
                 assert dialin.carried[sid, "channel"] > on_channel
                 assert ctl.is_online(sid) and ctl.registry.get(sid).attacks == {}
