@@ -136,7 +136,9 @@ class Controller:
         self._usock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self._usock.bind((iface, 0))
         self._usock.setblocking(False)
-        self._fanout = FanOut(self._usock)
+        # a thread of its own sends each frame to the unicast speakers: the event loop is not
+        # held while the kernel hands one packet to a thousand of them (net/fanout.py)
+        self._fanout = FanOut(self._usock, threaded=True)
         self._msock = multicast_sender(iface)
         for name, drv in self.drivers.items():
             await drv.start(self, [s for s, sp in self.site.speakers.items() if sp.driver == name])
@@ -150,6 +152,8 @@ class Controller:
             await drv.close()
         await self.loopwatch.close()
         self.heap.remove()
+        if self._fanout is not None:
+            self._fanout.close()  # what it has queued goes out before the socket closes
         for s in (self._usock, self._msock):
             if s:
                 s.close()

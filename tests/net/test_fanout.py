@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
@@ -32,18 +33,57 @@ def sender():
     s.close()
 
 
-def test_every_receiver_gets_every_datagram_in_order(sender):
+@pytest.mark.parametrize("threaded", [False, True])
+def test_every_receiver_gets_every_datagram_in_order(sender, threaded):
     rs = _receivers(40)
     try:
-        fan = FanOut(sender)
+        fan = FanOut(sender, threaded=threaded)
         assert fan.batched  # sendmmsg on this Linux: the batched path is the one under test
         addrs = [r.getsockname() for r in rs]
         frames = [bytes([n]) * (100 + n) for n in range(3)]
         for f in frames:
             fan.send(f, addrs)
+        fan.close()  # (threaded) what was queued is sent first
         for r in rs:
             assert _got(r, 3) == frames
     finally:
+        for r in rs:
+            r.close()
+
+
+def test_the_sending_thread_drops_frames_it_could_not_start_in_time(sender, monkeypatch):
+    """A kernel that does not keep up: frames beyond MAX_BEHIND queued are dropped and counted,
+    never sent late; the ones kept go out in order."""
+    rs = _receivers(3)
+    addrs = [r.getsockname() for r in rs]
+    entered, release = threading.Event(), threading.Event()
+    fan = FanOut(sender, threaded=True)
+    real = fan._send_now
+
+    def held(data, a):
+        if data == b"f0":
+            entered.set()
+            release.wait(10)
+        real(data, a)
+
+    monkeypatch.setattr(fan, "_send_now", held)
+    try:
+        fan.send(b"f0", addrs)
+        assert entered.wait(10)  # the thread is busy with the first frame
+        for n in range(1, fanout.MAX_BEHIND + 6):
+            fan.send(b"f%d" % n, addrs)
+        assert fan.dropped == 5 * len(addrs)
+        release.set()
+        fan.close()
+        kept = [b"f%d" % n for n in range(fanout.MAX_BEHIND + 1)]
+        for r in rs:
+            assert _got(r, len(kept)) == kept
+            r.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                r.recv(2048)  # nothing after: the dropped frames never went
+    finally:
+        release.set()
+        fan.close()
         for r in rs:
             r.close()
 
