@@ -10,6 +10,16 @@ picking the single exchange with the shortest round trip, this needs only *some*
 little jitter in each direction, not one with little jitter in both at once. Datagrams are MAC'd
 with the speaker's pairing key. Everything here is pure: times are arguments.
 
+The two clocks also run at different rates (quartz: tens of ppm), so the filter works on a
+window with the drift taken out, and the drift is what a long history of each direction's
+least-queued exchanges gives. Until the drift is known (seconds on a LAN, about two minutes on a
+4G path with 50 ms of jitter) the window is kept short, or the drift tilts it by a millisecond;
+once known, the window grows with the history the drift was fitted over. Simulated on a 4G-like
+path (scripts/sim_clock: 40 ms + 0-50 ms each way, 5 % loss, 20 ppm, 20 seeds) with the
+endpoint's schedule (endpoint/clocks.py), the error p99 is 0.53 / 0.48 / 0.48 / 0.35 / 0.37 ms at
+10-20 / 20-60 / 60-200 / 200-600 / 600+ s (a 128-exchange window and one history fit:
+1.06 / 1.22 / 1.20 / 0.84 / 0.74 ms); on a LAN, 0.06 ms or less from 10 s on.
+
 Both ends keep time on an anchored clock (`PlayClock`: the wall clock read once at start-up,
 advanced by the monotonic clock), so a step of either machine's wall clock (NTP, an operator)
 moves neither the play instants nor the offset. The offset itself can still jump when the
@@ -140,7 +150,7 @@ def decode_response(data: bytes, key: bytes) -> tuple[float, float, float]:
     return t1, t2, t3
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One exchange: its one-way differences, the offset it implies alone, and its round trip."""
 
@@ -159,15 +169,23 @@ class Sample:
 # explained by queueing (which shifts a sample by at most half its round trip, and an attacker's
 # delay as much as it lengthens the round trip): the other clock was re-anchored.
 STEP_TOLERANCE = 0.2
-# The frequency (drift) is fitted once the history spans this long, and long enough for the
-# path's jitter to resolve DRIFT_RESOLUTION: over a shorter span queueing passes for drift. A LAN
-# (0.1 ms of jitter) gets there in 10 s; a 4G path (50 ms) in about three minutes. (At 5e-6 it
-# took two, and the error of that early fit was the worst of the whole run: in the simulation of
-# a 4G path, 12 seeds, p99 1.7 ms from 60 to 200 s; 1.3 ms at 2e-6: scripts/sim_clock)
-DRIFT_MIN_SPAN = 10.0
-DRIFT_RESOLUTION = 2e-6
-HISTORY_SLOT = 2.0  # s: the history keeps the least-queued exchange of each slot this long
+# The frequency (drift) is fitted from the history once it spans this long, and long enough for
+# the path's jitter to resolve DRIFT_RESOLUTION: over a shorter span queueing passes for drift. A
+# quiet path's window (every exchange, not one each way per slot) resolves WINDOW_RESOLUTION in a
+# few seconds, long before the history would; on a 4G path it never does.
+DRIFT_MIN_SPAN, DRIFT_RESOLUTION = 10.0, 2e-6
+WINDOW_MIN_SPAN, WINDOW_RESOLUTION = 5.0, 1e-6
+HISTORY_SLOT = 2.0  # s: the history keeps each slot's least-queued exchange in each direction
 DRIFT_LIMIT = 300e-6  # quartz is within ±100 ppm: a fit beyond this is noise, clamped
+# The offset's window spans what the drift allows. Before the drift is known, a drift of tens of
+# ppm tilts a long window by a millisecond: SPAN_UNKNOWN (the exchanges come fast meanwhile,
+# endpoint/clocks.py). Once it is known, half the history it was fitted over, at least
+# SPAN_KNOWN: the drift's error falls as the square of that span, so the tilt it leaves over half
+# of it shrinks as the history grows, and so does the queueing noise. A window stops early once
+# the path's jitter over its exchanges is below NOISE_TARGET (a LAN: a few dozen exchanges).
+SPAN_UNKNOWN, SPAN_KNOWN, SPAN_OF_HISTORY = 20.0, 100.0, 0.5
+NOISE_TARGET = 2e-6
+RTT_WINDOW = 128  # exchanges: rtt and rtt_p90 describe the path over this many
 
 
 class OffsetEstimator:
@@ -175,19 +193,26 @@ class OffsetEstimator:
 
     The two clocks tick at slightly different rates (quartz: tens of ppm), so the offset is a
     line, not a constant: offset(t) = offset + drift × (t - ref). The drift comes from the
-    envelopes of a long history (`_frequency`); the offset at `ref` (the newest sample) is the
-    per-direction minimum filter over the recent window with the drift taken out. Knowing the
-    drift is what lets a speaker space its exchanges out to one every few seconds once
-    converged and still keep its estimate within tens of microseconds on a LAN.
+    envelopes of a long history (`_frequency`: each 2 s slot's least-queued exchange each way),
+    or on a quiet path from the window's own exchanges; the offset at `ref` (the newest sample)
+    is the per-direction minimum filter over the recent window with the drift taken out, the
+    window as long as what is known of the drift allows. Knowing the drift is what lets a
+    speaker space its exchanges out to one every few seconds once converged and still keep its
+    estimate within tens of microseconds on a LAN.
     """
 
-    def __init__(self, window: int = 128, history: int = 256) -> None:
+    def __init__(self, window: int = 512, history: int = 512) -> None:
         self.samples: deque[Sample] = deque(maxlen=window)
         self.history: deque[Sample] = deque(maxlen=history)  # the frequency's longer baseline
-        self._slot: Sample | None = None  # the best exchange of the slot not yet in the history
+        # the slot not yet in the history: its start and its least-queued exchange each way
+        self._slot: tuple[float, Sample, Sample] | None = None
         self._offset = 0.0  # at self._ref; kept on add: every sound-card tick asks for it
         self._drift = 0.0
         self.drift_known = False  # the history has been long enough to fit the drift
+        self._from_history = False  # (else from the window alone: a quiet path's early fit)
+        # how finely the drift's fit resolves it (s/s): the path's jitter over the exchanges
+        # fitted times their span; inf before the first fit
+        self.drift_resolution = float("inf")
         self._ref = 0.0
         self._rtt = self._rtt_p90 = 0.0
         self.steps = 0  # times the controller's clock was seen to jump (the window restarted)
@@ -202,28 +227,56 @@ class OffsetEstimator:
             self.samples.clear()  # never average two clocks: start over from this sample
             self.history.clear()
             self._slot = None
-            self._drift, self.drift_known = 0.0, False
+            self._drift, self.drift_known, self._from_history = 0.0, False, False
+            self.drift_resolution = float("inf")
             self.steps += 1
         self.samples.append(s)
-        if self._slot is None or s.at - self._slot.at >= HISTORY_SLOT:
-            if self._slot is not None:
-                self.history.append(self._slot)
-                fitted = _frequency(self.history)
-                if fitted is not None:
-                    self._drift, self.drift_known = fitted, True
-            self._slot = s
-        elif s.rtt < self._slot.rtt:
-            self._slot = s
+        self._keep(s)
         self._fit()
         return s
 
+    def _keep(self, s: Sample) -> None:
+        """Keep the slot's least-queued exchange each way; at a slot's end, refit the drift."""
+        if self._slot is None:
+            self._slot = (s.at, s, s)
+            return
+        start, f, b = self._slot
+        if s.at - start < HISTORY_SLOT:
+            d = self._drift
+            if s.forward - f.forward < d * (s.at - f.at):
+                f = s
+            if s.backward - b.backward > d * (s.at - b.at):
+                b = s
+            self._slot = (start, f, b)
+            return
+        self.history.extend(sorted({id(f): f, id(b): b}.values(), key=lambda x: x.at))
+        self._slot = (s.at, s, s)
+        fitted = _frequency(self.history, DRIFT_MIN_SPAN, DRIFT_RESOLUTION)
+        if fitted is not None:
+            self._from_history = True
+        elif not self._from_history:
+            fitted = _frequency(self.samples, WINDOW_MIN_SPAN, WINDOW_RESOLUTION)
+        if fitted is not None:
+            (self._drift, self.drift_resolution), self.drift_known = fitted, True
+
     def _fit(self) -> None:
-        xs, ref = self.samples, self.samples[-1].at
-        rtts = sorted(x.rtt for x in xs)
-        self._rtt, self._rtt_p90 = rtts[0], rtts[min(len(rtts) - 1, int(0.9 * len(rtts)))]
-        drift = self._drift
-        forward = min(x.forward - drift * (x.at - ref) for x in xs)
-        backward = max(x.backward - drift * (x.at - ref) for x in xs)
+        """The offset at the newest exchange: each direction's extreme over the window."""
+        xs, ref, drift = self.samples, self.samples[-1].at, self._drift
+        recent = sorted(xs[i].rtt for i in range(max(0, len(xs) - RTT_WINDOW), len(xs)))
+        self._rtt, self._rtt_p90 = recent[0], recent[min(len(recent) - 1, int(0.9 * len(recent)))]
+        if self.drift_known:
+            h = self.history[-1].at - self.history[0].at if self.history else 0.0
+            since = ref - max(SPAN_KNOWN, SPAN_OF_HISTORY * h)
+        else:
+            since = ref - SPAN_UNKNOWN
+        enough = (self._rtt_p90 - self._rtt) / NOISE_TARGET
+        forward, backward, n = float("inf"), float("-inf"), 0
+        for x in reversed(xs):
+            if n and (x.at < since or n >= enough):
+                break
+            n += 1
+            forward = min(forward, x.forward - drift * (x.at - ref))
+            backward = max(backward, x.backward - drift * (x.at - ref))
         self._offset, self._ref = (forward + backward) / 2, ref
 
     @property
@@ -268,25 +321,27 @@ class OffsetEstimator:
         return local_now + self.offset_at(local_now) if self.synced else local_now
 
 
-def _frequency(xs: deque[Sample]) -> float | None:
-    """The drift over the history: the mean slope of the forward and backward envelopes.
+def _frequency(xs: deque[Sample], min_span: float, resolution: float) -> tuple[float, float] | None:
+    """The drift over `xs`, and how finely they resolve it: the mean slope of the envelopes.
 
     Queueing only ever adds to forward and takes from backward, so the line under every forward
-    value and the line over every backward value, each tight at the history's mean instant, are
-    the offset line shifted by the least delay each way. None while the history is too short.
+    value and the line over every backward value, each tight at the mean instant, are the offset
+    line shifted by the least delay each way. None while `xs` span less than `min_span`, or too
+    little for their jitter to resolve `resolution`.
     """
     if len(xs) < 8:
         return None
     rmin = min(x.rtt for x in xs)
     jitter = sorted(x.rtt - rmin for x in xs)[len(xs) // 2]
     span = xs[-1].at - xs[0].at
-    if span < max(DRIFT_MIN_SPAN, jitter / (len(xs) * DRIFT_RESOLUTION)):
+    if span < max(min_span, jitter / (len(xs) * resolution)):
         return None
     t = [x.at - xs[-1].at for x in xs]
     mean = sum(t) / len(t)
     slope_f = _envelope(t, [x.forward for x in xs], mean)
     slope_b = -_envelope(t, [-x.backward for x in xs], mean)
-    return max(-DRIFT_LIMIT, min(DRIFT_LIMIT, (slope_f + slope_b) / 2))
+    drift = max(-DRIFT_LIMIT, min(DRIFT_LIMIT, (slope_f + slope_b) / 2))
+    return drift, jitter / (len(xs) * span)
 
 
 def _envelope(t: list[float], y: list[float], at: float) -> float:

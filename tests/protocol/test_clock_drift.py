@@ -63,6 +63,8 @@ def test_a_drifting_speaker_spaces_its_exchanges_and_stays_within_50us():
 
 def test_without_the_drift_the_same_schedule_would_be_milliseconds_off(monkeypatch):
     monkeypatch.setattr(clk, "DRIFT_MIN_SPAN", 1e9)  # never fit: the old constant-offset filter
+    monkeypatch.setattr(clk, "WINDOW_MIN_SPAN", 1e9)
+    monkeypatch.setattr(clk, "SPAN_UNKNOWN", 1e9)  # and its window as long as the old one
     est = clk.OffsetEstimator()
     rng, rate = random.Random(1), 1 + 100e-6
     errors = []
