@@ -222,6 +222,11 @@ class Controller:
         assert self._fanout is not None
         self._fanout.send(data, unicast)
 
+    def media_dropped(self) -> int:
+        """Unicast media datagrams never sent: the kernel's buffer was full, or the sending
+        thread fell half a second behind (each speaker's own report says what it missed)."""
+        return self._fanout.dropped if self._fanout is not None else 0
+
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         """One datagram from the media sockets; a full buffer drops it (never blocks)."""
         sock = self._msock if _is_multicast(addr[0]) else self._usock

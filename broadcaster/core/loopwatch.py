@@ -24,7 +24,9 @@ from collections import deque
 log = logging.getLogger(__name__)
 PERIOD = 0.05
 WINDOW = 1200  # one minute at 50 ms
-STALL = 0.25  # s without a turn of the loop: the watchdog looks where it is
+# s without a turn of the loop: the watchdog looks where it is (a benchmark hunting shorter
+# stalls sets BROADCASTER_STALL_S lower)
+STALL = float(os.environ.get("BROADCASTER_STALL_S", "0.25"))
 
 
 class _RunDelay:
@@ -60,7 +62,7 @@ class LoopWatch:
         self.lags: deque[float] = deque(maxlen=window)
         self.own: deque[float] = deque(maxlen=window)  # the part of each lag spent running
         self.worst = 0.0
-        self.stalls: deque[dict] = deque(maxlen=5)  # the latest stalls: how long, and where
+        self.stalls: deque[dict] = deque(maxlen=20)  # the latest stalls: how long, and where
         self._task: asyncio.Task | None = None
         self._beat = time.monotonic()
         self._done = threading.Event()
@@ -82,7 +84,7 @@ class LoopWatch:
             seen = beat
             frame = sys._current_frames().get(loop_thread)
             where = traceback.format_stack(frame, limit=12) if frame is not None else []
-            stall = {"since": beat, "where": [w.strip().splitlines()[0] for w in where[-6:]]}
+            stall = {"since": beat, "where": [w.strip().splitlines()[0] for w in where[-8:]]}
             self.stalls.append(stall)
             log.warning("event loop stalled > %.2f s; it is in:\n%s", STALL, "".join(where))
 

@@ -44,6 +44,7 @@ async def health(c: Call) -> dict:
         "storage": c.services.storage_health(),
         "loop_lag": ctl.loopwatch.snapshot(),
         "gc_full": ctl.heap.snapshot(),
+        "media_dropped": ctl.media_dropped(),
         "clock_wall_error_s": round(ctl.clock.wall_error(), 3),
     }
 
