@@ -79,7 +79,8 @@ class LoopWatch:
         seen = None  # the beat of the stall already reported
         while not self._done.wait(STALL / 2):
             beat = self._beat
-            if time.monotonic() - beat < STALL or beat == seen:
+            # the beat is taken once a period: late by STALL past its period is a stall
+            if time.monotonic() - beat < self.period + STALL or beat == seen:
                 continue
             seen = beat
             frame = sys._current_frames().get(loop_thread)
