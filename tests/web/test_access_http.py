@@ -46,7 +46,12 @@ async def test_no_open_door(site, data, tag):
             resp = await client.request(method, path, headers=bearer("bct_forged"), json={})
             if path not in PUBLIC:
                 assert resp.status == 401, (method, path)
-        assert (await client.get("/api/health")).status == 200
+        resp = await client.get("/api/health")
+        assert resp.status == 200
+        # every answer says how long the controller itself took, refusals included
+        timing = resp.headers["Server-Timing"]
+        assert timing.startswith("app;dur=") and float(timing.split("=")[1]) >= 0
+        assert "Server-Timing" in (await client.get("/api/speakers")).headers  # a 401
         assert (await client.get("/api/openapi.json")).status == 200
 
 
