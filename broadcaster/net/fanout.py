@@ -11,7 +11,7 @@ platforms without `sendmmsg`, take the plain loop.
 a thousand speakers holds its caller 4-18 ms (measured here through a veth, and on loopback to
 speakers that read), and the GIL is let go meanwhile, so the event loop goes on answering clock
 requests and the API while the kernel sends. The frames keep their order; one the thread could
-not start within MAX_BEHIND frames of its turn is dropped (counted), never sent late.
+not start within MAX_BEHIND frames of its turn (past any lead) is dropped and counted.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 BATCH = 1024  # messages per call (the kernel's UIO_MAXIOV)
-MAX_BEHIND = 25  # frames (0.5 s) queued for the sending thread before new ones are dropped
+# frames queued for the sending thread before new ones are dropped: 2 s, the longest lead a
+# broadcast takes (core/controller.py max_lead), so a frame dropped here could not have played
+MAX_BEHIND = 100
 
 
 class _Iovec(ctypes.Structure):
