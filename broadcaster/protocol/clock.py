@@ -16,7 +16,7 @@ least-queued exchanges gives. Until the drift is known (seconds on a LAN, about 
 4G path with 50 ms of jitter) the window is kept short, or the drift tilts it by a millisecond;
 once known, the window grows with the history the drift was fitted over. Simulated on a 4G-like
 path (scripts/sim_clock: 40 ms + 0-50 ms each way, 5 % loss, 20 ppm, 20 seeds) with the
-endpoint's schedule (endpoint/clocks.py), the error p99 is 0.53 / 0.48 / 0.48 / 0.35 / 0.37 ms at
+endpoint's schedule (endpoint/clocks.py), the error p99 is 0.53 / 0.48 / 0.43 / 0.35 / 0.37 ms at
 10-20 / 20-60 / 60-200 / 200-600 / 600+ s (a 128-exchange window and one history fit:
 1.06 / 1.22 / 1.20 / 0.84 / 0.74 ms); on a LAN, 0.06 ms or less from 10 s on.
 
@@ -169,21 +169,25 @@ class Sample:
 # explained by queueing (which shifts a sample by at most half its round trip, and an attacker's
 # delay as much as it lengthens the round trip): the other clock was re-anchored.
 STEP_TOLERANCE = 0.2
-# The frequency (drift) is fitted from the history once it spans this long, and long enough for
-# the path's jitter to resolve DRIFT_RESOLUTION: over a shorter span queueing passes for drift. A
+# The frequency (drift) is known once the history spans this long, and long enough for the
+# path's jitter to resolve DRIFT_RESOLUTION: over a shorter span queueing passes for drift. A
 # quiet path's window (every exchange, not one each way per slot) resolves WINDOW_RESOLUTION in a
-# few seconds, long before the history would; on a 4G path it never does.
-DRIFT_MIN_SPAN, DRIFT_RESOLUTION = 10.0, 2e-6
+# few seconds, long before the history would; on a 4G path it never does. Before that, a fit to
+# PROVISIONAL_RESOLUTION is already used to straighten the window (on a 4G path from about 60 s:
+# with 50 ppm of drift, p99 0.82 -> 0.46 ms from 60 to 200 s); a coarser one costs more where
+# there is no drift than it saves where there is (at 0 ppm, 15e-6: p99 0.29 -> 0.41 ms at 20-60 s).
+DRIFT_MIN_SPAN, DRIFT_RESOLUTION, PROVISIONAL_RESOLUTION = 10.0, 2e-6, 8e-6
 WINDOW_MIN_SPAN, WINDOW_RESOLUTION = 5.0, 1e-6
 HISTORY_SLOT = 2.0  # s: the history keeps each slot's least-queued exchange in each direction
 DRIFT_LIMIT = 300e-6  # quartz is within ±100 ppm: a fit beyond this is noise, clamped
-# The offset's window spans what the drift allows. Before the drift is known, a drift of tens of
-# ppm tilts a long window by a millisecond: SPAN_UNKNOWN (the exchanges come fast meanwhile,
-# endpoint/clocks.py). Once it is known, half the history it was fitted over, at least
-# SPAN_KNOWN: the drift's error falls as the square of that span, so the tilt it leaves over half
-# of it shrinks as the history grows, and so does the queueing noise. A window stops early once
+# The offset's window spans what is known of the drift. With none, a drift of tens of ppm tilts a
+# long window by a millisecond: SPAN_UNKNOWN (the exchanges come fast meanwhile, endpoint/
+# clocks.py; 15 s is better at 50 ppm and worse at 0 and 20). With a fit, as long as its
+# resolution leaves a tilt of TILT (s) at most, and no longer than half the history it was fitted
+# over (at least SPAN_KNOWN): the drift's error falls as the square of that span, so the tilt it
+# leaves shrinks as the history grows, and so does the queueing noise. A window stops early once
 # the path's jitter over its exchanges is below NOISE_TARGET (a LAN: a few dozen exchanges).
-SPAN_UNKNOWN, SPAN_KNOWN, SPAN_OF_HISTORY = 20.0, 100.0, 0.5
+SPAN_UNKNOWN, SPAN_KNOWN, SPAN_OF_HISTORY, TILT = 20.0, 100.0, 0.5, 2.5e-4
 NOISE_TARGET = 2e-6
 RTT_WINDOW = 128  # exchanges: rtt and rtt_p90 describe the path over this many
 
@@ -208,10 +212,10 @@ class OffsetEstimator:
         self._slot: tuple[float, Sample, Sample] | None = None
         self._offset = 0.0  # at self._ref; kept on add: every sound-card tick asks for it
         self._drift = 0.0
-        self.drift_known = False  # the history has been long enough to fit the drift
-        self._from_history = False  # (else from the window alone: a quiet path's early fit)
-        # how finely the drift's fit resolves it (s/s): the path's jitter over the exchanges
-        # fitted times their span; inf before the first fit
+        self.drift_known = False  # fitted to DRIFT_RESOLUTION (a provisional fit may be in use)
+        self._from_history = False  # the history resolves it: the window's own fit is not tried
+        # how finely the fit in use resolves the drift (s/s): the path's jitter over the number
+        # of exchanges fitted times their span; inf before the first fit
         self.drift_resolution = float("inf")
         self._ref = 0.0
         self._rtt = self._rtt_p90 = 0.0
@@ -236,7 +240,8 @@ class OffsetEstimator:
         return s
 
     def _keep(self, s: Sample) -> None:
-        """Keep the slot's least-queued exchange each way; at a slot's end, refit the drift."""
+        """Keep the slot's least-queued exchange each way; at a slot's end, refit the drift from
+        the history or (a quiet path, early) the window, whichever resolves it better."""
         if self._slot is None:
             self._slot = (s.at, s, s)
             return
@@ -251,24 +256,27 @@ class OffsetEstimator:
             return
         self.history.extend(sorted({id(f): f, id(b): b}.values(), key=lambda x: x.at))
         self._slot = (s.at, s, s)
-        fitted = _frequency(self.history, DRIFT_MIN_SPAN, DRIFT_RESOLUTION)
-        if fitted is not None:
+        fits = [_frequency(self.history, DRIFT_MIN_SPAN, PROVISIONAL_RESOLUTION)]
+        if fits[0] is not None and fits[0][1] <= DRIFT_RESOLUTION:
             self._from_history = True
-        elif not self._from_history:
-            fitted = _frequency(self.samples, WINDOW_MIN_SPAN, WINDOW_RESOLUTION)
-        if fitted is not None:
-            (self._drift, self.drift_resolution), self.drift_known = fitted, True
+        if not self._from_history:
+            fits.append(_frequency(self.samples, WINDOW_MIN_SPAN, WINDOW_RESOLUTION))
+        best = min((f for f in fits if f is not None), key=lambda f: f[1], default=None)
+        if best is not None:
+            self._drift, self.drift_resolution = best
+            self.drift_known = self.drift_known or best[1] <= DRIFT_RESOLUTION
 
     def _fit(self) -> None:
         """The offset at the newest exchange: each direction's extreme over the window."""
         xs, ref, drift = self.samples, self.samples[-1].at, self._drift
         recent = sorted(xs[i].rtt for i in range(max(0, len(xs) - RTT_WINDOW), len(xs)))
         self._rtt, self._rtt_p90 = recent[0], recent[min(len(recent) - 1, int(0.9 * len(recent)))]
-        if self.drift_known:
+        span = SPAN_UNKNOWN
+        if self.drift_resolution < float("inf"):
             h = self.history[-1].at - self.history[0].at if self.history else 0.0
-            since = ref - max(SPAN_KNOWN, SPAN_OF_HISTORY * h)
-        else:
-            since = ref - SPAN_UNKNOWN
+            longest = max(SPAN_KNOWN, SPAN_OF_HISTORY * h)
+            span = min(longest, max(SPAN_UNKNOWN, TILT / max(self.drift_resolution, 1e-12)))
+        since = ref - span
         enough = (self._rtt_p90 - self._rtt) / NOISE_TARGET
         forward, backward, n = float("inf"), float("-inf"), 0
         for x in reversed(xs):
