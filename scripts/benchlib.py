@@ -89,8 +89,10 @@ class MachineMeter:
         """Busy and steal, % of all cores since this meter was made."""
         d = [b - a for a, b in zip(self._t0, self._read(), strict=True)]
         total = sum(d) or 1
-        return {"busy_pct": round(100 * (total - d[3] - d[4]) / total, 1),
-                "steal_pct": round(100 * d[7] / total, 1)}
+        return {
+            "busy_pct": round(100 * (total - d[3] - d[4]) / total, 1),
+            "steal_pct": round(100 * d[7] / total, 1),
+        }
 
 
 def free_port(host: str = "127.0.0.1") -> int:
