@@ -26,16 +26,18 @@ log = logging.getLogger(__name__)
 # (the minimum filter needs many samples to find ones with little jitter each way), then spaced
 # out: every exchange carries the heartbeat, so the spaced interval is also the heartbeat's. A
 # jittery path (4G) needs many more samples: until its drift is known (about two minutes) its
-# window must stay short (a drift of tens of ppm tilts a long one), so it exchanges 20 a second;
-# then four a second until the drift is fitted to DRIFT_PRECISE (about five more minutes), then
-# one a second (docs/protocol.md §3). Simulated (scripts/sim_clock: 50 ms of jitter each way,
-# 5 % loss, 20 ppm, 20 seeds) the error p99 stays within 0.53 ms from 10 s on (4, then 2 a
-# second: 1.06-1.22 ms until 200 s, 0.74 after 600 s); the start costs ~580 kB in the first
-# ten minutes (was ~260), then 0.61 MB an hour (was 1.22).
+# window must stay short (a drift of tens of ppm tilts a long one), so a path whose round trips
+# spread over VERY_JITTERY exchanges 20 a second (for SETTLE_JITTERY_FOR at most: a loaded machine
+# must not talk itself into a storm); then four a second until the drift is fitted to
+# DRIFT_PRECISE (about five more minutes), then one a second (docs/protocol.md §3). Simulated
+# (scripts/sim_clock: 50 ms of jitter each way, 5 % loss, 20 ppm, 20 seeds) the error p99 stays
+# within 0.53 ms from 10 s on (4, then 2 a second: 1.06-1.22 ms until 200 s, 0.74 after 600 s);
+# the start costs ~590 kB in the first ten minutes (was ~260), then 0.61 MB an hour (was 1.22).
 CLOCK_FAST, CLOCK_SETTLE, CLOCK_FAST_SAMPLES = 0.05, 0.25, 12
 CLOCK_SPACED, JITTERY = 4.0, 0.005
 CLOCK_SETTLE_JITTERY, CLOCK_TRACK, CLOCK_SPACED_JITTERY = 0.05, 0.25, 1.0
 DRIFT_PRECISE = 0.3e-6
+VERY_JITTERY, SETTLE_JITTERY_FOR = 0.020, 180.0
 # An estimate with no good exchange for this long is not trusted to refuse a new clock service:
 # the controller restarted (new port, perhaps a new play clock) and the speaker must follow it.
 ESTIMATE_FRESH = 15.0  # three spaced exchanges
@@ -102,7 +104,9 @@ def exchange_interval(est: clk.OffsetEstimator) -> float:
     if len(est.samples) < CLOCK_FAST_SAMPLES:
         return CLOCK_FAST
     if not est.drift_known:
-        return CLOCK_SETTLE if est.rtt_p90 - est.rtt < JITTERY else CLOCK_SETTLE_JITTERY
+        h = est.history[-1].at - est.history[0].at if est.history else 0.0
+        very = est.rtt_p90 - est.rtt >= VERY_JITTERY
+        return CLOCK_SETTLE_JITTERY if very and h < SETTLE_JITTERY_FOR else CLOCK_SETTLE
     if est.rtt_p90 - est.rtt < JITTERY:
         return CLOCK_SPACED
     return CLOCK_TRACK if est.drift_resolution > DRIFT_PRECISE else CLOCK_SPACED_JITTERY

@@ -16,7 +16,7 @@ least-queued exchanges gives. Until the drift is known (seconds on a LAN, about 
 4G path with 50 ms of jitter) the window is kept short, or the drift tilts it by a millisecond;
 once known, the window grows with the history the drift was fitted over. Simulated on a 4G-like
 path (scripts/sim_clock: 40 ms + 0-50 ms each way, 5 % loss, 20 ppm, 20 seeds) with the
-endpoint's schedule (endpoint/clocks.py), the error p99 is 0.53 / 0.48 / 0.43 / 0.35 / 0.37 ms at
+endpoint's schedule (endpoint/clocks.py), the error p99 is 0.53 / 0.48 / 0.40 / 0.34 / 0.38 ms at
 10-20 / 20-60 / 60-200 / 200-600 / 600+ s (a 128-exchange window and one history fit:
 1.06 / 1.22 / 1.20 / 0.84 / 0.74 ms); on a LAN, 0.06 ms or less from 10 s on.
 
@@ -174,11 +174,14 @@ STEP_TOLERANCE = 0.2
 # quiet path's window (every exchange, not one each way per slot) resolves WINDOW_RESOLUTION in a
 # few seconds, long before the history would; on a 4G path it never does. Before that, a fit to
 # PROVISIONAL_RESOLUTION is already used to straighten the window (on a 4G path from about 60 s:
-# with 50 ppm of drift, p99 0.82 -> 0.46 ms from 60 to 200 s); a coarser one costs more where
+# with 50 ppm of drift, p99 0.82 -> 0.42 ms from 60 to 200 s); a coarser one costs more where
 # there is no drift than it saves where there is (at 0 ppm, 15e-6: p99 0.29 -> 0.41 ms at 20-60 s).
 DRIFT_MIN_SPAN, DRIFT_RESOLUTION, PROVISIONAL_RESOLUTION = 10.0, 2e-6, 8e-6
 WINDOW_MIN_SPAN, WINDOW_RESOLUTION = 5.0, 1e-6
 HISTORY_SLOT = 2.0  # s: the history keeps each slot's least-queued exchange in each direction
+# A known drift is refitted after a tenth of the history's span, at most REFIT apart: each fit is
+# two hulls over the history, which at every slot cost a LAN speaker 0.8 ms per exchange.
+REFIT = 20.0
 DRIFT_LIMIT = 300e-6  # quartz is within ±100 ppm: a fit beyond this is noise, clamped
 # The offset's window spans what is known of the drift. With none, a drift of tens of ppm tilts a
 # long window by a millisecond: SPAN_UNKNOWN (the exchanges come fast meanwhile, endpoint/
@@ -217,6 +220,7 @@ class OffsetEstimator:
         # how finely the fit in use resolves the drift (s/s): the path's jitter over the number
         # of exchanges fitted times their span; inf before the first fit
         self.drift_resolution = float("inf")
+        self._fitted = float("-inf")  # when the drift was last fitted (local clock)
         self._ref = 0.0
         self._rtt = self._rtt_p90 = 0.0
         self.steps = 0  # times the controller's clock was seen to jump (the window restarted)
@@ -256,6 +260,10 @@ class OffsetEstimator:
             return
         self.history.extend(sorted({id(f): f, id(b): b}.values(), key=lambda x: x.at))
         self._slot = (s.at, s, s)
+        span = self.history[-1].at - self.history[0].at
+        if self.drift_known and s.at - self._fitted < min(REFIT, span / 10):
+            return  # a known drift changes slowly; each fit costs two hulls over the history
+        self._fitted = s.at
         fits = [_frequency(self.history, DRIFT_MIN_SPAN, PROVISIONAL_RESOLUTION)]
         if fits[0] is not None and fits[0][1] <= DRIFT_RESOLUTION:
             self._from_history = True

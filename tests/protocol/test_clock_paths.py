@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+import broadcaster.endpoint.clocks as clocks
 import broadcaster.protocol.clock as clk
 from broadcaster.endpoint.clocks import (
     CLOCK_SETTLE_JITTERY,
@@ -131,3 +132,17 @@ def test_a_provisional_drift_straightens_the_window_before_the_drift_is_known():
     assert not est.drift_known  # the schedule still exchanges fast
     assert est.drift == pytest.approx(-50e-6, abs=15e-6)  # but a coarse fit is in use
     assert p99(errors, 70, 100) < 0.6e-3
+
+
+MID = (0.02, 0.008, 0.0)  # one way: 20 ms + 0-8 ms of queueing (round trips spread ~13 ms)
+
+
+def test_only_a_very_jittery_path_exchanges_twenty_a_second_and_not_for_long():
+    _, intervals, _ = follow(MID, ppm=20, seconds=120)
+    assert CLOCK_SETTLE_JITTERY not in {i for t, i in intervals if t > 1}  # 4 a second will do
+    # a path that never lets the drift be fitted still stops the fast exchanges
+    _, intervals, est = follow((0.04, 1.0, 0.0), ppm=20, seconds=240, seed=7)  # 0-1 s of jitter
+    assert not est.drift_known
+    fast = [t for t, i in intervals if i == CLOCK_SETTLE_JITTERY and t > 1]
+    assert fast and max(fast) < clocks.SETTLE_JITTERY_FOR + 5
+    assert {i for t, i in intervals if t > clocks.SETTLE_JITTERY_FOR + 5} == {clocks.CLOCK_SETTLE}
