@@ -36,6 +36,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from broadcaster.protocol.auth import clock_mac
 
@@ -277,7 +278,7 @@ class OffsetEstimator:
     def _fit(self) -> None:
         """The offset at the newest exchange: each direction's extreme over the window."""
         xs, ref, drift = self.samples, self.samples[-1].at, self._drift
-        recent = sorted(xs[i].rtt for i in range(max(0, len(xs) - RTT_WINDOW), len(xs)))
+        recent = sorted(x.rtt for x in islice(reversed(xs), RTT_WINDOW))
         self._rtt, self._rtt_p90 = recent[0], recent[min(len(recent) - 1, int(0.9 * len(recent)))]
         span = SPAN_UNKNOWN
         if self.drift_resolution < float("inf"):
