@@ -259,8 +259,10 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
                 # the list says which way its clock goes: what the controller receives
                 await _until_row(row, "clock", "channel", 5)
                 # its heartbeats arrive (over the channel: nothing else reaches the controller)
-                await asyncio.sleep(2.5)
-                assert (await row())["heartbeats"] > first["heartbeats"]
+                t0 = time.monotonic()
+                while (await row())["heartbeats"] <= first["heartbeats"]:
+                    assert time.monotonic() - t0 < 15, "no heartbeat over the channel in 15 s"
+                    await asyncio.sleep(0.25)
 
                 # a broadcast plays on both, the horn's recording matches, and in step
                 skews = []
@@ -300,9 +302,12 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
                     lambda: dialin.clock_carried[sid] > n, 20, "not back on the channel"
                 )
                 print(f"clock exchange back on the channel {t_chan:.1f} s after UDP was blocked")
+                # and its heartbeats with it: a steady path exchanges every 4 s (CLOCK_SPACED)
                 beats = (await row())["heartbeats"]
-                await asyncio.sleep(2.5)
-                assert (await row())["heartbeats"] > beats
+                t0 = time.monotonic()
+                while (await row())["heartbeats"] <= beats:
+                    assert time.monotonic() - t0 < 15, "no heartbeat over the channel in 15 s"
+                    await asyncio.sleep(0.25)
         finally:
             col.stop()
             await served.close()
