@@ -230,6 +230,10 @@ def run(args: argparse.Namespace, work: Path, bench: ModuleType) -> dict:
         seed=2,
     )
     village.cmd += ["--controller", f"127.0.0.1:{port}"]
+    clock_ppm = getattr(args, "clock_ppm", 0.0)
+    if clock_ppm:  # each speaker's quartz off by up to this, as real horns' are
+        for proc in (sim, village):
+            proc.cmd += ["--clock-ppm", str(clock_ppm)]
     wav, content = speech_wav(wdir / "speech.wav", args.seconds, bench)
     counts = {k: sum(1 for c in cls.values() if c == k) for k in ("lan", *PATHS, *BLOCKED)}
     res: dict = {
@@ -241,6 +245,7 @@ def run(args: argparse.Namespace, work: Path, bench: ModuleType) -> dict:
         "audio": content,
         "runs": [],
         "sync_wait_s": args.sync_wait,
+        "clock_ppm": clock_ppm,
     }
     print(f"  village: {counts}, {len(dial)} dial in; {content} audio", flush=True)
     try:
@@ -362,7 +367,8 @@ def print_report(res: dict) -> None:
     print(
         f"\n=== broadcaster: village links — {res['speakers']} speakers {res['classes']}, "
         f"{res['dial_in']} dial in ({res.get('sources')}), {len(res['runs'])} broadcasts x "
-        f"{res['seconds']} s of {res['audio']}, after {res['sync_wait_s']:.0f} s of sync ==="
+        f"{res['seconds']} s of {res['audio']}, after {res['sync_wait_s']:.0f} s of sync, "
+        f"clocks up to ±{res.get('clock_ppm', 0):g} ppm ==="
     )
     print(f"dial-in ways listed by the controller: {res.get('dial_in_ways')}")
     for codec in CODECS:

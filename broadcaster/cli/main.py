@@ -367,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate speaker clocks off by up to this many seconds",
     )
     sp.add_argument(
+        "--clock-ppm",
+        type=float,
+        default=0.0,
+        help="simulate speaker clocks running up to this many millionths fast or slow",
+    )
+    sp.add_argument(
         "--clock-step",
         metavar="ID=AT:STEP",
         help="test: step a simulated speaker's wall clock by STEP s, AT s after start "

@@ -94,6 +94,7 @@ def run(args: argparse.Namespace, data: Path) -> int:
             record_dir=record,
             impair=args.impair,
             clock_skew=args.clock_skew,
+            clock_ppm=args.clock_ppm,
             seed=args.seed,
             clock_steps=args.clock_step,
             light=args.light,

@@ -51,8 +51,10 @@ CHANNEL_AFTER, UDP_RETRY = 3.0, 5.0
 class LocalClock:
     """The speaker's clock: wall time at start-up advanced by the monotonic clock, plus `offset`.
 
-    `offset` is a simulated clock error (a simulated speaker runs ahead or behind true time);
-    `wall` is the wall-clock source, injectable so tests can step it.
+    `offset` is a simulated clock error (a simulated speaker runs ahead or behind true time) and
+    `rate_ppm` a simulated frequency error (its quartz runs that many millionths fast, so the
+    offset grows, as a real horn's does: ±20–50 ppm); `wall` is the wall-clock source,
+    injectable so tests can step it.
     """
 
     def __init__(
@@ -60,20 +62,24 @@ class LocalClock:
         offset: float = 0.0,
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
+        rate_ppm: float = 0.0,
     ) -> None:
         self.offset = offset
         self._play = clk.PlayClock(wall, mono)
+        self._k = rate_ppm * 1e-6
+        self._t0 = self._play.now()
 
     def now(self) -> float:
         """Local time in Unix seconds; intervals on it are monotonic intervals."""
-        return self._play.now() + self.offset
+        t = self._play.now()
+        return t + self.offset + self._k * (t - self._t0)
 
     def to_true(self, local: float) -> float:
         """True Unix time of a local instant (what a measuring microphone would log).
 
         Exact for a simulated speaker, whose wall source agrees with real time at start-up.
         """
-        return local - self.offset
+        return (local - self.offset + self._k * self._t0) / (1 + self._k)
 
     def wall_error(self) -> float:
         """How far the wall clock has moved from this clock since start-up (+ = wall ahead)."""

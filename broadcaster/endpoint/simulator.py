@@ -60,10 +60,12 @@ def build_specs(
     impair: str | None = None,
     clock_skew: float = 0.0,
     seed: int = 1,
+    clock_ppm: float = 0.0,
     clock_steps: str | None = None,
     light: bool = False,
 ) -> list[SpeakerSpec]:
-    """One spec per simulated speaker: address, keys, faults, clock offsets and clock steps.
+    """One spec per simulated speaker: address, keys, faults, clock offsets, clock rates (each
+    drawn within ±`clock_ppm`) and clock steps.
 
     `clock_steps` ('ID=AT:STEP;…', seconds) steps a speaker's wall-clock source by STEP, AT
     seconds after start: a test of the speaker's indifference to its wall clock.
@@ -83,6 +85,7 @@ def build_specs(
     if unknown:
         raise SystemExit(f"--clock-step names unknown speaker(s): {', '.join(unknown)}")
     rng = random.Random(seed)
+    rates = random.Random(seed + 1)  # apart, so a seed's offsets stay what they were
     specs = []
     for index, sid in enumerate(sorted(site.speakers)):
         if sid not in ids:
@@ -102,6 +105,7 @@ def build_specs(
                 volume=sp.volume,
                 record_dir=record_dir,
                 clock_offset=rng.uniform(-clock_skew, clock_skew) if clock_skew else 0.0,
+                clock_ppm=rates.uniform(-clock_ppm, clock_ppm) if clock_ppm else 0.0,
                 impair=faults.get(sid),
                 simulated=True,
                 light=light,

@@ -76,6 +76,7 @@ class SpeakerSpec:
     record_dir: Path | None = None
     multicast_iface: str = "127.0.0.1"
     clock_offset: float = 0.0
+    clock_ppm: float = 0.0  # a simulated speaker's quartz error (endpoint/clocks.py LocalClock)
     impair: Impairment | None = None
     output: str | None = None  # shell command of a player (outputs.output_command)
     output_latency: float = 0.0  # seconds the output takes from write to sound
@@ -126,7 +127,7 @@ class Speaker:
 
     def __post_init__(self) -> None:
         s = self.spec
-        self.clock = LocalClock(s.clock_offset, s.wall)
+        self.clock = LocalClock(s.clock_offset, s.wall, rate_ppm=s.clock_ppm)
         self.sync = ClockSync(
             s.speaker_id, s.key, s.host, self.clock, self.counters, s.impair, self.describe
         )

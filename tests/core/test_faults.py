@@ -120,7 +120,9 @@ async def test_in_step_despite_unequal_delays_jitter_loss_and_wrong_clocks(
     impair = (
         "h1-1+h1-2+h1-3=delay=50ms,jitter=5ms,loss=1%;h2-1+h2-2+h2-3=delay=20ms,jitter=2ms,loss=1%"
     )
-    sim = SimProcess(path, data, record, tag, impair=impair, clock_skew=0.5).start()
+    sim = SimProcess(path, data, record, tag, impair=impair, clock_skew=0.5)
+    sim.cmd += ["--clock-ppm", "50"]  # and every quartz up to 50 millionths fast or slow
+    sim.start()
     try:
         async with controller(site, data, tag) as (ctl, _):
             await wait_online(ctl, len(site.speakers))
