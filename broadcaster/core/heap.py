@@ -8,9 +8,9 @@ garbage. `gc.freeze()` moves every object alive at that moment to a permanent ge
 collector no longer walks (reference counting still frees them as usual; only a reference cycle
 among them would stay), as long-lived servers do after start-up.
 
-`HeapGuard` freezes once the controller has started, and again after any full collection that
-took longer than PAUSE_LIMIT (the speakers found after start-up, say), at most once per
-FREEZE_GAP: survivors of a full collection are
+`HeapGuard` freezes once the controller has started, again after young collections during its
+first minutes (EARLY), and after any full collection that took longer than PAUSE_LIMIT, at most
+once per FREEZE_GAP: survivors of a full collection are
 long-lived by definition, and a steady controller creates few new ones, so the guard soon has
 nothing left to do. It also measures every full collection (count, latest, worst), which the
 loop-lag snapshot shows beside the lag it causes.
@@ -25,6 +25,12 @@ from collections.abc import Callable
 
 PAUSE_LIMIT = 0.005  # s: a full collection longer than this freezes its survivors
 FREEZE_GAP = 600.0  # s: at most one freeze per this long, so cyclic garbage frozen stays bounded
+# While the controller is young (discovery: a thousand speakers' state and mDNS records arrive
+# over the first seconds to minutes) what survives a young collection is frozen too, at most
+# every EARLY_EVERY: gc.freeze() alone costs nothing, so the first full collection has little
+# left to walk (at 1,000 speakers with mDNS it had been 79 ms, all of it objects made after
+# start-up). Cyclic garbage already in the oldest generation then is kept: a one-time few kB.
+EARLY, EARLY_EVERY = 600.0, 20.0
 
 
 class HeapGuard:
@@ -38,10 +44,12 @@ class HeapGuard:
         self.freezes = 0
         self.frozen = 0  # objects in the permanent generation after the latest freeze
         self._last_freeze: float | None = None  # the latest freeze after a slow collection
+        self._installed = self._early = 0.0
 
     def install(self) -> None:
         """Freeze what start-up built and watch every collection from now on."""
         self.freeze()
+        self._installed = self._early = self._clock()
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
 
@@ -65,6 +73,10 @@ class HeapGuard:
             self._began = time.perf_counter()
             return
         if info.get("generation") != 2:
+            now = self._clock()
+            if now - self._installed < EARLY and now - self._early >= EARLY_EVERY:
+                self._early = now
+                self._freeze()  # young survivors of a young controller: long-lived
             return
         pause = time.perf_counter() - self._began
         self.pauses.append(pause)

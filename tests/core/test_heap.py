@@ -11,6 +11,7 @@ import broadcaster.core.heap as heap
 
 @pytest.fixture
 def guard(monkeypatch):
+    monkeypatch.setattr(heap, "EARLY", 0.0)  # the young-controller rule has a test of its own
     now = [1000.0]
     g = heap.HeapGuard(clock=lambda: now[0])
     g.now = now  # type: ignore[attr-defined]
@@ -48,6 +49,29 @@ def test_survivors_of_a_slow_full_collection_are_frozen_at_most_once_per_gap(gua
     gc.collect()  # a gap later: frozen again
     assert guard.freezes == 3 and gc.get_freeze_count() >= frozen0 + len(grown) + len(more)
     assert guard.snapshot()["count"] >= 3 and guard.snapshot()["frozen"] == gc.get_freeze_count()
+
+
+def test_a_young_controller_freezes_survivors_of_young_collections(guard, monkeypatch):
+    """In its first minutes what a young collection leaves is frozen (no full walk needed), at
+    most every EARLY_EVERY; after EARLY, only slow full collections do it."""
+    monkeypatch.setattr(heap, "EARLY", 600.0)
+    gc.unfreeze()
+    guard.install()
+    n0 = guard.freezes
+    kept = [[i] for i in range(5_000)]  # made after start-up (discovery, say)
+    gc.collect(1)  # install has just frozen: not yet
+    assert guard.freezes == n0
+    guard.now[0] += heap.EARLY_EVERY
+    gc.collect(1)  # a young collection
+    assert guard.freezes == n0 + 1 and gc.get_freeze_count() >= len(kept)
+    gc.collect(1)  # too soon for another
+    assert guard.freezes == n0 + 1
+    guard.now[0] += heap.EARLY_EVERY
+    gc.collect(1)
+    assert guard.freezes == n0 + 2
+    guard.now[0] += heap.EARLY  # no longer young
+    gc.collect(1)
+    assert guard.freezes == n0 + 2
 
 
 def test_remove_stops_measuring(guard):
