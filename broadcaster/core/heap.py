@@ -27,10 +27,11 @@ PAUSE_LIMIT = 0.005  # s: a full collection longer than this freezes its survivo
 FREEZE_GAP = 600.0  # s: at most one freeze per this long, so cyclic garbage frozen stays bounded
 # While the controller is young (discovery: a thousand speakers' state and mDNS records arrive
 # over the first seconds to minutes) what survives a young collection is frozen too, at most
-# every EARLY_EVERY: gc.freeze() alone costs nothing, so the first full collection has little
-# left to walk (at 1,000 speakers with mDNS it had been 79 ms, all of it objects made after
-# start-up). Cyclic garbage already in the oldest generation then is kept: a one-time few kB.
-EARLY, EARLY_EVERY = 600.0, 20.0
+# every EARLY_EVERY: gc.freeze() alone costs nothing, so a full collection has little left to
+# walk (at 1,000 speakers with mDNS the first one had taken 56-79 ms, all of it objects made
+# after start-up; freezing every 20 s was not often enough). Cyclic garbage already in the oldest
+# generation then is kept: a one-time few kB.
+EARLY, EARLY_EVERY = 600.0, 1.0
 
 
 class HeapGuard:
@@ -76,7 +77,8 @@ class HeapGuard:
             now = self._clock()
             if now - self._installed < EARLY and now - self._early >= EARLY_EVERY:
                 self._early = now
-                self._freeze()  # young survivors of a young controller: long-lived
+                gc.freeze()  # young survivors of a young controller: long-lived (O(1))
+                self.freezes += 1
             return
         pause = time.perf_counter() - self._began
         self.pauses.append(pause)
@@ -94,6 +96,6 @@ class HeapGuard:
             "count": len(self.pauses),
             "last_ms": round(self.pauses[-1] * 1000, 2) if self.pauses else None,
             "worst_ms": round(self.worst * 1000, 2),
-            "frozen": self.frozen,
+            "frozen": self.frozen,  # counted at install and at slow collections (a walk)
             "freezes": self.freezes,
         }
