@@ -10,8 +10,8 @@ platforms without `sendmmsg`, take the plain loop.
 `threaded=True` moves the sending to a thread of its own: the system call that hands a frame to
 a thousand speakers holds its caller 4-18 ms (measured here through a veth, and on loopback to
 speakers that read), and the GIL is let go meanwhile, so the event loop goes on answering clock
-requests and the API while the kernel sends. The frames keep their order; one the thread could
-not start within MAX_BEHIND frames of its turn (past any lead) is dropped and counted.
+requests and the API while the kernel sends. The frames keep their order; one that waited for
+the thread longer than MAX_AGE, or found MAX_BEHIND frames queued, is dropped and counted.
 """
 
 from __future__ import annotations
@@ -24,13 +24,19 @@ import queue
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 BATCH = 1024  # messages per call (the kernel's UIO_MAXIOV)
-# frames queued for the sending thread before new ones are dropped: 2 s, the longest lead a
-# broadcast takes (core/controller.py max_lead), so a frame dropped here could not have played
+# frames queued for the sending thread before new ones are dropped (a bound on memory: MAX_AGE
+# below drops a frame that waited, first)
 MAX_BEHIND = 100
+# s a frame may wait for the sending thread: one that waited longer is dropped, not sent. A
+# thread that falls behind (a machine short of CPU) must catch up rather than spend itself on
+# frames that would arrive after their play instant (the LAN's lead is 0.1 s): at 2,000
+# speakers on a saturated machine it had sent every frame late and none played.
+MAX_AGE = 0.1
 
 
 class _Iovec(ctypes.Structure):
@@ -104,7 +110,7 @@ class FanOut:
             if self._queue.qsize() >= MAX_BEHIND:  # the kernel is not keeping up: drop, not lag
                 self.dropped += len(addrs)
                 return
-            self._queue.put((data, addrs))
+            self._queue.put((data, addrs, time.monotonic()))
             return
         self._send_now(data, addrs)
 
@@ -119,8 +125,12 @@ class FanOut:
         assert self._queue is not None
         q = self._queue
         while (item := q.get()) is not None:
+            data, addrs, queued = item
+            if time.monotonic() - queued > MAX_AGE:
+                self.dropped += len(addrs)  # too late to play: catch up instead
+                continue
             try:
-                self._send_now(*item)
+                self._send_now(data, addrs)
             except Exception:  # a fault in one frame must not end the sending
                 log.exception("fan-out of one frame failed")
 

@@ -51,9 +51,10 @@ def test_every_receiver_gets_every_datagram_in_order(sender, threaded):
             r.close()
 
 
-def test_the_sending_thread_drops_frames_it_could_not_start_in_time(sender, monkeypatch):
-    """A kernel that does not keep up: frames beyond MAX_BEHIND queued are dropped and counted,
-    never sent late; the ones kept go out in order."""
+def test_the_sending_thread_drops_frames_beyond_its_queue(sender, monkeypatch):
+    """A kernel that does not keep up: frames beyond MAX_BEHIND queued are dropped and counted;
+    the ones kept go out in order."""
+    monkeypatch.setattr(fanout, "MAX_AGE", 60.0)  # here only the queue's length counts
     rs = _receivers(3)
     addrs = [r.getsockname() for r in rs]
     entered, release = threading.Event(), threading.Event()
@@ -129,5 +130,42 @@ def test_without_sendmmsg_the_plain_loop_sends_the_same(sender, monkeypatch):
         fan.send(b"x", [r.getsockname() for r in rs])
         assert [_got(r, 1) for r in rs] == [[b"x"]] * 3
     finally:
+        for r in rs:
+            r.close()
+
+
+def test_a_frame_that_waited_too_long_for_the_thread_is_dropped_not_sent(sender, monkeypatch):
+    """A thread that fell behind catches up: what waited longer than MAX_AGE would play late."""
+    monkeypatch.setattr(fanout, "MAX_AGE", 0.2)
+    rs = _receivers(2)
+    addrs = [r.getsockname() for r in rs]
+    entered, release = threading.Event(), threading.Event()
+    fan = FanOut(sender, threaded=True)
+    real = fan._send_now
+
+    def held(data, a):
+        if data == b"first":
+            entered.set()
+            release.wait(10)
+        real(data, a)
+
+    monkeypatch.setattr(fan, "_send_now", held)
+    try:
+        fan.send(b"first", addrs)
+        assert entered.wait(10)
+        for n in range(5):
+            fan.send(b"stale%d" % n, addrs)  # they wait behind the held frame ...
+        release.wait(1.0)  # ... a second, five times MAX_AGE
+        release.set()
+        fan.close()
+        assert fan.dropped == 5 * len(addrs)
+        for r in rs:
+            assert _got(r, 1) == [b"first"]
+            r.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                r.recv(2048)
+    finally:
+        release.set()
+        fan.close()
         for r in rs:
             r.close()
