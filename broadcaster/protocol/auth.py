@@ -56,12 +56,24 @@ def request_mac(key: bytes, method: str, path: str, ts: str, nonce: str, body: b
     return _mac(key, b"control", msg).hexdigest()
 
 
+def new_nonce() -> str:
+    """A fresh request nonce (96 random bits)."""
+    return secrets.token_hex(12)
+
+
 def sign_request(
-    speaker_id: str, key: bytes, method: str, path: str, body: bytes, now: float
+    speaker_id: str,
+    key: bytes,
+    method: str,
+    path: str,
+    body: bytes,
+    now: float,
+    nonce: str | None = None,
 ) -> str:
-    """The Authorization header value for a control request sent at `now`."""
+    """The Authorization header value for a control request sent at `now` (with `nonce`, if the
+    caller keeps it to check the answer: cheaper than parsing it back out of the header)."""
     ts = f"{now:.3f}"
-    nonce = secrets.token_hex(12)
+    nonce = nonce or new_nonce()
     mac = request_mac(key, method, path, ts, nonce, body)
     return f'{SCHEME} id="{speaker_id}", ts="{ts}", nonce="{nonce}", mac="{mac}"'
 
