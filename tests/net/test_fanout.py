@@ -51,26 +51,33 @@ def test_every_receiver_gets_every_datagram_in_order(sender, threaded):
             r.close()
 
 
+def _held_at(first: bytes, sender, addrs, monkeypatch) -> tuple[FanOut, threading.Event]:
+    """A threaded FanOut whose thread is busy sending `first` until the event is set: a kernel
+    (or a machine) that does not keep up."""
+    entered, release = threading.Event(), threading.Event()
+    fan = FanOut(sender, threaded=True)
+    real = fan._send_now
+
+    def held(data, a):
+        if data == first:
+            entered.set()
+            release.wait(10)
+        real(data, a)
+
+    monkeypatch.setattr(fan, "_send_now", held)
+    fan.send(first, addrs)
+    assert entered.wait(10)  # the thread is inside the first frame's send
+    return fan, release
+
+
 def test_the_sending_thread_drops_frames_beyond_its_queue(sender, monkeypatch):
     """A kernel that does not keep up: frames beyond MAX_BEHIND queued are dropped and counted;
     the ones kept go out in order."""
     monkeypatch.setattr(fanout, "MAX_AGE", 60.0)  # here only the queue's length counts
     rs = _receivers(3)
     addrs = [r.getsockname() for r in rs]
-    entered, release = threading.Event(), threading.Event()
-    fan = FanOut(sender, threaded=True)
-    real = fan._send_now
-
-    def held(data, a):
-        if data == b"f0":
-            entered.set()
-            release.wait(10)
-        real(data, a)
-
-    monkeypatch.setattr(fan, "_send_now", held)
+    fan, release = _held_at(b"f0", sender, addrs, monkeypatch)
     try:
-        fan.send(b"f0", addrs)
-        assert entered.wait(10)  # the thread is busy with the first frame
         for n in range(1, fanout.MAX_BEHIND + 6):
             fan.send(b"f%d" % n, addrs)
         assert fan.dropped == 5 * len(addrs)
@@ -139,20 +146,8 @@ def test_a_frame_that_waited_too_long_for_the_thread_is_dropped_not_sent(sender,
     monkeypatch.setattr(fanout, "MAX_AGE", 0.2)
     rs = _receivers(2)
     addrs = [r.getsockname() for r in rs]
-    entered, release = threading.Event(), threading.Event()
-    fan = FanOut(sender, threaded=True)
-    real = fan._send_now
-
-    def held(data, a):
-        if data == b"first":
-            entered.set()
-            release.wait(10)
-        real(data, a)
-
-    monkeypatch.setattr(fan, "_send_now", held)
+    fan, release = _held_at(b"first", sender, addrs, monkeypatch)
     try:
-        fan.send(b"first", addrs)
-        assert entered.wait(10)
         for n in range(5):
             fan.send(b"stale%d" % n, addrs)  # they wait behind the held frame ...
         release.wait(1.0)  # ... a second, five times MAX_AGE
