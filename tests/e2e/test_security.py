@@ -156,8 +156,8 @@ def wire(monkeypatch) -> list[dict]:
     seen: list[dict] = []
     real = link.sign_request
 
-    def recording(speaker_id, key, method, path, body, now):
-        header = real(speaker_id, key, method, path, body, now)
+    def recording(speaker_id, key, method, path, body, now, nonce=None):
+        header = real(speaker_id, key, method, path, body, now, nonce)
         seen.append(
             {
                 "speaker": speaker_id,
