@@ -41,6 +41,7 @@ class HeapGuard:
         self._clock = clock
         self._began = 0.0
         self.pauses: deque[float] = deque(maxlen=200)  # the latest full collections, seconds
+        self.collections = 0  # full collections since install
         self.worst = 0.0
         self.freezes = 0
         self.frozen = 0  # objects in the permanent generation after the latest freeze
@@ -48,8 +49,9 @@ class HeapGuard:
         self._installed = self._early = 0.0
 
     def install(self) -> None:
-        """Freeze what start-up built and watch every collection from now on."""
-        self.freeze()
+        """Freeze what start-up built (collected once first) and watch every collection."""
+        gc.collect()
+        self._freeze()
         self._installed = self._early = self._clock()
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
@@ -59,15 +61,12 @@ class HeapGuard:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
 
-    def freeze(self) -> None:
-        """Collect once, then move every survivor out of the collector's walk."""
-        gc.collect()
-        self._freeze()
-
-    def _freeze(self) -> None:
+    def _freeze(self, count: bool = True) -> None:
+        """Move every object alive now out of the collector's walk."""
         gc.freeze()
         self.freezes += 1
-        self.frozen = gc.get_freeze_count()  # it walks the list: counted here, not per snapshot
+        if count:  # it walks the list: counted here, not per snapshot, and not every second
+            self.frozen = gc.get_freeze_count()
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -77,11 +76,11 @@ class HeapGuard:
             now = self._clock()
             if now - self._installed < EARLY and now - self._early >= EARLY_EVERY:
                 self._early = now
-                gc.freeze()  # young survivors of a young controller: long-lived (O(1))
-                self.freezes += 1
+                self._freeze(count=False)  # young survivors of a young controller: long-lived
             return
         pause = time.perf_counter() - self._began
         self.pauses.append(pause)
+        self.collections += 1
         self.worst = max(self.worst, pause)
         now = self._clock()
         if pause > PAUSE_LIMIT and (
@@ -93,7 +92,7 @@ class HeapGuard:
     def snapshot(self) -> dict:
         """Full collections: how many, the latest and the worst pause (ms), frozen objects."""
         return {
-            "count": len(self.pauses),
+            "count": self.collections,
             "last_ms": round(self.pauses[-1] * 1000, 2) if self.pauses else None,
             "worst_ms": round(self.worst * 1000, 2),
             "frozen": self.frozen,  # counted at install and at slow collections (a walk)

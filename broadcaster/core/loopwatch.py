@@ -60,7 +60,7 @@ class LoopWatch:
     def __init__(self, period: float = PERIOD, window: int = WINDOW) -> None:
         self.period = period
         self.lags: deque[float] = deque(maxlen=window)
-        self.own: deque[float] = deque(maxlen=window)  # the part of each lag spent running
+        self.own: deque[float] = deque(maxlen=window)  # each lag less its run-queue wait
         self.worst = 0.0
         self.stalls: deque[dict] = deque(maxlen=20)  # the latest stalls: how long, and where
         self._task: asyncio.Task | None = None

@@ -88,7 +88,9 @@ class FanOut:
     def __init__(self, sock: socket.socket, threaded: bool = False) -> None:
         self.sock = sock
         self.batched = _SENDMMSG is not None and sock.family == socket.AF_INET
-        self.dropped = 0  # datagrams the kernel would not take (a full send buffer)
+        # datagrams never sent: counted apart by the thread that drops them (a full send
+        # buffer or a stale frame: the sending thread; a full queue: the caller's)
+        self._dropped_sending = self._dropped_queued = 0
         self._addrs: list[tuple[str, int]] = []
         self._names: ctypes.Array | None = None
         self._msgs: ctypes.Array | None = None
@@ -101,6 +103,11 @@ class FanOut:
             self._thread = threading.Thread(target=self._run, name="fanout", daemon=True)
             self._thread.start()
 
+    @property
+    def dropped(self) -> int:
+        """Datagrams never sent: the kernel's buffer was full, or the frame came too late."""
+        return self._dropped_sending + self._dropped_queued
+
     def send(self, data: bytes, addrs: Sequence[tuple[str, int]]) -> None:
         """Send `data` to every address (by the sending thread, if threaded: `addrs` must not be
         changed afterwards); a full buffer drops what it cannot take (never blocks)."""
@@ -108,7 +115,7 @@ class FanOut:
             return
         if self._queue is not None:
             if self._queue.qsize() >= MAX_BEHIND:  # the kernel is not keeping up: drop, not lag
-                self.dropped += len(addrs)
+                self._dropped_queued += len(addrs)
                 return
             self._queue.put((data, addrs, time.monotonic()))
             return
@@ -127,7 +134,7 @@ class FanOut:
         while (item := q.get()) is not None:
             data, addrs, queued = item
             if time.monotonic() - queued > MAX_AGE:
-                self.dropped += len(addrs)  # too late to play: catch up instead
+                self._dropped_sending += len(addrs)  # too late to play: catch up instead
                 continue
             try:
                 self._send_now(data, addrs)
@@ -153,7 +160,7 @@ class FanOut:
                 continue
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.ENOBUFS):  # the buffer is full: this frame is lost
-                self.dropped += n - done
+                self._dropped_sending += n - done
                 return
             if err != errno.EINTR:  # one bad destination (an ICMP error): skip it only
                 log.debug("send to %s failed: %s", addrs[done], errno.errorcode.get(err, err))
@@ -191,6 +198,6 @@ class FanOut:
             try:
                 self.sock.sendto(data, addr)
             except BlockingIOError:
-                self.dropped += 1
+                self._dropped_sending += 1
             except OSError as exc:  # one unreachable destination must not stop the others
                 log.debug("send to %s failed: %s", addr, exc)

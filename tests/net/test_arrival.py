@@ -8,6 +8,7 @@ import socket
 import time
 
 from broadcaster.net.udp import Impairment, open_udp
+from tests.support.harness import wait_for
 
 HELD = 0.08  # s the loop is held while a datagram waits in the socket
 
@@ -84,19 +85,13 @@ async def test_read_now_ends_the_spaced_wait_for_an_awaited_answer():
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         out.sendto(b"first", ("127.0.0.1", port.port))
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if got:
-                break
+        await wait_for(lambda: got, 2, "the first datagram was not read")
         assert got == [b"first"]  # read at once; now the reader sleeps for the period
         out.sendto(b"answer", ("127.0.0.1", port.port))
         await asyncio.sleep(0.2)
         assert got == [b"first"]  # waits for the period's end...
         port.read_now()  # ...unless an answer is awaited
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if len(got) == 2:
-                break
+        await wait_for(lambda: len(got) == 2, 2, "read_now did not read the answer")
         assert got == [b"first", b"answer"]
     finally:
         out.close()

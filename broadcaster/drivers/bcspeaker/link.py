@@ -95,8 +95,7 @@ class SpeakerLink:
         channel = self.channels.get(speaker_id)
         route = None if channel is not None else self.datagram_to(speaker_id, host, port)
         if route is not None and self.send_datagram is not None:
-            nonce = new_nonce()
-            auth = sign_request(speaker_id, key, method, path, raw, self.clock(), nonce)
+            nonce, auth = self._sign(speaker_id, key, method, path, raw)
             req = ControlRequest(secrets.randbits(32), method, path, auth, raw)
             data = req.encode()
             if len(data) <= MAX_DATAGRAM:
@@ -104,8 +103,7 @@ class SpeakerLink:
                 if answer is not None:
                     return _verified(speaker_id, key, nonce, answer.status, answer.body, answer.mac)
                 self.datagram_fallbacks += 1
-        nonce = new_nonce()
-        auth = sign_request(speaker_id, key, method, path, raw, self.clock(), nonce)
+        nonce, auth = self._sign(speaker_id, key, method, path, raw)
         try:
             if channel is not None:  # dialed in: the same signed request over its channel
                 status, data, mac = await channel.exchange(
@@ -129,6 +127,13 @@ class SpeakerLink:
             ) from None
         return _verified(speaker_id, key, nonce, status, data, mac)
 
+    def _sign(
+        self, speaker_id: str, key: bytes, method: str, path: str, raw: bytes
+    ) -> tuple[str, str]:
+        """A request's nonce (kept, to check the answer against) and its Authorization value."""
+        nonce = new_nonce()
+        return nonce, sign_request(speaker_id, key, method, path, raw, self.clock(), nonce)
+
     async def call_many(
         self, calls: list[Call], limit: int = WAVE
     ) -> list[dict[str, Any] | SpeakerError]:
@@ -151,8 +156,7 @@ class SpeakerLink:
                 one_by_one.append(i)
                 continue
             raw = _body(c.body)
-            nonce = new_nonce()
-            auth = sign_request(c.speaker, key, c.method, c.path, raw, self.clock(), nonce)
+            nonce, auth = self._sign(c.speaker, key, c.method, c.path, raw)
             rid = secrets.randbits(32)
             data = ControlRequest(rid, c.method, c.path, auth, raw).encode()
             if len(data) > MAX_DATAGRAM:
