@@ -42,10 +42,13 @@ VERY_JITTERY, SETTLE_JITTERY_FOR = 0.020, 180.0
 # the controller restarted (new port, perhaps a new play clock) and the speaker must follow it.
 ESTIMATE_FRESH = 15.0  # three spaced exchanges
 WALL_STEP = 1.0  # a change of wall_error beyond this is counted as a step of the wall clock
-# Dial-in without UDP (docs/protocol.md §8): no UDP answer for CHANNEL_AFTER while the dial-in
-# channel is up and the requests go over the channel; one still goes by UDP every UDP_RETRY, and
-# the first UDP answer brings the exchange back (the punch interval: the media's own probe).
-CHANNEL_AFTER, UDP_RETRY = 3.0, 5.0
+# Dial-in without UDP (docs/protocol.md §8): while the dial-in channel is up, a UDP request left
+# unanswered for ANSWER_WAIT, with no UDP answer for CHANNEL_AFTER, sends the requests over the
+# channel (at once: the next exchange may be CLOCK_SPACED away); one still goes by UDP every
+# UDP_RETRY, and the first UDP answer brings the exchange back (the punch interval: the media's
+# own probe). Time alone is not the test: spaced exchanges (CLOCK_SPACED) are further apart than
+# CHANNEL_AFTER, and every one would go back to the channel.
+CHANNEL_AFTER, UDP_RETRY, ANSWER_WAIT = 3.0, 5.0, 1.0
 
 
 class LocalClock:
@@ -160,6 +163,7 @@ class ClockSync:
         self.channel: Callable[[bytes], bool] | None = None  # the dial-in channel's send, if up
         self.via_channel = False  # requests go over the channel (UDP brought no answers)
         self._udp_heard: float | None = None  # local time of the last UDP answer
+        self._udp_pending: float | None = None  # the first UDP request since the last answer
         self._udp_tried = float("-inf")
 
     def controller_now(self) -> float:
@@ -205,21 +209,46 @@ class ClockSync:
 
     async def _loop(self) -> None:
         self._port = await open_udp(self.host, 0, self._on_answer, self.impair)
+        next_at = time.monotonic()
         while True:
-            if self.target:
-                req = clk.encode_request(
-                    self.speaker_id, self.key, self.clock.now(), self.heartbeat()
-                )
-                self._send(req, self._port, self.target)
-            await asyncio.sleep(exchange_interval(self.estimator))
+            mono, now = time.monotonic(), self.clock.now()
+            if mono >= next_at or (
+                self.channel is not None and not self.via_channel and self._udp_failing(now)
+            ):
+                if self.target:
+                    req = clk.encode_request(self.speaker_id, self.key, now, self.heartbeat())
+                    self._send(req, self._port, self.target)
+                next_at = mono + exchange_interval(self.estimator)
+            wait = next_at - mono
+            due = self._channel_due()
+            if due is not None:  # UDP may fail before then: look again when it would
+                wait = min(wait, max(due - now, 0.01))
+            await asyncio.sleep(wait)
+
+    def _udp_failing(self, now: float) -> bool:
+        """UDP brings no answers: a request unanswered for ANSWER_WAIT, none for CHANNEL_AFTER."""
+        pending, heard = self._udp_pending, self._udp_heard
+        return (
+            pending is not None
+            and now - pending >= ANSWER_WAIT
+            and heard is not None
+            and now - heard >= CHANNEL_AFTER
+        )
+
+    def _channel_due(self) -> float | None:
+        """When UDP will count as failing (local time), while requests still go by UDP and a
+        channel is up: the next exchange goes then, over the channel. None: nothing to wait for."""
+        if self.channel is None or self.via_channel or self._udp_pending is None:
+            return None
+        assert self._udp_heard is not None  # (set by attach_channel)
+        return max(self._udp_pending + ANSWER_WAIT, self._udp_heard + CHANNEL_AFTER)
 
     def _send(self, req: bytes, port: UdpPort, target: tuple[str, int]) -> None:
         """By UDP; over the dial-in channel while UDP brings no answers, with the same request
         also by UDP every UDP_RETRY (its answer switches back; the controller counts the
         heartbeat once, by its sequence number)."""
         now = self.clock.now()
-        quiet = self._udp_heard is not None and now - self._udp_heard >= CHANNEL_AFTER
-        use = quiet and self.channel is not None
+        use = self.channel is not None and self._udp_failing(now)
         if use != self.via_channel:
             self.via_channel = use
             log.info("%s: clock exchange by %s", self.speaker_id, "channel" if use else "UDP")
@@ -227,6 +256,8 @@ class ClockSync:
             if now - self._udp_tried < UDP_RETRY:
                 return
             self._udp_tried = now
+        if self._udp_pending is None:
+            self._udp_pending = now
         port.sendto(req, target)
 
     def heartbeat(self) -> clk.Heartbeat:
@@ -257,7 +288,7 @@ class ClockSync:
             self.counters["dropped_clock"] += 1
             return
         if addr is not None:  # by UDP (None: over the dial-in channel)
-            self._udp_heard = t4
+            self._udp_heard, self._udp_pending = t4, None
         est = self.estimator
         est.add(t1, t2, t3, t4)
         if est.steps != self._steps_seen:

@@ -51,67 +51,117 @@ with warnings.catch_warnings():
 # --- the speaker's side: ClockSync ------------------------------------------------------------
 
 
-async def test_clock_sync_takes_the_channel_while_udp_is_silent_and_returns_to_udp(monkeypatch):
-    monkeypatch.setattr(clocks, "CHANNEL_AFTER", 0.3)  # protocol timers shortened (3 s, 5 s)
-    monkeypatch.setattr(clocks, "UDP_RETRY", 0.4)
-    key = os.urandom(32)
-    controller = LocalClock(offset=5.0)  # the controller's clock, 5 s ahead of the speaker's
-    udp_answers = {"on": False}
-    by_udp: list[bytes] = []
-    by_channel: list[bytes] = []
+class _ClockRig:
+    """A ClockSync against a UDP clock service whose answers can be switched off, and a
+    "channel" that answers every request; what went each way is kept."""
 
-    def answer(req: bytes) -> bytes:
-        t2 = controller.now()
-        t1, _ = clk.decode_request(req, key)  # the very bytes the UDP service would check
-        return clk.encode_response(key, t1, t2, controller.now())
+    def __init__(self) -> None:
+        self.key = os.urandom(32)
+        self.controller = LocalClock(offset=5.0)  # the controller's clock, 5 s ahead
+        self.udp_answers = False
+        self.by_udp: list[bytes] = []
+        self.by_channel: list[bytes] = []
+        self.counters: Counter = Counter()
+        self.sync = ClockSync("h1-1", self.key, "127.0.0.1", LocalClock(), self.counters)
+        self.service = None
 
-    def on_udp(data: bytes, addr: tuple) -> None:
-        by_udp.append(data)
-        if udp_answers["on"]:
-            service.sendto(answer(data), addr)
+    def answer(self, req: bytes) -> bytes:
+        t2 = self.controller.now()
+        t1, _ = clk.decode_request(req, self.key)  # the very bytes the UDP service would check
+        return clk.encode_response(self.key, t1, t2, self.controller.now())
 
-    service = await open_udp("127.0.0.1", 0, on_udp)
-    counters: Counter = Counter()
-    sync = ClockSync("h1-1", key, "127.0.0.1", LocalClock(), counters)
-    loop = asyncio.get_running_loop()
+    def on_udp(self, data: bytes, addr: tuple) -> None:
+        self.by_udp.append(data)
+        if self.udp_answers:
+            self.service.sendto(self.answer(data), addr)
 
-    def channel(req: bytes) -> bool:
-        by_channel.append(req)
-        loop.call_soon(sync.on_channel_answer, answer(req))  # back over the "channel"
+    def channel(self, req: bytes) -> bool:
+        self.by_channel.append(req)
+        asyncio.get_running_loop().call_soon(self.sync.on_channel_answer, self.answer(req))
         return True
 
+    async def start(self) -> None:
+        self.service = await open_udp("127.0.0.1", 0, self.on_udp)
+        self.sync.attach_channel(self.channel)
+        self.sync.set_target(f"127.0.0.1:{self.service.port}")
+
+    def in_step(self) -> bool:
+        return abs(self.sync.controller_now() - self.controller.now()) < 0.005
+
+    def close(self) -> None:
+        self.sync.close()
+        if self.service is not None:
+            self.service.close()
+
+
+async def test_clock_sync_takes_the_channel_while_udp_is_silent_and_returns_to_udp(monkeypatch):
+    monkeypatch.setattr(clocks, "CHANNEL_AFTER", 0.3)  # protocol timers shortened (3 s, 5 s, 1 s)
+    monkeypatch.setattr(clocks, "UDP_RETRY", 0.4)
+    monkeypatch.setattr(clocks, "ANSWER_WAIT", 0.1)
+    rig = _ClockRig()
+    sync = rig.sync
     try:
-        sync.attach_channel(channel)
-        sync.set_target(f"127.0.0.1:{service.port}")
+        await rig.start()
         await wait_for(
             lambda: sync.via_channel and sync.estimator.synced, 5, "not synced by channel"
         )
-        assert by_udp, "UDP is tried first"
-        assert abs(sync.controller_now() - controller.now()) < 0.005
+        assert rig.by_udp, "UDP is tried first"
+        assert rig.in_step()
         # while on the channel, UDP is still tried now and then (its answer would switch back)
-        tried = len(by_udp)
-        await wait_for(lambda: len(by_udp) > tried, 2, "UDP not retried")
+        tried = len(rig.by_udp)
+        await wait_for(lambda: len(rig.by_udp) > tried, 2, "UDP not retried")
 
         # a forged answer over the channel is dropped like a forged datagram
         sync.on_channel_answer(clk.encode_response(os.urandom(32), 1.0, 2.0, 3.0))
-        assert counters["dropped_clock"] == 1
+        assert rig.counters["dropped_clock"] == 1
 
         # UDP answers again: back to UDP at the next retry; the channel falls silent
-        udp_answers["on"] = True
+        rig.udp_answers = True
         await wait_for(lambda: not sync.via_channel, 3, "did not return to UDP")
-        quiet = len(by_channel)
+        quiet = len(rig.by_channel)
         await asyncio.sleep(0.6)
-        assert len(by_channel) == quiet
-        assert abs(sync.controller_now() - controller.now()) < 0.005
+        assert len(rig.by_channel) == quiet
+        assert rig.in_step()
 
         # without a channel (a LAN speaker, or the channel dropped) it only ever uses UDP
-        udp_answers["on"] = False
+        rig.udp_answers = False
         sync.attach_channel(None)
         await asyncio.sleep(0.6)
-        assert not sync.via_channel and len(by_channel) == quiet
+        assert not sync.via_channel and len(rig.by_channel) == quiet
     finally:
-        sync.close()
-        service.close()
+        rig.close()
+
+
+async def test_spaced_exchanges_stay_on_udp_once_it_answers_and_leave_it_when_it_stops(
+    monkeypatch,
+):
+    """Exchanges further apart than CHANNEL_AFTER (a steady path: CLOCK_SPACED 4 s against 3 s)
+    must not go back to the channel each time merely because the last UDP answer is old."""
+    monkeypatch.setattr(clocks, "CHANNEL_AFTER", 0.3)  # the same proportions, a tenth of the time
+    monkeypatch.setattr(clocks, "UDP_RETRY", 0.5)
+    monkeypatch.setattr(clocks, "ANSWER_WAIT", 0.1)
+    monkeypatch.setattr(clocks, "exchange_interval", lambda est: 0.4)
+    rig = _ClockRig()
+    sync = rig.sync
+    try:
+        await rig.start()
+        await wait_for(lambda: sync.via_channel and sync.estimator.synced, 5, "not on the channel")
+        rig.udp_answers = True
+        await wait_for(lambda: not sync.via_channel, 3, "did not return to UDP")
+        quiet, sent = len(rig.by_channel), len(rig.by_udp)
+        await wait_for(lambda: len(rig.by_udp) >= sent + 5, 10, "UDP exchanges stopped")
+        assert len(rig.by_channel) == quiet and not sync.via_channel  # five spaced, all by UDP
+        assert rig.in_step()
+
+        # UDP stops answering: the requests take the channel again, and it stays in step
+        rig.udp_answers = False
+        await wait_for(lambda: len(rig.by_channel) > quiet, 5, "not back on the channel")
+        assert sync.via_channel
+        n = len(rig.by_channel)
+        await wait_for(lambda: len(rig.by_channel) >= n + 2, 5, "channel exchanges stopped")
+        assert rig.in_step()
+    finally:
+        rig.close()
 
 
 # --- the controller's side: a real channel -------------------------------------------------------
@@ -290,11 +340,15 @@ async def test_a_horn_without_udp_syncs_its_clock_over_the_channel_and_plays_in_
                 assert all(abs(s) < 0.02 for s in skews), skews
 
                 # UDP let through: the exchange goes back to UDP (the channel falls silent)
+                # (the speaker retries UDP every UDP_RETRY, on its next exchange: up to ~9 s)
                 vil.allow_udp()
-                t_back = await _until_quiet(lambda: dialin.clock_carried[sid], 20)
+                t_back = await _until_row(row, "clock", "udp", 20)
                 print(f"clock exchange back on UDP {t_back:.1f} s after UDP was let through")
                 assert ctl.registry.get(sid).clock_synced
-                await _until_row(row, "clock", "udp", 5)
+                # and the channel falls silent (a request already on its way may still arrive)
+                n = dialin.clock_carried[sid]
+                await _until_quiet(lambda: dialin.clock_carried[sid], 20, clocks.CLOCK_SPACED + 1)
+                assert dialin.clock_carried[sid] - n <= 1
                 # blocked again: back over the channel
                 vil.block_udp()
                 n = dialin.clock_carried[sid]
@@ -327,10 +381,11 @@ async def _until_quiet(count, timeout: float, quiet: float = 3.0) -> float:
     return last_change - t0
 
 
-async def _until_row(row, field: str, value: str, timeout: float) -> None:
-    """Wait until the speaker's row in GET /api/speakers shows `field` == `value`."""
+async def _until_row(row, field: str, value: str, timeout: float) -> float:
+    """Seconds until the speaker's row in GET /api/speakers shows `field` == `value`."""
     t0 = time.monotonic()
     while (got := (await row())[field]) != value:
         if time.monotonic() - t0 > timeout:
             raise TimeoutError(f"{field} is {got!r}, not {value!r}")
         await asyncio.sleep(0.1)
+    return time.monotonic() - t0
