@@ -49,7 +49,7 @@ LIBRARY_HOMES: dict[str, tuple[str, ...]] = {
     "pydub": ("broadcaster/sources/sequence.py",),
     "argon2": ("broadcaster/access/accounts.py",),
     "apscheduler": ("broadcaster/scheduler/",),
-    "orjson": ("broadcaster/web/api.py",),
+    "orjson": ("broadcaster/protocol/jsonwire.py",),
 }
 
 # The core knows drivers only through the seam: the protocol and the name -> class registry.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from broadcaster.errors import SpeakerError
+from broadcaster.protocol import jsonwire
 from broadcaster.protocol.auth import new_nonce, response_mac, sign_request
 from broadcaster.protocol.control import (
     MAX_DATAGRAM,
@@ -235,7 +235,7 @@ class SpeakerLink:
 
 
 def _body(body: dict | None) -> bytes:
-    return json.dumps(body).encode() if body is not None else b""
+    return jsonwire.dumps(body) if body is not None else b""
 
 
 def _verified(
@@ -248,7 +248,7 @@ def _verified(
             code="speaker_unauthenticated",
         )
     try:
-        out = json.loads(data) if data else {}
+        out = jsonwire.loads(data) if data else {}
     except ValueError:
         raise SpeakerError(
             f"speaker {speaker_id}: answer is not JSON", code="speaker_malformed"
