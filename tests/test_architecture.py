@@ -22,16 +22,19 @@ OURS = ("broadcaster", "audio_library")
 DOC = ROOT / "docs" / "architecture.md"
 
 # What each sub-package of broadcaster may import, besides itself (lowest layer first).
-# `errors` is the module broadcaster/errors.py; `audio_library` is the separate package.
-_WIRE = frozenset({"errors", "site", "protocol", "net"})  # layers 0 and 1, minus storage
+# `errors` and `jsonio` are the modules broadcaster/errors.py and broadcaster/jsonio.py;
+# `audio_library` is the separate package.
+# layers 0 and 1, minus storage
+_WIRE = frozenset({"errors", "jsonio", "site", "protocol", "net"})
 _BELOW_CORE = _WIRE | {"storage", "access", "sources", "audio_library"}
 LAYERS: dict[str, frozenset[str]] = {
     "errors": frozenset(),
-    "site": frozenset({"errors"}),
-    "protocol": frozenset({"errors"}),
-    "net": frozenset({"errors"}),
-    "storage": frozenset({"errors"}),
-    "access": frozenset({"errors", "site", "storage"}),
+    "jsonio": frozenset(),
+    "site": frozenset({"errors", "jsonio"}),
+    "protocol": frozenset({"errors", "jsonio"}),
+    "net": frozenset({"errors", "jsonio"}),
+    "storage": frozenset({"errors", "jsonio"}),
+    "access": frozenset({"errors", "jsonio", "site", "storage"}),
     "sources": _WIRE | {"audio_library"},
     "drivers": _WIRE,
     "endpoint": _WIRE,
@@ -49,7 +52,7 @@ LIBRARY_HOMES: dict[str, tuple[str, ...]] = {
     "pydub": ("broadcaster/sources/sequence.py",),
     "argon2": ("broadcaster/access/accounts.py",),
     "apscheduler": ("broadcaster/scheduler/",),
-    "orjson": ("broadcaster/protocol/jsonwire.py",),
+    "orjson": ("broadcaster/jsonio.py",),
 }
 
 # The core knows drivers only through the seam: the protocol and the name -> class registry.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import json
 import logging
 import socket
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broadcaster import jsonio
 from broadcaster.core.arbitration import Hold, Holdings
 from broadcaster.core.broadcast import (
     ACTIVE,
@@ -248,8 +248,8 @@ class Controller:
     def _journal(self, name: str, record: dict) -> None:
         """Append one line to a log under DATA/log (the failure log IEC 60849 asks for)."""
         try:
-            with open(self._logdir / name, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            with open(self._logdir / name, "ab") as fh:
+                fh.write(jsonio.dumps(record, default=str) + b"\n")
         except OSError as exc:  # a full disk must not stop the broadcast
             log.error("cannot write %s: %s", name, exc)
 

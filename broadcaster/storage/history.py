@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import sqlite3
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 
 import sqlite_utils
 
+from broadcaster import jsonio
 from broadcaster.errors import NotFound, StorageError
 from broadcaster.storage.db import Store
 
@@ -71,6 +71,11 @@ INDEXES = {
 # ---- pure helpers: dicts <-> rows -------------------------------------------------------------
 
 
+def _json_text(v: Any) -> str:
+    """JSON for a TEXT column (what JSON has no type for is written as its str)."""
+    return jsonio.dumps(v, default=str).decode()
+
+
 def _text(v: Any) -> str | None:
     return None if v is None else str(v)
 
@@ -91,14 +96,14 @@ def broadcast_rows(d: dict) -> tuple[dict, list[dict]]:
         "priority": _text(d.get("priority")),
         "started_at": _num(d.get("started_at")),
         "ended_at": _num(d.get("ended_at")),
-        "json": json.dumps(head, default=str),
+        "json": _json_text(head),
     }
     speakers = {
         str(s["speaker"]): {
             "broadcast": bid,
             "speaker": str(s["speaker"]),
             "state": _text(s.get("state")),
-            "json": json.dumps(s, default=str),
+            "json": _json_text(s),
         }
         for s in d.get("speakers") or ()
         if isinstance(s, dict) and "speaker" in s
@@ -108,8 +113,8 @@ def broadcast_rows(d: dict) -> tuple[dict, list[dict]]:
 
 def broadcast_from_rows(row: dict, speakers: Iterable[dict]) -> dict:
     """The whole broadcast dict from its row and its speakers' rows (in speaker order)."""
-    d = json.loads(row["json"])
-    d["speakers"] = [json.loads(s["json"]) for s in sorted(speakers, key=lambda s: s["speaker"])]
+    d = jsonio.loads(row["json"])
+    d["speakers"] = [jsonio.loads(s["json"]) for s in sorted(speakers, key=lambda s: s["speaker"])]
     return d
 
 
@@ -120,13 +125,13 @@ def event_row(e: dict) -> dict:
         "kind": _text(e.get("kind")),
         "speaker": _text(e.get("speaker")),
         "broadcast": _text(e.get("broadcast")),
-        "json": json.dumps(e, default=str),
+        "json": _json_text(e),
     }
 
 
 def event_from_row(row: dict) -> dict:
     """The event dict of a row; its "seq" is the durable one (the bus numbers from 1 each run)."""
-    e = json.loads(row["json"])
+    e = jsonio.loads(row["json"])
     e["seq"] = row["seq"]
     return e
 
@@ -304,7 +309,7 @@ class History:
     def save_broadcast(self, d: dict) -> None:
         """Queue an upsert of a broadcast (`Broadcast.to_dict()`) and its speakers' rows."""
         try:
-            bid, value = str(d["id"]), json.dumps(d, default=str)
+            bid, value = str(d["id"]), _json_text(d)
         except (KeyError, TypeError, ValueError) as exc:
             log.error("history: broadcast not saved, not a broadcast dict (%s)", exc)
             return
@@ -315,7 +320,7 @@ class History:
     def save_event(self, e: dict) -> None:
         """Queue an event (`Event.to_dict()`)."""
         try:
-            value = json.dumps(e, default=str)
+            value = _json_text(e)
         except (TypeError, ValueError) as exc:
             log.error("history: event not saved (%s)", exc)
             return
@@ -411,10 +416,10 @@ class History:
     ) -> None:
         rows, speakers = [], []
         for _, value in bs:
-            row, sp = broadcast_rows(json.loads(value))
+            row, sp = broadcast_rows(jsonio.loads(value))
             rows.append(row)
             speakers.extend(sp)
-        events = [event_row(json.loads(value)) for _, value in es]
+        events = [event_row(jsonio.loads(value)) for _, value in es]
         with _immediate(db):
             if rows:
                 where, ids = _where_in("broadcast", [r["id"] for r in rows])
@@ -580,7 +585,7 @@ class History:
                 )
                 d = interrupted(broadcast_from_rows(r, sp))
                 d["interrupted_at"] = now
-                fixed.append((r["id"], json.dumps(d)))
+                fixed.append((r["id"], _json_text(d)))
             self._write(db, fixed, [])
             return [bid for bid, _ in fixed]
 

@@ -22,12 +22,12 @@ from aiohttp import web
 import broadcaster.core.account_commands  # noqa: F401 - registers the account commands
 import broadcaster.core.operations  # noqa: F401 - registers the commands
 import broadcaster.scheduler.operations  # noqa: F401 - registers the schedule commands
+from broadcaster import jsonio
 from broadcaster.access.principal import Principal
 from broadcaster.core.broadcast import ACTIVE
 from broadcaster.core.commands import REGISTRY, Spec, call
 from broadcaster.core.services import Services
 from broadcaster.errors import BroadcasterError, InvalidInput, NotFound
-from broadcaster.protocol import jsonwire
 from broadcaster.sources.live import LiveSource, WavStreamParser
 from broadcaster.web.access import COOKIE, clear_session, make_middleware, set_session
 
@@ -251,7 +251,7 @@ def make_handler(spec: Spec) -> Callable[[web.Request], Awaitable[web.StreamResp
 
 def _json(result: Any) -> bytes:
     """A command's result as UTF-8 JSON (fast: the speaker list of a large site is big)."""
-    return jsonwire.dumps(result)
+    return jsonio.dumps(result)
 
 
 async def _session_id(request: web.Request) -> str | None:

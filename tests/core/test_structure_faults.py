@@ -222,7 +222,8 @@ async def test_a_malformed_status_answer_is_that_speakers_fault_alone(tmp_path, 
             await until(lambda: all(ctl.registry.get(s).last_seen > mark + 0.5 for s in good), 5)
             assert all(ctl.registry.get(s).online for s in good)
             assert any("not a JSON object" in e for e in errors), errors
-            assert any("malformed status answer" in e for e in errors), errors
+            # nesting past the parser's depth, and numbers past a double, are "not JSON" too
+            assert any("answer is not JSON" in e for e in errors), errors
             body = await (await client.get("/api/speakers")).json()
             assert {s["id"] for s in body["speakers"] if s["online"]} >= set(good)
             assert not [e for e in ctl.events if e["kind"] == "attack"]

@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
+from broadcaster import jsonio
 from broadcaster.errors import SpeakerError
-from broadcaster.protocol import jsonwire
 from broadcaster.protocol.auth import new_nonce, response_mac, sign_request
 from broadcaster.protocol.control import (
     MAX_DATAGRAM,
@@ -235,7 +235,7 @@ class SpeakerLink:
 
 
 def _body(body: dict | None) -> bytes:
-    return jsonwire.dumps(body) if body is not None else b""
+    return jsonio.dumps(body) if body is not None else b""
 
 
 def _verified(
@@ -248,7 +248,7 @@ def _verified(
             code="speaker_unauthenticated",
         )
     try:
-        out = jsonwire.loads(data) if data else {}
+        out = jsonio.loads(data) if data else {}
     except ValueError:
         raise SpeakerError(
             f"speaker {speaker_id}: answer is not JSON", code="speaker_malformed"
