@@ -177,26 +177,21 @@ class Player:
             time.monotonic() + max(0.0, b.started_at + frames * STEP - self.clock()) + REPORT_GRACE
         )
 
-        async def one(p: Part, sid: str) -> None:
-            res = b.results[sid]
+        async def one(p: Part) -> None:
+            sids = [s for s in p.delivered().accepted if b.results[s].state == "playing"]
             if Capability.REPORT not in p.driver.capabilities:
-                # what was sent, not what was heard; a speaker a higher broadcast took is cut
-                res.state, res.frames_sent = ("cut" if res.cut_by else "sent"), b.frames
+                for sid in sids:  # what was sent, not what was heard; one taken higher is cut
+                    res = b.results[sid]
+                    res.state, res.frames_sent = ("cut" if res.cut_by else "sent"), b.frames
                 return
-            try:
-                rep = await p.driver.report(p.delivered(), sid, deadline)
-            except BroadcasterError as exc:
-                res.error, rep = exc.message, None
-            outcome(res, rep, b.frames, self.stopped)
+            reps = await p.driver.reports(p.delivered(), sids, deadline) if sids else {}
+            for sid in sids:
+                res, rep = b.results[sid], reps.get(sid)
+                if isinstance(rep, BroadcasterError):
+                    res.error, rep = rep.message, None
+                outcome(res, rep, b.frames, self.stopped)
 
-        await asyncio.gather(
-            *(
-                one(p, sid)
-                for p in parts
-                for sid in p.delivered().accepted
-                if b.results[sid].state == "playing"
-            )
-        )
+        await asyncio.gather(*(one(p) for p in parts))
 
     def cut(self, speakers: list[str], by: str) -> None:
         """A higher broadcast took these speakers: stop sending to them (a multicast group only

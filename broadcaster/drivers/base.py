@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from broadcaster.errors import BroadcasterError
+
 
 class Capability(enum.StrEnum):
     """What a driver's speakers can do."""
@@ -159,8 +161,12 @@ class Driver(Protocol):
         """Set these speakers up again on a stream already running (RESUME only); returns those
         that accepted."""
 
-    async def report(self, delivery: Delivery, speaker: str, deadline: float) -> Report | None:
-        """What a speaker played, waiting until it has finished or `deadline` (REPORT only)."""
+    async def reports(
+        self, delivery: Delivery, speakers: list[str], deadline: float
+    ) -> dict[str, Report | BroadcasterError | None]:
+        """What each speaker played, waiting until it has finished or `deadline` (REPORT only):
+        its Report, the error that kept it from saying, or None (no record by the deadline).
+        All at once: a district's thousand speakers are asked in waves, not one task each."""
 
 
 def has(driver: Driver, cap: Capability) -> bool:

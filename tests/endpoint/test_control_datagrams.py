@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from broadcaster.drivers.bcspeaker.link import Call
 from broadcaster.errors import SpeakerError
 from broadcaster.net.udp import open_udp
 from broadcaster.protocol.auth import sign_request
@@ -111,5 +112,37 @@ async def test_no_answer_by_datagram_falls_back_to_http():
             status = await call(link, sp, "GET", "/status")
             assert status["id"] == sp.spec.speaker_id
             assert link.datagram_fallbacks == 1 and sp.counters["control_datagrams"] == 0
+        finally:
+            port.close()
+
+
+async def test_call_many_answers_in_order_over_several_waves_and_falls_back_one_by_one():
+    async with endpoints(5) as (speakers, link):
+        port = await open_udp("127.0.0.1", 0, link.on_answer)
+        link.send_datagram = port.sendto
+        deaf = speakers[3].spec.speaker_id  # its datagrams go where nobody listens
+        nowhere = ("127.0.0.1", free_port())
+        by_id = {sp.spec.speaker_id: sp for sp in speakers}
+        link.datagram_to = lambda sid, host, p: (
+            nowhere if sid == deaf else (host, by_id[sid].rtp_port)
+        )
+        drawn: list[str] = []
+
+        def calls():  # a generator, drawn a wave at a time
+            for sp in speakers + [speakers[0]]:  # one speaker twice: two calls, two answers
+                drawn.append(sp.spec.speaker_id)
+                yield Call(sp.spec.speaker_id, sp.spec.host, sp.control_port, "GET", "/status")
+            yield Call("stranger", "127.0.0.1", free_port(), "GET", "/status")
+
+        try:
+            out = await link.call_many(calls(), limit=2)  # waves of 2, 2, 2 (and one alone)
+            assert len(out) == 7 and len(drawn) == 6
+            for sid, answer in zip(drawn, out[:6], strict=True):
+                assert answer["id"] == sid  # each answer in the place of its call
+            assert isinstance(out[6], SpeakerError) and out[6].code == "speaker_unpaired"
+            assert link.datagram_fallbacks == 1  # the deaf one, by HTTP after its datagrams
+            got = {sp.spec.speaker_id: sp.counters["control_datagrams"] for sp in speakers}
+            assert got == {"s0": 2, "s1": 1, "s2": 1, "s3": 0, "s4": 1}
+            assert not link.awaiting()  # nothing left pending
         finally:
             port.close()

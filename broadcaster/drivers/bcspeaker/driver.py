@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from broadcaster.drivers.bcspeaker.presence import (  # noqa: F401 - Address, _B
     Presence,
     _Beat,
 )
-from broadcaster.errors import SpeakerError
+from broadcaster.errors import BroadcasterError, SpeakerError
 from broadcaster.net.mdns import Browser, open_zeroconf
 from broadcaster.net.udp import UdpPort, open_udp
 from broadcaster.protocol.auth import wrap_key
@@ -40,10 +41,6 @@ from broadcaster.site import Site
 log = logging.getLogger(__name__)
 POLL_INTERVAL = 2.0
 REPORT_POLL = 0.15
-# /play (and report) requests in flight at once: each costs tens of microseconds of the loop to
-# sign, wrap and send, so a thousand started together would hold it for tens of milliseconds; in
-# batches the answers of one let the next go, and the loop turns in between
-CONTROL_LIMIT = 64
 # s: the clock service reads its socket at most this often while no answer is awaited (each turn
 # of the loop costs more than the datagrams it serves: 6.1 % of a core idle at 1,000 speakers at
 # 20 ms, 3.9 % at 50 ms); its kernel stamps keep the exchanges exact whatever the wait
@@ -95,7 +92,6 @@ class BcSpeakerDriver(Presence):
         self._beats: dict[str, _Beat] = {}
         self._stale: set[str] = set()  # heartbeats say the status changed: poll, spread out
         self._tags: dict[int, str] = {}  # heartbeat tag → id of the broadcasts this driver set up
-        self._control_slots = asyncio.Semaphore(CONTROL_LIMIT)
         self.dialin = DialIn(self)  # speakers behind NAT that connect out (GET /api/dial-in)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -290,28 +286,33 @@ class BcSpeakerDriver(Presence):
     ) -> list[bool]:
         """Signed /play to every speaker at once (`SpeakerLink.call_many`); who accepted."""
         s = run.sender
-        assert s.key is not None
-        calls, asked = [], []
-        for sid in speakers:
-            addr = self.addresses.get(sid)
-            if addr is None or addr.rtp_port is None:
-                delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
-                continue
-            group = run.routes[sid]
-            body = {
-                "broadcast": plan.broadcast,
-                "codec": s.codec.name,
-                "ssrc": s.ssrc,
-                "base_ts": s.base_ts,
-                "base_time": s.base_time if resume else None,
-                "priority": plan.priority,
-                "key": wrap_key(self.keys[sid], s.key, f"{sid}/{plan.broadcast}"),
-                "volume": plan.volumes.get(sid),
-                "multicast": f"{group[0]}:{group[1]}" if group else None,
-            }
-            calls.append(Call(sid, addr.host, addr.port, "POST", "/play", body))
-            asked.append(sid)
-        for sid, answer in zip(asked, await self.link.call_many(calls), strict=True):
+        stream_key = s.key
+        assert stream_key is not None
+        asked = []
+
+        def calls() -> Iterator[Call]:  # drawn a wave at a time: the keys are wrapped in turns
+            for sid in speakers:
+                addr = self.addresses.get(sid)
+                if addr is None or addr.rtp_port is None:
+                    delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
+                    continue
+                group = run.routes[sid]
+                body = {
+                    "broadcast": plan.broadcast,
+                    "codec": s.codec.name,
+                    "ssrc": s.ssrc,
+                    "base_ts": s.base_ts,
+                    "base_time": s.base_time if resume else None,
+                    "priority": plan.priority,
+                    "key": wrap_key(self.keys[sid], stream_key, f"{sid}/{plan.broadcast}"),
+                    "volume": plan.volumes.get(sid),
+                    "multicast": f"{group[0]}:{group[1]}" if group else None,
+                }
+                asked.append(sid)
+                yield Call(sid, addr.host, addr.port, "POST", "/play", body)
+
+        answers = await self.link.call_many(calls())
+        for sid, answer in zip(asked, answers, strict=True):
             if isinstance(answer, SpeakerError):
                 state = "refused" if answer.code in ("busy", "outranked") else "unreachable"
                 delivery.refused[sid] = (state, answer.message)
@@ -321,53 +322,69 @@ class BcSpeakerDriver(Presence):
         return [sid in delivery.accepted for sid in speakers]
 
     async def stop(self, delivery: Delivery, speakers: list[str], reason: str) -> None:
-        """Signed /stop to each speaker."""
-        await asyncio.gather(*(self._stop_one(delivery, sid) for sid in speakers))
-
-    async def _stop_one(self, delivery: Delivery, sid: str) -> None:
-        addr = self.addresses.get(sid)
-        if addr is None:
-            return
+        """Signed /stop to each speaker (in waves: `SpeakerLink.call_many`)."""
         bid = delivery.state.broadcast
-        try:
-            await self.link.call(sid, addr.host, addr.port, "POST", "/stop", {"broadcast": bid})
-        except SpeakerError as exc:
-            log.info("stop %s on %s: %s", bid, sid, exc.message)
+        calls = []
+        for sid in speakers:
+            addr = self.addresses.get(sid)
+            if addr is not None:
+                calls.append(Call(sid, addr.host, addr.port, "POST", "/stop", {"broadcast": bid}))
+        for call, answer in zip(calls, await self.link.call_many(calls), strict=True):
+            if isinstance(answer, SpeakerError):
+                log.info("stop %s on %s: %s", bid, call.speaker, answer.message)
 
     async def set_volume(self, speaker: str, volume: int) -> None:
         """Signed /volume."""
         addr = self.addresses[speaker]
         await self.link.call(speaker, addr.host, addr.port, "POST", "/volume", {"volume": volume})
 
-    async def report(self, delivery: Delivery, speaker: str, deadline: float) -> Report | None:
-        """Ask the speaker for its playout record until it has one or the deadline passes."""
-        addr = self.addresses.get(speaker)
-        if addr is None:
-            return None
+    async def reports(
+        self, delivery: Delivery, speakers: list[str], deadline: float
+    ) -> dict[str, Report | BroadcasterError | None]:
+        """Ask every speaker for its playout record (`SpeakerLink.call_many`: waves of signed
+        datagrams), and again every REPORT_POLL those without one yet, until the deadline."""
         bid = delivery.state.broadcast
-        while True:
-            try:
-                async with self._control_slots:  # a thousand reports, never in one burst
-                    rep = await self.link.call(
-                        speaker, addr.host, addr.port, "GET", f"/playout/{bid}"
-                    )
-            except SpeakerError as exc:
-                if exc.code != "unknown_broadcast" or time.monotonic() > deadline:
-                    raise
-                rep = {"state": "unknown"}
-            if rep.get("state") == "done":
-                return Report(
-                    ended=str(rep.get("ended")),
-                    samples=int(rep.get("samples") or 0),
-                    packets=int(rep.get("packets") or 0),
-                    lost=int(rep.get("lost") or 0),
-                    late=int(rep.get("late") or 0),
-                    first_sample_at=rep.get("first_sample_at"),
-                    sample_rate=int(rep.get("sample_rate") or 8000),
-                    extra={
-                        k: rep.get(k) for k in ("volume", "clock_offset", "codec", "preempted_by")
-                    },
-                )
-            if time.monotonic() > deadline:
-                return None
-            await asyncio.sleep(REPORT_POLL)
+        out: dict[str, Report | BroadcasterError | None] = {}
+        waiting = []
+        for sid in speakers:
+            if sid in self.addresses:
+                waiting.append(sid)
+            else:
+                out[sid] = None
+        while waiting:
+            calls = []
+            for sid in waiting:
+                addr = self.addresses[sid]
+                calls.append(Call(sid, addr.host, addr.port, "GET", f"/playout/{bid}"))
+            answers = await self.link.call_many(calls)
+            late, again = time.monotonic() > deadline, []
+            for sid, rep in zip(waiting, answers, strict=True):
+                if isinstance(rep, SpeakerError):
+                    if rep.code != "unknown_broadcast" or late:
+                        out[sid] = rep
+                        continue
+                    rep = {"state": "unknown"}  # not begun yet: it may still
+                if rep.get("state") == "done":
+                    out[sid] = _report(rep)
+                elif late:
+                    out[sid] = None
+                else:
+                    again.append(sid)
+            waiting = again
+            if waiting:
+                await asyncio.sleep(REPORT_POLL)
+        return out
+
+
+def _report(rep: dict[str, Any]) -> Report:
+    """A speaker's finished playout record (GET /playout/<broadcast>) as the core reads it."""
+    return Report(
+        ended=str(rep.get("ended")),
+        samples=int(rep.get("samples") or 0),
+        packets=int(rep.get("packets") or 0),
+        lost=int(rep.get("lost") or 0),
+        late=int(rep.get("late") or 0),
+        first_sample_at=rep.get("first_sample_at"),
+        sample_rate=int(rep.get("sample_rate") or 8000),
+        extra={k: rep.get(k) for k in ("volume", "clock_offset", "codec", "preempted_by")},
+    )

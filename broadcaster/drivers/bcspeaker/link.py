@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -29,8 +29,19 @@ WAVE = 64  # requests `call_many` has in flight at once by datagram
 SINGLE = 64  # requests it has in flight one by one (HTTP, channel)
 
 
-@dataclass(frozen=True)
-class Call:
+class _Signed(NamedTuple):
+    """A request of `call_many` signed for its datagram: its place in the answers, the key and
+    nonce its answer is checked with, where it goes, its id and its bytes."""
+
+    at: int
+    key: bytes
+    nonce: str
+    route: tuple[str, int]
+    rid: int
+    data: bytes
+
+
+class Call(NamedTuple):
     """One control request of `SpeakerLink.call_many`."""
 
     speaker: str
@@ -84,8 +95,10 @@ class SpeakerLink:
         path: str,
         body: dict | None = None,
         timeout: float | None = None,
+        datagram: bool = True,
     ) -> dict[str, Any]:
-        """One signed request; returns the JSON answer or raises SpeakerError naming the speaker."""
+        """One signed request; returns the JSON answer or raises SpeakerError naming the speaker.
+        `datagram=False`: not by datagram (its datagrams went unanswered already)."""
         key = self.keys.get(speaker_id)
         if key is None:
             raise SpeakerError(
@@ -93,7 +106,9 @@ class SpeakerLink:
             )
         raw = _body(body)
         channel = self.channels.get(speaker_id)
-        route = None if channel is not None else self.datagram_to(speaker_id, host, port)
+        route = None
+        if channel is None and datagram:
+            route = self.datagram_to(speaker_id, host, port)
         if route is not None and self.send_datagram is not None:
             nonce, auth = self._sign(speaker_id, key, method, path, raw)
             req = ControlRequest(secrets.randbits(32), method, path, auth, raw)
@@ -135,19 +150,68 @@ class SpeakerLink:
         return nonce, sign_request(speaker_id, key, method, path, raw, self.clock(), nonce)
 
     async def call_many(
-        self, calls: list[Call], limit: int = WAVE
+        self, calls: Iterable[Call], limit: int = WAVE
     ) -> list[dict[str, Any] | SpeakerError]:
         """Many signed requests at once, each answer or SpeakerError in the order given.
 
-        Those that can go by datagram go in waves of `limit`: every request of a wave is signed
-        and sent in one pass, the wave waits for its answers (sending the missing ones again at
-        the same intervals as `call`), and what stays unanswered goes the way `call` takes.
-        Setting a broadcast up on a thousand speakers is then a few dozen turns of the loop, not
-        a task, a future and a timer per speaker (scripts/bench_setup)."""
-        out: list[dict[str, Any] | SpeakerError | None] = [None] * len(calls)
-        by_datagram: list[tuple[int, bytes, str, tuple[str, int], int, bytes]] = []
-        one_by_one: list[int] = []
-        for i, c in enumerate(calls):
+        Those that can go by datagram go in waves of `limit`: a wave is signed and sent in one
+        pass, and the next is signed (and `calls`, which may be a generator, drawn from) while
+        it is in flight; a wave waits for its answers (sending the missing ones again at the
+        same intervals as `call`) before the next is sent, and what stays unanswered goes the
+        way `call` takes. Setting a broadcast up on a thousand speakers is then a few dozen
+        turns of the loop of a few milliseconds each, not a task, a future and a timer per
+        speaker, nor one long block of signing (scripts/bench_setup)."""
+        out: list[dict[str, Any] | SpeakerError | None] = []
+        asked: list[Call] = []
+        one_by_one: list[int] = []  # not by datagram
+        unanswered: list[int] = []  # by datagram, in vain
+        it = iter(calls)
+        flying: tuple[list[_Signed], dict[int, asyncio.Future]] | None = None
+        try:
+            while True:
+                wave = self._sign_wave(itertools.islice(it, limit), asked, out, one_by_one)
+                if flying is not None:  # the wave in flight answers while this one was signed
+                    self._collect(
+                        flying[0], await self._await_wave(*flying), asked, out, unanswered
+                    )
+                    flying = None
+                if not wave:
+                    break
+                flying = wave, self._send_wave(wave)
+        finally:
+            if flying is not None:  # cancelled in between: nothing is left awaited
+                for signed in flying[0]:
+                    self._pending.pop(signed.rid, None)
+
+        async def single(i: int, datagram: bool) -> None:
+            c = asked[i]
+            async with self._slots:
+                try:
+                    out[i] = await self.call(
+                        c.speaker, c.host, c.port, c.method, c.path, c.body, datagram=datagram
+                    )
+                except SpeakerError as exc:
+                    out[i] = exc
+
+        await asyncio.gather(
+            *(single(i, True) for i in one_by_one), *(single(i, False) for i in unanswered)
+        )
+        return out  # type: ignore[return-value]  # every slot is filled by now
+
+    def _sign_wave(
+        self,
+        calls: Iterable[Call],
+        asked: list[Call],
+        out: list,
+        one_by_one: list[int],
+    ) -> list[_Signed]:
+        """Sign the datagrams of the next calls; those that cannot go by datagram wait for
+        `call` (their index in `one_by_one`)."""
+        wave = []
+        for c in calls:
+            i = len(asked)
+            asked.append(c)
+            out.append(None)
             key = self.keys.get(c.speaker)
             route = None
             if key is not None and c.speaker not in self.channels and self.send_datagram:
@@ -162,49 +226,58 @@ class SpeakerLink:
             if len(data) > MAX_DATAGRAM:
                 one_by_one.append(i)
                 continue
-            by_datagram.append((i, key, nonce, route, rid, data))
-        for start in range(0, len(by_datagram), limit):
-            wave = by_datagram[start : start + limit]
-            answers = await self._wave([(rid, data, route) for *_, route, rid, data in wave])
-            for i, key, nonce, _, rid, _ in wave:
-                a = answers.get(rid)
-                if a is None:
-                    self.datagram_fallbacks += 1
-                    one_by_one.append(i)
-                    continue
-                try:
-                    out[i] = _verified(calls[i].speaker, key, nonce, a.status, a.body, a.mac)
-                except SpeakerError as exc:
-                    out[i] = exc
+            wave.append(_Signed(i, key, nonce, route, rid, data))
+        return wave
 
-        async def single(i: int) -> None:
-            c = calls[i]
-            async with self._slots:
-                try:
-                    out[i] = await self.call(c.speaker, c.host, c.port, c.method, c.path, c.body)
-                except SpeakerError as exc:
-                    out[i] = exc
+    def _collect(
+        self,
+        wave: list[_Signed],
+        answers: dict[int, Any],
+        asked: list[Call],
+        out: list,
+        unanswered: list[int],
+    ) -> None:
+        """Verify a wave's answers into `out`; the unanswered wait for `call`."""
+        for w in wave:
+            a = answers.get(w.rid)
+            if a is None:
+                self.datagram_fallbacks += 1
+                unanswered.append(w.at)
+                continue
+            try:
+                out[w.at] = _verified(asked[w.at].speaker, w.key, w.nonce, a.status, a.body, a.mac)
+            except SpeakerError as exc:
+                out[w.at] = exc
 
-        await asyncio.gather(*(single(i) for i in one_by_one))
-        return out  # type: ignore[return-value]  # every slot is filled by now
-
-    async def _wave(self, reqs: list[tuple[int, bytes, tuple[str, int]]]) -> dict[int, Any]:
-        """Send every request of a wave; their answers by id (missing: none came)."""
+    def _send_wave(self, wave: list[_Signed]) -> dict[int, asyncio.Future]:
+        """Send every request of a wave once; a future for each answer (by request id)."""
         send = self.send_datagram
         assert send is not None
         loop = asyncio.get_running_loop()
         futs = {}
-        for rid, _, to in reqs:
-            fut = futs[rid] = loop.create_future()
-            self._pending[rid] = (fut, to)
+        for w in wave:
+            fut = futs[w.rid] = loop.create_future()
+            self._pending[w.rid] = (fut, w.route)
+        for w in wave:
+            send(w.data, w.route)
+        return futs
+
+    async def _await_wave(
+        self, wave: list[_Signed], futs: dict[int, asyncio.Future]
+    ) -> dict[int, Any]:
+        """A sent wave's answers by id (missing: none came), sending the missing ones again
+        after each wait but the last."""
+        send = self.send_datagram
+        assert send is not None
         try:
-            for wait in DATAGRAM_TRIES:
+            for k, wait in enumerate(DATAGRAM_TRIES):
                 waiting = [f for f in futs.values() if not f.done()]
                 if not waiting:
                     break
-                for rid, data, to in reqs:
-                    if not futs[rid].done():  # the same request again: answered from the cache
-                        send(data, to)
+                if k:  # the same request again: answered from the speaker's cache
+                    for w in wave:
+                        if not futs[w.rid].done():
+                            send(w.data, w.route)
                 await asyncio.wait(waiting, timeout=wait)
             return {rid: f.result() for rid, f in futs.items() if f.done() and not f.cancelled()}
         finally:
@@ -215,7 +288,8 @@ class SpeakerLink:
         self, rid: int, data: bytes, to: tuple[str, int]
     ) -> ControlAnswer | None:
         """Send a request datagram, again after each wait; the answer, or None."""
-        return (await self._wave([(rid, data, to)])).get(rid)
+        wave = [_Signed(0, b"", "", to, rid, data)]
+        return (await self._await_wave(wave, self._send_wave(wave))).get(rid)
 
     def on_answer(self, data: bytes, addr: tuple) -> None:
         """A control answer datagram: to the request it answers, if it came from where that

@@ -26,7 +26,7 @@ from broadcaster.drivers.rtp.paging import (
     route_name,
     rtcp_of,
 )
-from broadcaster.errors import SpeakerError
+from broadcaster.errors import BroadcasterError, SpeakerError
 from broadcaster.protocol.stream import Destination, RtpSender
 from broadcaster.site import Site
 
@@ -206,9 +206,11 @@ class RtpDriver:
                 back += mine
         return back
 
-    async def report(self, delivery: Delivery, speaker: str, deadline: float) -> Report | None:
+    async def reports(
+        self, delivery: Delivery, speakers: list[str], deadline: float
+    ) -> dict[str, Report | BroadcasterError | None]:
         """Not offered (no REPORT capability): a paging speaker cannot say what it played."""
-        return None
+        return dict.fromkeys(speakers)
 
 
 async def _resolve(address: Address) -> Address | None:
