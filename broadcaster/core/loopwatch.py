@@ -27,6 +27,10 @@ WINDOW = 1200  # one minute at 50 ms
 # s without a turn of the loop: the watchdog looks where it is (a benchmark hunting shorter
 # stalls sets BROADCASTER_STALL_S lower)
 STALL = float(os.environ.get("BROADCASTER_STALL_S", "0.25"))
+# s: a diagnosis, not for service — asyncio's debug mode logs every callback that runs longer
+# (which callback, not only where the loop was when the watchdog looked); debug mode's own checks
+# cost CPU, so only a benchmark hunting stalls sets it
+SLOW_CALLBACK = os.environ.get("BROADCASTER_SLOW_CALLBACK_S")
 
 
 class _RunDelay:
@@ -70,6 +74,10 @@ class LoopWatch:
     def start(self) -> None:
         """Begin measuring (and watching, from a thread of its own)."""
         self._task = asyncio.ensure_future(self._run())
+        if SLOW_CALLBACK:
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)
+            loop.slow_callback_duration = float(SLOW_CALLBACK)
         loop_thread = threading.get_ident()
         threading.Thread(
             target=self._watch, args=(loop_thread,), name="loopwatch", daemon=True
