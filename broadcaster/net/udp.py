@@ -19,7 +19,7 @@ Handler = Callable[[bytes, tuple], None]
 SIOCGSTAMPNS = 0x8907
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; also the control message's type
 _TIMESPEC = struct.Struct("@qq")
-SPACED_BATCH = 128  # datagrams `read_spaced` hands over per turn of the loop (a turn stays short)
+SPACED_BATCH = 32  # datagrams `read_spaced` hands over per turn of the loop (a turn stays ~1-2 ms)
 ARRIVAL_AGE_MAX = 1.0  # s: an older stamp is not this datagram's (or the wall clock stepped)
 
 
