@@ -80,8 +80,11 @@ class SpeakerLink:
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # no keep-alive: HTTP is the way when datagrams fail, which is rare for most
+            # speakers, and the connector closed its idle connections to a thousand of them in
+            # one callback (143 ms in asyncio's debug mode at 1,000: bench_scale --slow-callback)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=4),
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=4, force_close=True),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
         return self._session
