@@ -40,27 +40,14 @@ class SpeakerState:
     status_answers: int = 0  # whole status answers (polled: at first, on a change, when silent)
 
     def to_dict(self) -> dict:
-        """The JSON form the API and CLI show."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "zone_path": self.zone_path,
-            "address": f"{self.host}:{self.port}" if self.host else None,
-            "rtp_port": self.rtp_port,
-            "source": self.source,
-            "media": self.media,
-            "clock": self.clock,
-            "driver": self.driver,
-            "assigned": self.assigned,
-            "online": self.online,
-            "last_seen": self.last_seen,
-            "last_error": self.last_error,
-            "playing": self.playing,
-            "clock_synced": self.clock_synced,
-            "attacks": self.attacks,
-            "heartbeats": self.heartbeats,
-            "status_answers": self.status_answers,
-        }
+        """The JSON form the API and CLI show: every field but the address's parts (shown as
+        one) and the counters. A copy of the instance's dict, not a literal of twenty reads:
+        the list of a thousand speakers is built on every request for it."""
+        d = self.__dict__.copy()
+        host, port = d.pop("host"), d.pop("port")
+        del d["counters"]
+        d["address"] = f"{host}:{port}" if host else None
+        return d
 
 
 @dataclass

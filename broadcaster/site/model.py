@@ -6,7 +6,7 @@ import ipaddress
 import re
 import zoneinfo
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broadcaster.errors import Problem as Problem  # re-exported: the site package names it
 from broadcaster.errors import UnknownTarget
@@ -80,6 +80,11 @@ class Site:
     speakers: dict[str, Speaker]
     groups: dict[str, Group]
     source: str
+    # zone id → its speakers (the site never changes once loaded; every API request of a scope
+    # asks, and a district's tree is a thousand speakers deep)
+    _under: dict[str, frozenset[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def tzinfo(self) -> zoneinfo.ZoneInfo:
@@ -140,13 +145,17 @@ class Site:
                     detail={"target": zone_id},
                 )
             raise _unknown(zone_id)
+        known = self._under.get(zone_id)
+        if known is not None:
+            return known
         found: set[str] = set()
         stack = [zone_id]
         while stack:
             zone = self.zones[stack.pop()]
             found.update(zone.speakers)
             stack.extend(zone.children)
-        return frozenset(found)
+        self._under[zone_id] = frozenset(found)
+        return self._under[zone_id]
 
     def path(self, target: str) -> list[str]:
         """Zone ids from the root down to the zone, or to a speaker's place; [] for a group."""
