@@ -224,8 +224,17 @@ class Controller:
 
     def media_dropped(self) -> int:
         """Unicast media datagrams never sent: the kernel's buffer was full, or the sending
-        thread fell half a second behind (each speaker's own report says what it missed)."""
+        thread fell MAX_AGE (0.1 s) behind (each speaker's own report says what it missed)."""
         return self._fanout.dropped if self._fanout is not None else 0
+
+    def realtime_media(self) -> bool:
+        """Run the unicast sending thread at real-time priority (net/fanout.py); whether it
+        does. A serving controller asks (web/server.py); a library user may."""
+        return self._fanout.realtime() if self._fanout is not None else False
+
+    def media_realtime(self) -> bool:
+        """Whether the unicast sending thread runs at real-time priority."""
+        return self._fanout is not None and self._fanout.realtime_on
 
     def send(self, data: bytes, addr: tuple[str, int]) -> None:
         """One datagram from the media sockets; a full buffer drops it (never blocks)."""

@@ -45,6 +45,7 @@ async def health(c: Call) -> dict:
         "loop_lag": ctl.loopwatch.snapshot(),
         "gc_full": ctl.heap.snapshot(),
         "media_dropped": ctl.media_dropped(),
+        "media_realtime": ctl.media_realtime(),
         "clock_wall_error_s": round(ctl.clock.wall_error(), 3),
     }
 

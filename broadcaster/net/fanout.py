@@ -12,6 +12,12 @@ a thousand speakers holds its caller 4-18 ms (measured here through a veth, and 
 speakers that read), and the GIL is let go meanwhile, so the event loop goes on answering clock
 requests and the API while the kernel sends. The frames keep their order; one that waited for
 the thread longer than MAX_AGE, or found MAX_BEHIND frames queued, is dropped and counted.
+
+`realtime()` asks that thread to run at a real-time priority (SCHED_RR), as audio servers run
+their audio threads: on a machine whose cores are all busy (at 1,000 speakers here, with the
+simulators and an API client hammering the list) the kernel let it wait past MAX_AGE and frames
+were dropped. Its work is bounded by the media's own rate, and the kernel keeps 5 % of every
+second for the rest (sched_rt_runtime_us). Without the right (CAP_SYS_NICE) it stays as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import ctypes
 import ctypes.util
 import errno
 import logging
+import os
 import queue
 import socket
 import sys
@@ -37,6 +44,7 @@ MAX_BEHIND = 100
 # frames that would arrive after their play instant (the LAN's lead is 0.1 s): at 2,000
 # speakers on a saturated machine it had sent every frame late and none played.
 MAX_AGE = 0.1
+RT_PRIORITY = 10  # SCHED_RR priority of the sending thread once realtime() asks for it (1-99)
 
 
 class _Iovec(ctypes.Structure):
@@ -98,6 +106,8 @@ class FanOut:
         self._iov = _Iovec(ctypes.cast(self._buf, ctypes.c_void_p), 0)
         self._queue: queue.SimpleQueue | None = None
         self._thread: threading.Thread | None = None
+        self.realtime_on = False  # the sending thread runs at real-time priority
+        self._realtime_done = threading.Event()
         if threaded:
             self._queue = queue.SimpleQueue()
             self._thread = threading.Thread(target=self._run, name="fanout", daemon=True)
@@ -121,6 +131,28 @@ class FanOut:
             return
         self._send_now(data, addrs)
 
+    def realtime(self, priority: int = RT_PRIORITY, timeout: float = 2.0) -> bool:
+        """Ask the sending thread to run at real-time priority (SCHED_RR `priority`); whether it
+        does (False: not threaded, or not allowed — logged)."""
+        if self._queue is None:
+            return False
+        self._queue.put(("realtime", priority))
+        self._realtime_done.wait(timeout)
+        return self.realtime_on
+
+    def _elevate(self, priority: int) -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))  # this thread only
+            self.realtime_on = True
+            log.info("fan-out thread at real-time priority (SCHED_RR %d)", priority)
+        except (OSError, AttributeError) as exc:  # no CAP_SYS_NICE, or not Linux
+            log.warning(
+                "fan-out thread stays at normal priority (%s): on a busy machine frames may wait "
+                "and be dropped; grant CAP_SYS_NICE (systemd: AmbientCapabilities=CAP_SYS_NICE)",
+                exc,
+            )
+        self._realtime_done.set()
+
     def close(self) -> None:
         """Send what is queued, then stop the sending thread (the socket stays open)."""
         if self._queue is not None and self._thread is not None:
@@ -132,6 +164,9 @@ class FanOut:
         assert self._queue is not None
         q = self._queue
         while (item := q.get()) is not None:
+            if item[0] == "realtime":
+                self._elevate(item[1])
+                continue
             data, addrs, queued = item
             if time.monotonic() - queued > MAX_AGE:
                 self._dropped_sending += len(addrs)  # too late to play: catch up instead

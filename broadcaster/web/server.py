@@ -132,6 +132,7 @@ async def serve(
         await runner.setup()
         await web.TCPSite(runner, host, port, ssl_context=ssl_ctx).start()
         ctl.heap.install()  # what start-up built is long-lived: out of the collector's walk
+        ctl.realtime_media()  # the media thread first when the cores are busy (logged if not)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

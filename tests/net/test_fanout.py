@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 
@@ -164,3 +165,47 @@ def test_a_frame_that_waited_too_long_for_the_thread_is_dropped_not_sent(sender,
         fan.close()
         for r in rs:
             r.close()
+
+
+def _may_realtime() -> bool:
+    """Whether this process may give a thread a real-time priority (root, CAP_SYS_NICE)."""
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+            ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return ok[0]
+
+
+def test_the_sending_thread_runs_at_real_time_priority_when_asked_and_still_sends(sender, caplog):
+    rs = _receivers(5)
+    fan = FanOut(sender, threaded=True)
+    try:
+        assert not fan.realtime_on
+        on = fan.realtime()
+        assert fan._thread is not None
+        policy = os.sched_getscheduler(fan._thread.native_id)
+        if _may_realtime():
+            assert on and policy == os.SCHED_RR  # that thread only, not its caller
+            assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        else:  # not allowed here: it says so, and stays as it was
+            assert not on and policy == os.SCHED_OTHER
+            assert "stays at normal priority" in caplog.text
+        frames = [b"a" * 100, b"b" * 200]
+        for f in frames:
+            fan.send(f, [r.getsockname() for r in rs])
+        fan.close()
+        for r in rs:
+            assert _got(r, 2) == frames
+    finally:
+        fan.close()
+        for r in rs:
+            r.close()
+    assert not FanOut(sender).realtime()  # unthreaded: nothing to raise
