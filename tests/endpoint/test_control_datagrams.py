@@ -146,3 +146,13 @@ async def test_call_many_answers_in_order_over_several_waves_and_falls_back_one_
             assert not link.awaiting()  # nothing left pending
         finally:
             port.close()
+
+
+async def test_call_many_asks_everyone_when_a_whole_wave_cannot_go_by_datagram():
+    async with endpoints(3) as (speakers, link):  # no datagram route at all: all by HTTP
+        calls = [
+            Call(sp.spec.speaker_id, sp.spec.host, sp.control_port, "GET", "/status")
+            for sp in speakers * 3
+        ]
+        out = await link.call_many(iter(calls), limit=2)  # waves of 2 that are all empty
+        assert [a["id"] for a in out] == [c.speaker for c in calls]

@@ -172,15 +172,18 @@ class SpeakerLink:
         flying: tuple[list[_Signed], dict[int, asyncio.Future]] | None = None
         try:
             while True:
+                drawn = len(asked)
                 wave = self._sign_wave(itertools.islice(it, limit), asked, out, one_by_one)
+                drawn = len(asked) - drawn  # (none can go by datagram: the wave is empty)
                 if flying is not None:  # the wave in flight answers while this one was signed
                     self._collect(
                         flying[0], await self._await_wave(*flying), asked, out, unanswered
                     )
                     flying = None
-                if not wave:
+                if wave:
+                    flying = wave, self._send_wave(wave)
+                elif not drawn:  # every call drawn
                     break
-                flying = wave, self._send_wave(wave)
         finally:
             if flying is not None:  # cancelled in between: nothing is left awaited
                 for signed in flying[0]:
