@@ -212,9 +212,8 @@ class ClockSync:
         next_at = time.monotonic()
         while True:
             mono, now = time.monotonic(), self.clock.now()
-            if mono >= next_at or (
-                self.channel is not None and not self.via_channel and self._udp_failing(now)
-            ):
+            fails = self._channel_due()
+            if mono >= next_at or (fails is not None and now >= fails):
                 if self.target:
                     req = clk.encode_request(self.speaker_id, self.key, now, self.heartbeat())
                     self._send(req, self._port, self.target)
@@ -225,30 +224,27 @@ class ClockSync:
                 wait = min(wait, max(due - now, 0.01))
             await asyncio.sleep(wait)
 
-    def _udp_failing(self, now: float) -> bool:
-        """UDP brings no answers: a request unanswered for ANSWER_WAIT, none for CHANNEL_AFTER."""
-        pending, heard = self._udp_pending, self._udp_heard
-        return (
-            pending is not None
-            and now - pending >= ANSWER_WAIT
-            and heard is not None
-            and now - heard >= CHANNEL_AFTER
-        )
+    def _udp_fails_at(self) -> float | None:
+        """When UDP counts as bringing no answers (local time): a request unanswered for
+        ANSWER_WAIT and no answer for CHANNEL_AFTER. None while no UDP request waits."""
+        if self._udp_pending is None or self._udp_heard is None:
+            return None
+        return max(self._udp_pending + ANSWER_WAIT, self._udp_heard + CHANNEL_AFTER)
 
     def _channel_due(self) -> float | None:
-        """When UDP will count as failing (local time), while requests still go by UDP and a
-        channel is up: the next exchange goes then, over the channel. None: nothing to wait for."""
-        if self.channel is None or self.via_channel or self._udp_pending is None:
+        """When the requests, still going by UDP with a channel up, take the channel (the next
+        exchange goes then, not at its spaced time). None: nothing to wait for."""
+        if self.channel is None or self.via_channel:
             return None
-        assert self._udp_heard is not None  # (set by attach_channel)
-        return max(self._udp_pending + ANSWER_WAIT, self._udp_heard + CHANNEL_AFTER)
+        return self._udp_fails_at()
 
     def _send(self, req: bytes, port: UdpPort, target: tuple[str, int]) -> None:
         """By UDP; over the dial-in channel while UDP brings no answers, with the same request
         also by UDP every UDP_RETRY (its answer switches back; the controller counts the
         heartbeat once, by its sequence number)."""
         now = self.clock.now()
-        use = self.channel is not None and self._udp_failing(now)
+        fails = self._udp_fails_at()
+        use = self.channel is not None and fails is not None and now >= fails
         if use != self.via_channel:
             self.via_channel = use
             log.info("%s: clock exchange by %s", self.speaker_id, "channel" if use else "UDP")

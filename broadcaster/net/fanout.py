@@ -107,7 +107,6 @@ class FanOut:
         self._queue: queue.SimpleQueue | None = None
         self._thread: threading.Thread | None = None
         self.realtime_on = False  # the sending thread runs at real-time priority
-        self._realtime_done = threading.Event()
         if threaded:
             self._queue = queue.SimpleQueue()
             self._thread = threading.Thread(target=self._run, name="fanout", daemon=True)
@@ -131,27 +130,23 @@ class FanOut:
             return
         self._send_now(data, addrs)
 
-    def realtime(self, priority: int = RT_PRIORITY, timeout: float = 2.0) -> bool:
-        """Ask the sending thread to run at real-time priority (SCHED_RR `priority`); whether it
-        does (False: not threaded, or not allowed — logged)."""
-        if self._queue is None:
+    def realtime(self, priority: int = RT_PRIORITY) -> bool:
+        """Run the sending thread at real-time priority (SCHED_RR `priority`, that thread only);
+        whether it does (False: not threaded, or not allowed — logged)."""
+        if self._thread is None or self._thread.native_id is None:
             return False
-        self._queue.put(("realtime", priority))
-        self._realtime_done.wait(timeout)
-        return self.realtime_on
-
-    def _elevate(self, priority: int) -> None:
         try:
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))  # this thread only
-            self.realtime_on = True
-            log.info("fan-out thread at real-time priority (SCHED_RR %d)", priority)
+            os.sched_setscheduler(self._thread.native_id, os.SCHED_RR, os.sched_param(priority))
         except (OSError, AttributeError) as exc:  # no CAP_SYS_NICE, or not Linux
             log.warning(
                 "fan-out thread stays at normal priority (%s): on a busy machine frames may wait "
                 "and be dropped; grant CAP_SYS_NICE (systemd: AmbientCapabilities=CAP_SYS_NICE)",
                 exc,
             )
-        self._realtime_done.set()
+            return False
+        self.realtime_on = True
+        log.info("fan-out thread at real-time priority (SCHED_RR %d)", priority)
+        return True
 
     def close(self) -> None:
         """Send what is queued, then stop the sending thread (the socket stays open)."""
@@ -164,9 +159,6 @@ class FanOut:
         assert self._queue is not None
         q = self._queue
         while (item := q.get()) is not None:
-            if item[0] == "realtime":
-                self._elevate(item[1])
-                continue
             data, addrs, queued = item
             if time.monotonic() - queued > MAX_AGE:
                 self._dropped_sending += len(addrs)  # too late to play: catch up instead

@@ -10,6 +10,7 @@ import pytest
 
 from broadcaster.net import fanout
 from broadcaster.net.fanout import FanOut
+from tests.support.net import may_realtime
 
 
 def _receivers(n: int) -> list[socket.socket]:
@@ -167,23 +168,6 @@ def test_a_frame_that_waited_too_long_for_the_thread_is_dropped_not_sent(sender,
             r.close()
 
 
-def _may_realtime() -> bool:
-    """Whether this process may give a thread a real-time priority (root, CAP_SYS_NICE)."""
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-            ok.append(True)
-        except OSError:
-            ok.append(False)
-
-    t = threading.Thread(target=probe)
-    t.start()
-    t.join()
-    return ok[0]
-
-
 def test_the_sending_thread_runs_at_real_time_priority_when_asked_and_still_sends(sender, caplog):
     rs = _receivers(5)
     fan = FanOut(sender, threaded=True)
@@ -192,7 +176,7 @@ def test_the_sending_thread_runs_at_real_time_priority_when_asked_and_still_send
         on = fan.realtime()
         assert fan._thread is not None
         policy = os.sched_getscheduler(fan._thread.native_id)
-        if _may_realtime():
+        if may_realtime():
             assert on and policy == os.SCHED_RR  # that thread only, not its caller
             assert os.sched_getscheduler(0) == os.SCHED_OTHER
         else:  # not allowed here: it says so, and stays as it was
