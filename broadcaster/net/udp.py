@@ -117,7 +117,9 @@ class UdpPort:
         self._proto = proto
         self._batch: socket.socket | None = None
         self._fd = transport.get_extra_info("socket").fileno()
-        self._stamp: float | None = None  # the stamp of the datagram `read_spaced` hands over
+        # the ancillary data of the datagram `read_spaced` hands over (its stamp is read from it
+        # only if the handler asks: most datagrams on a clock socket at a set-up are answers)
+        self._anc: list | None = None
         self._rearm: asyncio.Handle | None = None
         self._wake: Callable[[], None] | None = None
 
@@ -167,27 +169,22 @@ class UdpPort:
         space = socket.CMSG_SPACE(_TIMESPEC.size)
 
         def readable() -> None:
-            loop.remove_reader(reader.fileno())
             for _ in range(SPACED_BATCH):
                 try:
                     data, anc, _flags, addr = reader.recvmsg(65536, space)
                 except OSError:  # BlockingIOError: nothing more waiting
                     break
-                self._stamp = 0.0  # (none: arrival_age says 0)
-                for level, kind, raw in anc:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                        sec, nsec = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
-                        self._stamp = sec + nsec * 1e-9
+                self._anc = anc
                 proto.datagram_received(data, addr)
             else:  # more are waiting: the rest on the next turn, after everyone else's work
-                self._stamp = None
+                self._anc = None
+                loop.remove_reader(reader.fileno())
                 self._rearm = loop.call_soon(loop.add_reader, reader.fileno(), readable)
                 return
-            self._stamp = None
+            self._anc = None
             wait = period()
-            if wait <= 0:
-                loop.add_reader(reader.fileno(), readable)
-            else:
+            if wait > 0:  # (0: it stays registered, and reads again as the next one comes)
+                loop.remove_reader(reader.fileno())
                 self._rearm = loop.call_later(wait, loop.add_reader, reader.fileno(), readable)
 
         def wake() -> None:
@@ -209,8 +206,12 @@ class UdpPort:
         handler); 0 when unknown (no stamp, delivered by the impairment shim, or implausible)."""
         if not self._proto.stamped:
             return 0.0
-        if self._stamp is not None:  # read by `read_spaced`, with the datagram's own stamp
-            stamp = self._stamp
+        if self._anc is not None:  # read by `read_spaced`, with the datagram's own stamp
+            stamp = 0.0  # (none: its age is unknown)
+            for level, kind, raw in self._anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = _TIMESPEC.unpack(raw[: _TIMESPEC.size])
+                    stamp = sec + nsec * 1e-9
         else:
             try:
                 sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(self._fd, SIOCGSTAMPNS, bytes(16)))

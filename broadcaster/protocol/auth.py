@@ -27,6 +27,7 @@ from broadcaster.errors import AuthError, StorageError
 SCHEME = "BC-HMAC-SHA256"
 MAX_SKEW = 30.0  # seconds a signed request stays fresh
 PAIRING_KEY_BYTES = 32
+NONCE_BYTES = 12  # a request nonce's random bytes (96 bits; sent as 24 hex digits)
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +59,7 @@ def request_mac(key: bytes, method: str, path: str, ts: str, nonce: str, body: b
 
 def new_nonce() -> str:
     """A fresh request nonce (96 random bits)."""
-    return secrets.token_hex(12)
+    return secrets.token_hex(NONCE_BYTES)
 
 
 def sign_request(

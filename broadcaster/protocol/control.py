@@ -16,7 +16,7 @@ cache of recent answers instead of refusing it as a replay.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 REQUEST_MAGIC = b"BCC1"
 ANSWER_MAGIC = b"BCA1"
@@ -27,9 +27,9 @@ class ControlDatagramError(ValueError):
     """A control datagram that does not parse."""
 
 
-@dataclass(frozen=True)
-class ControlRequest:
-    """One signed control request."""
+class ControlRequest(NamedTuple):
+    """One signed control request (a tuple: made a thousand times a set-up, and a frozen
+    dataclass's constructor cost more than its encoding)."""
 
     id: int
     method: str
@@ -76,8 +76,7 @@ class ControlRequest:
             raise ControlDatagramError(f"malformed control request: {exc}") from None
 
 
-@dataclass(frozen=True)
-class ControlAnswer:
+class ControlAnswer(NamedTuple):
     """The speaker's answer: HTTP status, the MAC (empty on a refusal, as over HTTP), body."""
 
     id: int

@@ -7,14 +7,14 @@ import hmac
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import aiohttp
 
 from broadcaster import jsonio
 from broadcaster.errors import SpeakerError
-from broadcaster.protocol.auth import new_nonce, response_mac, sign_request
+from broadcaster.protocol.auth import NONCE_BYTES, new_nonce, response_mac, sign_request
 from broadcaster.protocol.control import (
     MAX_DATAGRAM,
     ControlAnswer,
@@ -27,6 +27,7 @@ from broadcaster.protocol.control import (
 DATAGRAM_TRIES = (0.15, 0.3, 0.45)
 WAVE = 64  # requests `call_many` has in flight at once by datagram
 SINGLE = 64  # requests it has in flight one by one (HTTP, channel)
+_RANDOM_EACH = NONCE_BYTES + 4  # random bytes a request of a wave takes: its nonce and its id
 
 
 class _Signed(NamedTuple):
@@ -39,6 +40,25 @@ class _Signed(NamedTuple):
     route: tuple[str, int]
     rid: int
     data: bytes
+
+
+class _Wave:
+    """The answers to a wave of request datagrams, by request id, and one future that is done
+    when every request has its answer: a thousand requests are a few dozen futures and wake-ups,
+    not one each (scripts/bench_setup)."""
+
+    __slots__ = ("signed", "answers", "all_in")
+
+    def __init__(self, signed: list[_Signed]) -> None:
+        self.signed = signed
+        self.answers: dict[int, ControlAnswer] = {}
+        self.all_in: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def answer(self, rid: int, answer: ControlAnswer) -> None:
+        """An answer came (the first for its request counts)."""
+        self.answers.setdefault(rid, answer)
+        if len(self.answers) == len(self.signed) and not self.all_in.done():
+            self.all_in.set_result(None)
 
 
 class Call(NamedTuple):
@@ -70,7 +90,8 @@ class SpeakerLink:
         # a request meant for another address (verifying an advert) never goes by datagram
         self.datagram_to: Callable[[str, str, int], tuple[str, int] | None] = lambda *a: None
         self.send_datagram: Callable[[bytes, tuple[str, int]], None] | None = None
-        self._pending: dict[int, tuple[asyncio.Future, tuple[str, int]]] = {}
+        # request id → the wave awaiting its answer, and where the request went
+        self._pending: dict[int, tuple[_Wave, tuple[str, int]]] = {}
         self.datagram_fallbacks = 0  # requests that found no answer by datagram and took HTTP
         self._slots = asyncio.Semaphore(SINGLE)
 
@@ -146,10 +167,16 @@ class SpeakerLink:
         return _verified(speaker_id, key, nonce, status, data, mac)
 
     def _sign(
-        self, speaker_id: str, key: bytes, method: str, path: str, raw: bytes
+        self,
+        speaker_id: str,
+        key: bytes,
+        method: str,
+        path: str,
+        raw: bytes,
+        nonce: str | None = None,
     ) -> tuple[str, str]:
         """A request's nonce (kept, to check the answer against) and its Authorization value."""
-        nonce = new_nonce()
+        nonce = nonce or new_nonce()
         return nonce, sign_request(speaker_id, key, method, path, raw, self.clock(), nonce)
 
     async def call_many(
@@ -169,24 +196,23 @@ class SpeakerLink:
         one_by_one: list[int] = []  # not by datagram
         unanswered: list[int] = []  # by datagram, in vain
         it = iter(calls)
-        flying: tuple[list[_Signed], dict[int, asyncio.Future]] | None = None
+        flying: _Wave | None = None
         try:
             while True:
                 drawn = len(asked)
-                wave = self._sign_wave(itertools.islice(it, limit), asked, out, one_by_one)
+                wave = self._sign_wave(it, limit, asked, out, one_by_one)
                 drawn = len(asked) - drawn  # (none can go by datagram: the wave is empty)
                 if flying is not None:  # the wave in flight answers while this one was signed
-                    self._collect(
-                        flying[0], await self._await_wave(*flying), asked, out, unanswered
-                    )
+                    await self._await_wave(flying)
+                    self._collect(flying, asked, out, unanswered)
                     flying = None
                 if wave:
-                    flying = wave, self._send_wave(wave)
+                    flying = self._send_wave(wave)
                 elif not drawn:  # every call drawn
                     break
         finally:
             if flying is not None:  # cancelled in between: nothing is left awaited
-                for signed in flying[0]:
+                for signed in flying.signed:
                     self._pending.pop(signed.rid, None)
 
         async def single(i: int, datagram: bool) -> None:
@@ -206,15 +232,18 @@ class SpeakerLink:
 
     def _sign_wave(
         self,
-        calls: Iterable[Call],
+        calls: Iterator[Call],
+        limit: int,
         asked: list[Call],
         out: list,
         one_by_one: list[int],
     ) -> list[_Signed]:
-        """Sign the datagrams of the next calls; those that cannot go by datagram wait for
-        `call` (their index in `one_by_one`)."""
+        """Sign the datagrams of the next `limit` calls; those that cannot go by datagram wait
+        for `call` (their index in `one_by_one`). The wave's nonces and request ids are cut
+        from one draw of random bytes (one call for the wave, not two per request)."""
         wave = []
-        for c in calls:
+        rand = secrets.token_bytes(_RANDOM_EACH * limit)
+        for k, c in enumerate(itertools.islice(calls, limit)):
             i = len(asked)
             asked.append(c)
             out.append(None)
@@ -226,8 +255,11 @@ class SpeakerLink:
                 one_by_one.append(i)
                 continue
             raw = _body(c.body)
-            nonce, auth = self._sign(c.speaker, key, c.method, c.path, raw)
-            rid = secrets.randbits(32)
+            at = k * _RANDOM_EACH
+            nonce, auth = self._sign(
+                c.speaker, key, c.method, c.path, raw, rand[at : at + NONCE_BYTES].hex()
+            )
+            rid = int.from_bytes(rand[at + NONCE_BYTES : at + _RANDOM_EACH], "big")
             data = ControlRequest(rid, c.method, c.path, auth, raw).encode()
             if len(data) > MAX_DATAGRAM:
                 one_by_one.append(i)
@@ -235,16 +267,10 @@ class SpeakerLink:
             wave.append(_Signed(i, key, nonce, route, rid, data))
         return wave
 
-    def _collect(
-        self,
-        wave: list[_Signed],
-        answers: dict[int, Any],
-        asked: list[Call],
-        out: list,
-        unanswered: list[int],
-    ) -> None:
+    def _collect(self, wave: _Wave, asked: list[Call], out: list, unanswered: list[int]) -> None:
         """Verify a wave's answers into `out`; the unanswered wait for `call`."""
-        for w in wave:
+        answers = wave.answers
+        for w in wave.signed:
             a = answers.get(w.rid)
             if a is None:
                 self.datagram_fallbacks += 1
@@ -255,47 +281,42 @@ class SpeakerLink:
             except SpeakerError as exc:
                 out[w.at] = exc
 
-    def _send_wave(self, wave: list[_Signed]) -> dict[int, asyncio.Future]:
-        """Send every request of a wave once; a future for each answer (by request id)."""
+    def _send_wave(self, signed: list[_Signed]) -> _Wave:
+        """Send every request of a wave once; the wave, to await its answers."""
         send = self.send_datagram
         assert send is not None
-        loop = asyncio.get_running_loop()
-        futs = {}
-        for w in wave:
-            fut = futs[w.rid] = loop.create_future()
-            self._pending[w.rid] = (fut, w.route)
-        for w in wave:
+        wave = _Wave(signed)
+        for w in signed:
+            self._pending[w.rid] = (wave, w.route)
+        for w in signed:
             send(w.data, w.route)
-        return futs
+        return wave
 
-    async def _await_wave(
-        self, wave: list[_Signed], futs: dict[int, asyncio.Future]
-    ) -> dict[int, Any]:
-        """A sent wave's answers by id (missing: none came), sending the missing ones again
-        after each wait but the last."""
+    async def _await_wave(self, wave: _Wave) -> None:
+        """Wait for a sent wave's answers, sending the missing ones again after each wait but
+        the last."""
         send = self.send_datagram
         assert send is not None
         try:
             for k, wait in enumerate(DATAGRAM_TRIES):
-                waiting = [f for f in futs.values() if not f.done()]
-                if not waiting:
+                if wave.all_in.done():
                     break
                 if k:  # the same request again: answered from the speaker's cache
-                    for w in wave:
-                        if not futs[w.rid].done():
+                    for w in wave.signed:
+                        if w.rid not in wave.answers:
                             send(w.data, w.route)
-                await asyncio.wait(waiting, timeout=wait)
-            return {rid: f.result() for rid, f in futs.items() if f.done() and not f.cancelled()}
+                await asyncio.wait((wave.all_in,), timeout=wait)
         finally:
-            for rid in futs:
-                self._pending.pop(rid, None)
+            for w in wave.signed:
+                self._pending.pop(w.rid, None)
 
     async def _by_datagram(
         self, rid: int, data: bytes, to: tuple[str, int]
     ) -> ControlAnswer | None:
         """Send a request datagram, again after each wait; the answer, or None."""
-        wave = [_Signed(0, b"", "", to, rid, data)]
-        return (await self._await_wave(wave, self._send_wave(wave))).get(rid)
+        wave = self._send_wave([_Signed(0, b"", "", to, rid, data)])
+        await self._await_wave(wave)
+        return wave.answers.get(rid)
 
     def on_answer(self, data: bytes, addr: tuple) -> None:
         """A control answer datagram: to the request it answers, if it came from where that
@@ -305,8 +326,8 @@ class SpeakerLink:
         except ControlDatagramError:
             return
         pending = self._pending.get(answer.id)
-        if pending is not None and tuple(addr[:2]) == pending[1] and not pending[0].done():
-            pending[0].set_result(answer)
+        if pending is not None and tuple(addr[:2]) == pending[1]:
+            pending[0].answer(answer.id, answer)
 
     async def close(self) -> None:
         """Close the HTTP session."""
