@@ -463,6 +463,10 @@ class Speaker:
     def _on_rtp(self, data: bytes, addr: tuple) -> None:
         self.counters["rtp_received"] += 1
         a = self.active
+        # when the packet reached the socket: a light speaker reads its packets once a tick, and
+        # a packet that came in time counts as in time however late the rig's tick (drain()
+        # hands each over with its kernel stamp; any other was read as it came)
+        arrival = self.clock.now() - (self._rtp.stamped_age() if self._rtp else 0.0)
         if (
             self.spec.light
             and a is not None
@@ -471,7 +475,7 @@ class Speaker:
             and int.from_bytes(data[2:4], "big") % LIGHT_SAMPLE
         ):
             try:  # the clear header is all a light speaker reads of most packets
-                a.playout.on_packet(RtpPacket.parse(data[:-AUTH_TAG]), self.clock.now())
+                a.playout.on_packet(RtpPacket.parse(data[:-AUTH_TAG]), arrival)
             except PacketError:
                 self.counters["dropped_malformed"] += 1
             return
@@ -483,7 +487,7 @@ class Speaker:
         except PacketError:
             self.counters["dropped_malformed"] += 1
             return
-        a.playout.on_packet(pkt, self.clock.now())
+        a.playout.on_packet(pkt, arrival)
 
     def _on_rtcp(self, data: bytes, addr: tuple) -> None:
         plain = self._unprotect(data, rtcp=True)

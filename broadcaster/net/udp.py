@@ -126,21 +126,29 @@ class UdpPort:
     def batched(self) -> Callable[[], int]:
         """Returns `drain()`, which hands over every datagram waiting and says how many. For a
         receiver that reads on its own schedule (the light speakers of scale runs) while
-        `batching(True)`: one call per tick instead of one event-loop turn each."""
+        `batching(True)`: one call per tick instead of one event-loop turn each. Each datagram
+        comes with its kernel receive stamp (`stamped_age`): when it reached the socket, however
+        late the reader came for it."""
         fd = self.transport.get_extra_info("socket").fileno()
         sock = self._batch = socket.socket(fileno=os.dup(fd))  # same queue, a handle of our own
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         received = self._proto.datagram_received
+        space = socket.CMSG_SPACE(_TIMESPEC.size)
 
         def drain() -> int:
             n = 0
-            while True:
-                try:
-                    data, addr = sock.recvfrom(65536)
-                except OSError:  # BlockingIOError: nothing more waiting
-                    return n
-                received(data, addr)
-                n += 1
+            try:
+                while True:
+                    try:
+                        data, anc, _flags, addr = sock.recvmsg(65536, space)
+                    except OSError:  # BlockingIOError: nothing more waiting
+                        return n
+                    self._anc = anc
+                    received(data, addr)
+                    n += 1
+            finally:
+                self._anc = None
 
         return drain
 
@@ -200,6 +208,11 @@ class UdpPort:
         (an answer is awaited)."""
         if self._wake is not None:
             self._wake()
+
+    def stamped_age(self) -> float:
+        """`arrival_age` of a datagram that `drain()` or `read_spaced` is handing over (read
+        with its own stamp); 0 for any other, without asking the kernel."""
+        return self.arrival_age() if self._anc is not None else 0.0
 
     def arrival_age(self) -> float:
         """How long ago the kernel received the datagram being handled now (call it from the

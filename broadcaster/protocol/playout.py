@@ -146,10 +146,12 @@ class Playout:
                 break
             got = self._buffer.pop(self.next_index, None)
             pcm = None
-            underrun = local_now - at > UNDERRUN
+            # the instant passed before we could write the frame (no start time yet, or the
+            # process stalled): a real card played silence then, so the frame is lost. A light
+            # speaker has no card to fall behind: its frame counts by whether the packet reached
+            # the socket before the instant (the rig's own slowness is not the controller's loss)
+            underrun = not self.light and local_now - at > UNDERRUN
             if underrun:
-                # the instant passed before we could write the frame (no start time yet, or the
-                # process stalled): a real card played silence then, so the frame is lost
                 got = None
             if got is not None and got[1] <= at:
                 pcm = self._decode(got[0])
