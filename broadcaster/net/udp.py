@@ -117,8 +117,9 @@ class UdpPort:
         self._proto = proto
         self._batch: socket.socket | None = None
         self._fd = transport.get_extra_info("socket").fileno()
-        # the ancillary data of the datagram `read_spaced` hands over (its stamp is read from it
-        # only if the handler asks: most datagrams on a clock socket at a set-up are answers)
+        # the ancillary data of the datagram `read_spaced` or `drain()` hands over (its stamp is
+        # read from it only if the handler asks: most datagrams on a clock socket at a set-up
+        # are answers)
         self._anc: list | None = None
         self._rearm: asyncio.Handle | None = None
         self._wake: Callable[[], None] | None = None
@@ -219,7 +220,7 @@ class UdpPort:
         handler); 0 when unknown (no stamp, delivered by the impairment shim, or implausible)."""
         if not self._proto.stamped:
             return 0.0
-        if self._anc is not None:  # read by `read_spaced`, with the datagram's own stamp
+        if self._anc is not None:  # read by `read_spaced` or `drain()`, with its own stamp
             stamp = 0.0  # (none: its age is unknown)
             for level, kind, raw in self._anc:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
