@@ -311,7 +311,13 @@ async def test_hold_space_on_the_talk_button_to_talk_and_release_to_end(
     await expect(page.locator("#talk-status")).to_contain_text("喊话结束", timeout=30000)
     await page.keyboard.up("Space")
     b = await wait_done(ctl, await new_broadcast(ctl, before), timeout=30)
-    assert b["source"].get("ended_by") == "end", b["source"]
+    # the microphone is closed: the page is over and no voice goes on reaching the horns (an open
+    # microphone would keep the broadcast alive past wait_done). The console's "end" usually
+    # says so first; on a machine so busy that the browser sends nothing for 0.8 s between the
+    # voice starting and the blur (CI beside a CPU hog), the controller's idle rule does
+    ended_by = b["source"].get("ended_by")
+    assert ended_by in ("end", "idle"), b["source"]
+    assert b["state"] == "done", b["state"]
     await con.close()
 
 
