@@ -7,6 +7,7 @@ import gc
 import pytest
 
 import broadcaster.core.heap as heap
+from tests.support.net import may_realtime
 
 
 @pytest.fixture
@@ -117,6 +118,4 @@ def test_a_serving_controller_has_frozen_its_start_up(tmp_path):
     assert full["freezes"] >= 1 and full["frozen"] > 10_000, full  # modules, site, state
     assert "own_p99_ms" in health["loop_lag"]
     # and its media thread runs at real-time priority where the process may ask for it
-    from tests.support.net import may_realtime
-
     assert health["media_realtime"] is may_realtime()
