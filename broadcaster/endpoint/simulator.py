@@ -16,7 +16,7 @@ from pathlib import Path
 
 from broadcaster.endpoint.clocks import WallStep, parse_clock_steps
 from broadcaster.endpoint.lifecycle import stop_event, write_ready
-from broadcaster.endpoint.speaker import Speaker, SpeakerSpec, Ticker
+from broadcaster.endpoint.speaker import LIGHT_TICK, Speaker, SpeakerSpec, Ticker
 from broadcaster.net.mdns import Advert, open_zeroconf, register, unregister
 from broadcaster.net.udp import Impairment
 from broadcaster.protocol.auth import KeyStore
@@ -140,9 +140,10 @@ async def run_simulation(
     azc = open_zeroconf(mdns_interfaces or ["127.0.0.1"]) if mdns else None
     if azc is not None:
         await register(azc, adverts)
-    # light speakers (scale runs) tick at the frame rate: a fine tick per speaker costs too much
+    # light speakers (scale runs) read and play in batches (a fine tick per speaker costs too
+    # much; a packet still counts by when it reached the socket)
     light = bool(specs) and all(s.light for s in specs)
-    ticker = asyncio.ensure_future(Ticker(speakers, 0.02 if light else 0.005).run())
+    ticker = asyncio.ensure_future(Ticker(speakers, LIGHT_TICK if light else 0.005).run())
     info = {
         "speakers": [
             {"id": a.speaker_id, "host": a.host, "port": a.port, "rtp": a.rtp_port} for a in adverts

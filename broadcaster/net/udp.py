@@ -134,11 +134,15 @@ class UdpPort:
         sock = self._batch = socket.socket(fileno=os.dup(fd))  # same queue, a handle of our own
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        received = self._proto.datagram_received
+        proto = self._proto
+        # straight to the handler unless the impairment shim holds incoming datagrams back
+        shim = proto.impair is not None and proto.impair.affects("in")
+        received = proto.datagram_received if shim else proto.handler
         space = socket.CMSG_SPACE(_TIMESPEC.size)
 
         def drain() -> int:
             n = 0
+            proto.stamped = True  # (the shim's own delivery says otherwise when it hands over)
             try:
                 while True:
                     try:

@@ -95,10 +95,16 @@ class Playout:
 
     def on_packet(self, pkt: RtpPacket, arrival: float) -> str:
         """Buffer an RTP packet that arrived at local time `arrival`; returns what became of it."""
-        if pkt.ssrc != self.ssrc or pkt.payload_type != self.codec.payload_type:
+        return self.take(pkt.ssrc, pkt.payload_type, pkt.timestamp, pkt.payload, arrival)
+
+    def take(
+        self, ssrc: int, payload_type: int, timestamp: int, payload: bytes, arrival: float
+    ) -> str:
+        """`on_packet` by the header's fields (a light speaker reads no more of most packets)."""
+        if ssrc != self.ssrc or payload_type != self.codec.payload_type:
             self.stats.foreign += 1
             return "foreign"
-        n = self._index(pkt.timestamp)
+        n = self._index(timestamp)
         if n is None:
             self.stats.foreign += 1
             return "foreign"
@@ -109,7 +115,7 @@ class Playout:
         if n in self._buffer:
             self.stats.duplicates += 1
             return "duplicate"
-        self._buffer[n] = (pkt.payload, arrival)
+        self._buffer[n] = (payload, arrival)
         return "buffered"
 
     def on_sender_report(self, sr: SenderReport, final: bool = False) -> None:
