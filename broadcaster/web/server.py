@@ -7,6 +7,7 @@ file in the way is one plain error naming the path, not a traceback from deep in
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import os
 import signal
@@ -132,7 +133,19 @@ async def serve(
         await runner.setup()
         await web.TCPSite(runner, host, port, ssl_context=ssl_ctx).start()
         ctl.heap.install()  # what start-up built is long-lived: out of the collector's walk
-        ctl.realtime_media()  # the media thread first when the cores are busy (logged if not)
+        cpus = os.sched_getaffinity(0)
+        # the media thread first when the cores are busy (logged if not), on a core of its own
+        # once it sends to many (net/fanout.py)
+        if ctl.realtime_media():
+            # the loop then keeps off the media thread's core; its worker threads (a login's
+            # hash, the SQLite reads) may still run on any
+            asyncio.get_running_loop().set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(
+                    thread_name_prefix="worker",
+                    initializer=os.sched_setaffinity,
+                    initargs=(0, cpus),
+                )
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

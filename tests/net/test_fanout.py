@@ -170,6 +170,7 @@ def test_a_frame_that_waited_too_long_for_the_thread_is_dropped_not_sent(sender,
 
 def test_the_sending_thread_runs_at_real_time_priority_when_asked_and_still_sends(sender, caplog):
     rs = _receivers(5)
+    cpus = os.sched_getaffinity(0)
     fan = FanOut(sender, threaded=True)
     try:
         assert not fan.realtime_on
@@ -183,13 +184,23 @@ def test_the_sending_thread_runs_at_real_time_priority_when_asked_and_still_send
             assert not on and policy == os.SCHED_OTHER
             assert "stays at normal priority" in caplog.text
         frames = [b"a" * 100, b"b" * 200]
-        for f in frames:
-            fan.send(f, [r.getsockname() for r in rs])
+        fan.send(frames[0], [r.getsockname() for r in rs[:4]])  # to fewer than apart_at
+        assert _got(rs[0], 1) == frames[:1]
+        assert os.sched_getaffinity(0) == cpus and fan.core is None  # the cores still shared
+        fan.apart_at = 5
+        fan.send(frames[1], [r.getsockname() for r in rs])  # to apart_at: a core of its own
+        for i, r in enumerate(rs):  # every frame still sent, in order
+            want = frames[1:] if i in (0, 4) else frames
+            assert _got(r, len(want)) == want
+        if may_realtime() and len(cpus) > 1:  # the last core, which its caller keeps off
+            assert os.sched_getaffinity(fan._thread.native_id) == {max(cpus)} == {fan.core}
+            assert os.sched_getaffinity(0) == cpus - {max(cpus)}
+        else:
+            assert os.sched_getaffinity(0) == cpus and fan.core is None
         fan.close()
-        for r in rs:
-            assert _got(r, 2) == frames
     finally:
         fan.close()
+        os.sched_setaffinity(0, cpus)  # (the test's own thread: every core again)
         for r in rs:
             r.close()
     assert not FanOut(sender).realtime()  # unthreaded: nothing to raise
