@@ -8,7 +8,14 @@ import signal
 
 import broadcaster.site as zones
 from tests.support.audio import sweep
-from tests.support.harness import SimProcess, controller, playout_records, wait_done, wait_online
+from tests.support.harness import (
+    SimProcess,
+    controller,
+    playout_records,
+    records_follow_reports,
+    wait_done,
+    wait_online,
+)
 from tests.support.sites import small_site
 
 
@@ -74,17 +81,3 @@ async def test_a_light_speaker_behind_on_its_reading_counts_packets_by_when_they
     finally:
         for s in sims:
             s.stop()
-
-
-def records_follow_reports(b: dict, recs: dict) -> None:
-    """The controller's record of each speaker is what that speaker reported: played when it
-    played every frame sent, partial when not. (A full simulated speaker on a loaded machine may
-    miss a frame whose instant passed while its process waited for a core; that is the machine,
-    and the record must say so rather than the test assume a core to spare.)"""
-    for r in b["speakers"]:
-        rec = recs[r["speaker"]]
-        assert r["packets"] == rec["packets"], (r, rec)
-        assert r["state"] == ("played" if rec["packets"] >= r["frames_sent"] else "partial"), (
-            r,
-            rec,
-        )

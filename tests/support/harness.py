@@ -280,3 +280,17 @@ def speaker_command(keyfile: Path, port: int | str, rtp_port: int | str, *extra:
         str(rtp_port),
         *extra,
     ]
+
+
+def records_follow_reports(b: dict, recs: dict) -> None:
+    """The controller's record of each speaker is what that speaker reported: played when it
+    played every frame sent, partial when not. (A full simulated speaker on a loaded machine may
+    miss a frame whose instant passed while its process waited for a core; that is the machine,
+    and the record must say so rather than the test assume a core to spare.)"""
+    for r in b["speakers"]:
+        rec = recs[r["speaker"]]
+        assert r["packets"] == rec["packets"], (r, rec)
+        assert r["state"] == ("played" if rec["packets"] >= r["frames_sent"] else "partial"), (
+            r,
+            rec,
+        )
