@@ -475,7 +475,7 @@ class Speaker:
             b0, b1, seq, ts, ssrc = _RTP_HEAD.unpack_from(data)
             if (
                 b0 & 0xDF == 0x80
-                and not 192 <= b1 <= 223
+                and not is_rtcp(data)
                 and ssrc == a.playout.ssrc
                 and seq % LIGHT_SAMPLE
             ):

@@ -171,8 +171,7 @@ class FanOut:
         there is nothing to keep apart."""
         self._apart_tried = True
         caller = self._caller
-        if caller is None:
-            return
+        assert caller is not None
         try:
             cpus = os.sched_getaffinity(caller)
             if len(cpus) < 2:
@@ -201,7 +200,7 @@ class FanOut:
             if time.monotonic() - queued > MAX_AGE:
                 self._dropped_sending += len(addrs)  # too late to play: catch up instead
                 continue
-            if len(addrs) >= self.apart_at and not self._apart_tried:
+            if self._caller is not None and not self._apart_tried and len(addrs) >= self.apart_at:
                 self._own_core()  # holds its core long enough now to be kept apart
             try:
                 self._send_now(data, addrs)
