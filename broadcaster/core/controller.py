@@ -98,9 +98,7 @@ class Controller:
         self._msock: socket.socket | None = None
         self.drivers: dict[str, Driver] = self._make_drivers()
         for sp in site.speakers.values():
-            st = self.registry.get(sp.id)
-            st.assigned, st.kind, st.zone_path = True, sp.kind, site.path_names(sp.id)
-            st.driver = sp.driver
+            self.registry.assign(sp.id, sp.kind, site.path_names(sp.id), sp.driver)
 
     def _make_drivers(self) -> dict[str, Driver]:
         from broadcaster.drivers.registry import make_driver
@@ -263,11 +261,6 @@ class Controller:
             log.error("cannot write %s: %s", name, exc)
 
     # --- operations --------------------------------------------------------------------------
-
-    def speakers(self) -> dict:
-        """Every speaker with its health, and the counts."""
-        rows = sorted(self.registry.speakers.values(), key=lambda s: (not s.assigned, s.id))
-        return {"counts": self.registry.counts(), "speakers": [s.to_dict() for s in rows]}
 
     def broadcast(self, bid: str) -> Broadcast:
         """One broadcast by id."""

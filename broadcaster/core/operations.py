@@ -77,30 +77,30 @@ async def speakers_list(c: Call, q: SpeakersIn) -> dict:
         raise InvalidInput("offset must be 0 or more and limit 1 or more", code="bad_field")
     # an unknown name is named (404), one outside the scope refused (403) as for a broadcast
     wanted = None if q.zone is None else policy.check_targets(ctl.site, c.principal, [q.zone])
-    states = [
-        st for st in ctl.registry.speakers.values() if st.id in mine or (not st.assigned and whole)
-    ]
+    # (the registry's order, kept: a district's list is asked for often and changes little)
+    every = ctl.registry.ordered()
+    states = every if whole else [st for st in every if st.id in mine]
     assigned = [st for st in states if st.assigned]
     counts = {
         "online": sum(st.online for st in assigned),
         "total": len(assigned),
         "unassigned": len(states) - len(assigned),
     }
-    rows = sorted(
-        (
+    rows = states
+    if wanted is not None or q.online is not None:
+        rows = [
             st
             for st in states
             if (wanted is None or st.id in wanted) and (q.online is None or st.online == q.online)
-        ),
-        key=lambda st: (not st.assigned, st.id),
-    )
+        ]
     matched = len(rows)
     rows = rows[q.offset :] if q.limit is None else rows[q.offset : q.offset + q.limit]
     speakers: list[dict] = []
     for i in range(0, len(rows), LIST_CHUNK):
         if i:
             await asyncio.sleep(0)  # a district's list is built in turns, never one long block
-        speakers.extend(st.to_dict() for st in rows[i : i + LIST_CHUNK])
+        # each row is built once and kept until its speaker changes (SpeakerState.row)
+        speakers.extend(st.row() for st in rows[i : i + LIST_CHUNK])
     return {"counts": counts, "matched": matched, "speakers": speakers}
 
 

@@ -39,15 +39,31 @@ class SpeakerState:
     heartbeats: int = 0  # signed heartbeats taken (the speaker reported in)
     status_answers: int = 0  # whole status answers (polled: at first, on a change, when silent)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # every change of a field forgets the row built from the fields (row() below)
+        d = self.__dict__
+        d[name] = value
+        d.pop("_row", None)
+
     def to_dict(self) -> dict:
         """The JSON form the API and CLI show: every field but the address's parts (shown as
-        one) and the counters. A copy of the instance's dict, not a literal of twenty reads:
-        the list of a thousand speakers is built on every request for it."""
-        d = self.__dict__.copy()
-        host, port = d.pop("host"), d.pop("port")
-        del d["counters"]
-        d["address"] = f"{host}:{port}" if host else None
-        return d
+        one) and the counters; the caller's own copy."""
+        return dict(self.row())
+
+    def row(self) -> dict:
+        """The same, built once and kept until a field changes: the list of a thousand speakers
+        is asked for again and again while only the speakers that reported in since have
+        changed. Shared: read it, do not change it. (A field holding a dict, `attacks`, is
+        replaced whole, never changed in place, so that the change is seen.)"""
+        d = self.__dict__
+        row = d.get("_row")
+        if row is None:
+            row = d.copy()
+            host, port = row.pop("host"), row.pop("port")
+            del row["counters"]
+            row["address"] = f"{host}:{port}" if host else None
+            d["_row"] = row
+        return row
 
 
 @dataclass
@@ -55,12 +71,29 @@ class Registry:
     """All speakers by id: those in zones.yaml and any unassigned ones that advertise."""
 
     speakers: dict[str, SpeakerState] = field(default_factory=dict)
+    _order: list[SpeakerState] = field(default_factory=list, init=False, repr=False)
 
     def get(self, sid: str) -> SpeakerState:
         """The state of one speaker, created (unassigned) if new."""
         if sid not in self.speakers:
             self.speakers[sid] = SpeakerState(sid, assigned=False)
+            self._order = []
         return self.speakers[sid]
+
+    def assign(self, sid: str, kind: str, zone_path: str, driver: str) -> SpeakerState:
+        """A speaker of the zones file: where it is and which driver speaks to it."""
+        st = self.get(sid)
+        st.assigned, st.kind, st.zone_path, st.driver = True, kind, zone_path, driver
+        self._order = []
+        return st
+
+    def ordered(self) -> list[SpeakerState]:
+        """Every speaker, those of the zones file first, each part by id: sorted once and kept
+        until a speaker is added or assigned (a list of a thousand is asked for often). Read
+        it, do not change it."""
+        if len(self._order) != len(self.speakers):
+            self._order = sorted(self.speakers.values(), key=lambda s: (not s.assigned, s.id))
+        return self._order
 
     def seen(self, sid: str, status: dict, now: float) -> tuple[bool, dict[str, int]]:
         """Record an answer; returns (whether it came online now, security counters that grew).
@@ -86,8 +119,8 @@ class Registry:
         }
         # on first contact st.counters is empty, so whatever the speaker counted before we knew it
         # counts too
-        for k, v in grew.items():
-            st.attacks[k] = st.attacks.get(k, 0) + v
+        if grew:  # a new dict, not a change in place: the speaker's row must see it
+            st.attacks = {**st.attacks, **{k: st.attacks.get(k, 0) + v for k, v in grew.items()}}
         st.counters = new
         return came_online, grew
 
