@@ -19,8 +19,8 @@ simulators and an API client hammering the list) the kernel let it wait past MAX
 were dropped. Its work is bounded by the media's own rate, and the kernel keeps 5 % of every
 second for the rest (sched_rt_runtime_us). Without the right (CAP_SYS_NICE) it stays as it is.
 With two cores or more, once a frame goes to APART_AT speakers or more the thread takes the last
-core for itself and its caller (the event loop) keeps off it: a thread a real-time one preempts
-is not moved to another core.
+core for itself and the rest of the process (the event loop, its worker threads) keeps off it: a
+thread a real-time one preempts is not moved to another core.
 """
 
 from __future__ import annotations
@@ -49,6 +49,14 @@ MAX_BEHIND = 100
 MAX_AGE = 0.1
 RT_PRIORITY = 10  # SCHED_RR priority of the sending thread once realtime() asks for it (1-99)
 APART_AT = 256  # speakers in a frame's list that give the real-time thread a core of its own
+
+
+def _threads() -> list[int]:
+    """The native ids of this process's threads (none where /proc is not Linux's)."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return []
 
 
 class _Iovec(ctypes.Structure):
@@ -161,14 +169,17 @@ class FanOut:
 
     def _own_core(self) -> None:
         """(In the sending thread.) Take the last of the caller's cores for this thread, and
-        keep the caller (the event loop) off it, as audio servers keep their audio thread's
-        core apart.
+        keep every other thread of the process off it (the event loop, its worker threads, the
+        history writer; threads started later take their starter's cores), as audio servers
+        keep their audio thread's core apart.
 
         A thread that a real-time one preempts waits on that core: the scheduler does not move
         it to another, busy or not, for the whole of a `sendmmsg` to a thousand speakers.
         Measured at 1,000 speakers on 2 cores while everyone played: the loop's lag p99 17-19 ms
-        and its own stalls up to 44 ms; with the cores apart 6.8 ms and 6.5 ms. With one core
-        there is nothing to keep apart."""
+        and its own stalls up to 44 ms; with the loop apart 6.8 ms and 6.5 ms. A token's check
+        in a worker thread that ran on the real-time core still waited there: an area's list
+        took up to 18 ms of the controller's time (1.3 ms of work). With one core there is
+        nothing to keep apart."""
         self._apart_tried = True
         caller = self._caller
         assert caller is not None
@@ -182,8 +193,15 @@ class FanOut:
         except OSError as exc:  # gone, or a cpuset that forbids it: both stay where they may run
             log.info("fan-out thread shares the cores (%s)", exc)
             return
+        me = threading.get_native_id()
+        for tid in _threads():
+            if tid not in (me, caller):
+                try:
+                    os.sched_setaffinity(tid, os.sched_getaffinity(tid) - {core} or cpus - {core})
+                except OSError:  # ended meanwhile
+                    pass
         self.core = core
-        log.info("fan-out thread on core %d; the event loop on %s", core, sorted(cpus - {core}))
+        log.info("fan-out thread on core %d; the rest on %s", core, sorted(cpus - {core}))
 
     def close(self) -> None:
         """Send what is queued, then stop the sending thread (the socket stays open)."""

@@ -171,6 +171,12 @@ def test_a_frame_that_waited_too_long_for_the_thread_is_dropped_not_sent(sender,
 def test_the_sending_thread_runs_at_real_time_priority_when_asked_and_still_sends(sender, caplog):
     rs = _receivers(5)
     cpus = os.sched_getaffinity(0)
+    # another thread of the process (a worker checking a token, say), started before the split
+    worker_done, worker_id = threading.Event(), []
+    worker = threading.Thread(
+        target=lambda: (worker_id.append(threading.get_native_id()), worker_done.wait(30))
+    )
+    worker.start()
     fan = FanOut(sender, threaded=True)
     try:
         assert not fan.realtime_on
@@ -192,15 +198,23 @@ def test_the_sending_thread_runs_at_real_time_priority_when_asked_and_still_send
         for i, r in enumerate(rs):  # every frame still sent, in order
             want = frames[1:] if i in (0, 4) else frames
             assert _got(r, len(want)) == want
-        if may_realtime() and len(cpus) > 1:  # the last core, which its caller keeps off
+        if may_realtime() and len(cpus) > 1:  # the last core, which the rest keeps off
             assert os.sched_getaffinity(fan._thread.native_id) == {max(cpus)} == {fan.core}
-            assert os.sched_getaffinity(0) == cpus - {max(cpus)}
+            assert os.sched_getaffinity(0) == cpus - {max(cpus)}  # its caller
+            assert os.sched_getaffinity(worker_id[0]) == cpus - {max(cpus)}  # and the others
         else:
             assert os.sched_getaffinity(0) == cpus and fan.core is None
+            assert os.sched_getaffinity(worker_id[0]) == cpus
         fan.close()
     finally:
         fan.close()
-        os.sched_setaffinity(0, cpus)  # (the test's own thread: every core again)
+        worker_done.set()
+        worker.join()
+        for tid in os.listdir("/proc/self/task"):  # every thread of the test: every core again
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:
+                pass
         for r in rs:
             r.close()
     assert not FanOut(sender).realtime()  # unthreaded: nothing to raise
