@@ -7,11 +7,11 @@ file in the way is one plain error naming the path, not a traceback from deep in
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import errno
 import os
 import signal
 import sqlite3
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -27,6 +27,10 @@ from broadcaster.web.tls import TlsFiles, server_context
 # the folders the controller and the audio library create under DATA
 DATA_FOLDERS = ("log", "library")
 LIBRARY_CATALOGUE = Path("library") / "catalogue.db"
+# s a thread waits for the GIL before it asks the holder to let go (Python's default: 5 ms). The
+# event loop hands work to threads (a token's SQLite lookup, the media thread's send) and takes
+# it back: each hand-over found the other side busy may wait this long.
+SWITCH_INTERVAL = float(os.environ.get("BROADCASTER_SWITCH_S", "0.001"))
 
 
 def check_data_dir(data: Path) -> None:
@@ -133,19 +137,10 @@ async def serve(
         await runner.setup()
         await web.TCPSite(runner, host, port, ssl_context=ssl_ctx).start()
         ctl.heap.install()  # what start-up built is long-lived: out of the collector's walk
-        cpus = os.sched_getaffinity(0)
+        sys.setswitchinterval(SWITCH_INTERVAL)
         # the media thread first when the cores are busy (logged if not), on a core of its own
-        # once it sends to many (net/fanout.py)
-        if ctl.realtime_media():
-            # the loop then keeps off the media thread's core; its worker threads (a login's
-            # hash, the SQLite reads) may still run on any
-            asyncio.get_running_loop().set_default_executor(
-                concurrent.futures.ThreadPoolExecutor(
-                    thread_name_prefix="worker",
-                    initializer=os.sched_setaffinity,
-                    initargs=(0, cpus),
-                )
-            )
+        # once it sends to many, the rest of the controller kept off it (net/fanout.py)
+        ctl.realtime_media()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
