@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from broadcaster.core.rows import KeptRow
 from broadcaster.drivers.base import Report
 
 PRIORITY_CLASSES = ("background", "announcement", "live", "emergency")
@@ -39,7 +40,7 @@ def new_broadcast_id() -> str:
 
 
 @dataclass
-class SpeakerResult:
+class SpeakerResult(KeptRow):
     """How one speaker fared in one broadcast."""
 
     speaker: str
@@ -60,7 +61,11 @@ class SpeakerResult:
         return bool(self.packets)
 
     def to_dict(self) -> dict:
-        """JSON form."""
+        """JSON form (the caller's own copy; `row()` is kept and shared: a broadcast to a
+        thousand speakers is saved at every change while few of them changed since)."""
+        return dict(self.row())
+
+    def _build_row(self) -> dict:
         return {
             "speaker": self.speaker,
             "driver": self.driver,
@@ -158,7 +163,5 @@ class Broadcast:
             "frames": self.frames,
             "error": self.error,
             "summary": self.summary(),
-            "speakers": [
-                r.to_dict() for r in sorted(self.results.values(), key=lambda r: r.speaker)
-            ],
+            "speakers": [self.results[sid].row() for sid in sorted(self.results)],
         }

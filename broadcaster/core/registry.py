@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from broadcaster.core.rows import KeptRow
+
 OFFLINE_AFTER = 6.0  # seconds without an answer before a speaker is offline
 SECURITY_COUNTERS = (
     "dropped_unauthenticated",
@@ -15,7 +17,7 @@ SECURITY_COUNTERS = (
 
 
 @dataclass
-class SpeakerState:
+class SpeakerState(KeptRow):
     """One speaker as the controller sees it."""
 
     id: str
@@ -39,30 +41,19 @@ class SpeakerState:
     heartbeats: int = 0  # signed heartbeats taken (the speaker reported in)
     status_answers: int = 0  # whole status answers (polled: at first, on a change, when silent)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        # every change of a field forgets the row built from the fields (row() below)
-        d = self.__dict__
-        d[name] = value
-        d.pop("_row", None)
-
     def to_dict(self) -> dict:
         """The JSON form the API and CLI show: every field but the address's parts (shown as
-        one) and the counters; the caller's own copy."""
+        one) and the counters; the caller's own copy. (`row()`: the same, kept and shared —
+        the list of a thousand speakers is asked for again and again while only the speakers
+        that reported in since have changed; `attacks` is replaced whole, never changed in
+        place.)"""
         return dict(self.row())
 
-    def row(self) -> dict:
-        """The same, built once and kept until a field changes: the list of a thousand speakers
-        is asked for again and again while only the speakers that reported in since have
-        changed. Shared: read it, do not change it. (A field holding a dict, `attacks`, is
-        replaced whole, never changed in place, so that the change is seen.)"""
-        d = self.__dict__
-        row = d.get("_row")
-        if row is None:
-            row = d.copy()
-            host, port = row.pop("host"), row.pop("port")
-            del row["counters"]
-            row["address"] = f"{host}:{port}" if host else None
-            d["_row"] = row
+    def _build_row(self) -> dict:
+        row = self.__dict__.copy()
+        host, port = row.pop("host"), row.pop("port")
+        del row["counters"]
+        row["address"] = f"{host}:{port}" if host else None
         return row
 
 
