@@ -91,11 +91,30 @@ class LoopWatch:
             if time.monotonic() - beat < self.period + STALL or beat == seen:
                 continue
             seen = beat
-            frame = sys._current_frames().get(loop_thread)
+            frames = sys._current_frames()
+            frame = frames.get(loop_thread)
             where = traceback.format_stack(frame, limit=12) if frame is not None else []
             stall = {"since": beat, "where": [w.strip().splitlines()[0] for w in where[-8:]]}
             self.stalls.append(stall)
-            log.warning("event loop stalled > %.2f s; it is in:\n%s", STALL, "".join(where))
+            # a loop that waits for the GIL stands wherever it let go: what the process's other
+            # threads were doing at that moment names the holder
+            names = {t.ident: t.name for t in threading.enumerate()}
+            others = "".join(
+                f"  thread {names.get(tid, tid)}: "
+                + " < ".join(
+                    f"{fs.name} ({os.path.basename(fs.filename)}:{fs.lineno})"
+                    for fs in reversed(traceback.extract_stack(f, limit=4))
+                )
+                + "\n"
+                for tid, f in frames.items()
+                if tid not in (loop_thread, threading.get_ident())
+            )
+            log.warning(
+                "event loop stalled > %.3f s; it is in:\n%sthe other threads:\n%s",
+                STALL,
+                "".join(where),
+                others,
+            )
 
     async def _run(self) -> None:
         waited = _RunDelay()  # opened here: it must name the loop's own thread
