@@ -19,6 +19,7 @@ loop-lag snapshot shows beside the lag it causes.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +44,8 @@ class HeapGuard:
         self.pauses: deque[float] = deque(maxlen=200)  # the latest full collections, seconds
         self.collections = 0  # full collections since install
         self.worst = 0.0
+        self.young_worst = 0.0  # the longest collection of a younger generation
+        self.young_worst_info: dict = {}  # its generation and the garbage it found
         self.freezes = 0
         self.frozen = 0  # objects in the permanent generation after the latest freeze
         self._last_freeze: float | None = None  # the latest freeze after a slow collection
@@ -73,6 +76,10 @@ class HeapGuard:
             self._began = time.perf_counter()
             return
         if info.get("generation") != 2:
+            pause = time.perf_counter() - self._began
+            if pause > self.young_worst:
+                self.young_worst = pause
+                self.young_worst_info = {**info, "thread": threading.current_thread().name}
             now = self._clock()
             if now - self._installed < EARLY and now - self._early >= EARLY_EVERY:
                 self._early = now
@@ -90,11 +97,14 @@ class HeapGuard:
             self._last_freeze = now
 
     def snapshot(self) -> dict:
-        """Full collections: how many, the latest and the worst pause (ms), frozen objects."""
+        """Full collections: how many, the latest and the worst pause (ms), frozen objects; and
+        the worst pause of a younger generation's."""
         return {
             "count": self.collections,
             "last_ms": round(self.pauses[-1] * 1000, 2) if self.pauses else None,
             "worst_ms": round(self.worst * 1000, 2),
+            "young_worst_ms": round(self.young_worst * 1000, 2),
+            "young_worst": self.young_worst_info,  # generation, collected, uncollectable
             "frozen": self.frozen,  # counted at install and at slow collections (a walk)
             "freezes": self.freezes,
         }
