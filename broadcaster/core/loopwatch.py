@@ -65,6 +65,7 @@ class LoopWatch:
         self.period = period
         self.lags: deque[float] = deque(maxlen=window)
         self.own: deque[float] = deque(maxlen=window)  # each lag less its run-queue wait
+        self.at: deque[float] = deque(maxlen=window)  # when each was measured (monotonic)
         self.worst = 0.0
         self.stalls: deque[dict] = deque(maxlen=20)  # the latest stalls: how long, and where
         self._task: asyncio.Task | None = None
@@ -128,18 +129,25 @@ class LoopWatch:
                 # what of the lag the thread spent runnable but without a core (the machine
                 # was busy) is not the loop's doing; the rest is: its own work, a blocking call
                 self.own.append(max(0.0, lag - (waited.seconds() - wait0)))
+                self.at.append(asked)
                 self.worst = max(self.worst, lag)
         finally:
             waited.close()
 
-    def snapshot(self) -> dict:
-        """Lag in milliseconds over the window: p50, p99, max; and the worst since start.
+    def snapshot(self, last: float | None = None) -> dict:
+        """Lag in milliseconds over the window (or its `last` seconds): p50, p99, max; and the
+        worst since start.
 
         `own_p99_ms` / `own_max_ms`: the same for the part of each lag that was the loop's own
         doing (its work, a blocking call, the collector) rather than waiting for a core on a busy
         machine (the kernel's run-queue delay of the loop's thread, /proc schedstat).
         """
-        xs, own = sorted(self.lags), sorted(self.own)
+        lags, owns, ats = list(self.lags), list(self.own), list(self.at)
+        if last is not None:  # only the samples of the last `last` seconds
+            since = time.monotonic() - last
+            first = next((i for i, t in enumerate(ats) if t >= since), len(ats))  # (in order)
+            lags, owns, ats = lags[first:], owns[first:], ats[first:]
+        xs, own = sorted(lags), sorted(owns)
         if not xs:
             keys = ("p50_ms", "p99_ms", "max_ms", "own_p99_ms", "own_max_ms", "worst_ms")
             return dict.fromkeys(keys)
@@ -153,6 +161,9 @@ class LoopWatch:
             "max_ms": round(xs[-1] * 1000, 2),
             "own_p99_ms": pct(0.99, own),
             "own_max_ms": round(own[-1] * 1000, 2),
+            # how long ago the loop's longest own stall of the window was (to tell it by what
+            # happened then: a broadcast's start, say)
+            "own_max_ago_s": round(time.monotonic() - ats[owns.index(own[-1])], 1),
             "worst_ms": round(self.worst * 1000, 2),
             "samples": len(xs),
             "stalls": [

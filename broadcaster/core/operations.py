@@ -32,17 +32,26 @@ from broadcaster.sources.sequence import SequenceSource
 # --- speakers, zones, events -----------------------------------------------------------------
 
 
-@command("health", "GET", "/api/health", public=True)
-async def health(c: Call) -> dict:
+@dataclass
+class HealthIn:
+    """`lag_seconds`: the loop lag over only the last so many seconds of its minute (1-60)."""
+
+    lag_seconds: float | None = None
+
+
+@command("health", "GET", "/api/health", HealthIn, public=True)
+async def health(c: Call, q: HealthIn) -> dict:
     """Is the controller up: speakers online, broadcasts running, storage state."""
     ctl = c.services.controller
+    if q.lag_seconds is not None and not 1 <= q.lag_seconds <= 60:
+        raise InvalidInput("lag_seconds must be from 1 to 60", code="bad_field")
     return {
         "ok": True,
         "site": ctl.site.id,
         "speakers": ctl.registry.counts(),
         "broadcasts_running": len(ctl.players),
         "storage": c.services.storage_health(),
-        "loop_lag": ctl.loopwatch.snapshot(),
+        "loop_lag": ctl.loopwatch.snapshot(q.lag_seconds),
         "gc_full": ctl.heap.snapshot(),
         "media_dropped": ctl.media_dropped(),
         "media_realtime": ctl.media_realtime(),

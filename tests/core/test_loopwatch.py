@@ -32,8 +32,23 @@ async def test_a_blocking_call_is_lag_of_the_loops_own_and_names_itself(monkeypa
     assert snap["max_ms"] >= 350
     # asleep, not waiting for a core: all of it counts as the loop's own
     assert snap["own_max_ms"] >= 300
+    assert 0.1 <= snap["own_max_ago_s"] <= 5  # when: the block, not the sleeps around it
     assert snap["stalls"], "the watchdog saw no stall"
     assert any("block_the_loop" in w for w in snap["stalls"][-1]["where"]), snap["stalls"]
+
+
+async def test_the_lag_of_the_last_seconds_leaves_out_a_stall_before_them():
+    watch = LoopWatch(period=0.01)
+    watch.start()
+    try:
+        await asyncio.sleep(0.05)
+        block_the_loop(0.3)  # a broadcast's set-up, say
+        await asyncio.sleep(1.0)
+        whole, last = watch.snapshot(), watch.snapshot(last=0.5)
+    finally:
+        await watch.close()
+    assert whole["own_max_ms"] >= 250
+    assert last["own_max_ms"] < 250 and 0 < last["samples"] < whole["samples"]
 
 
 def _spin(seconds: float) -> None:

@@ -53,6 +53,12 @@ async def test_no_open_door(site, data, tag):
         assert timing.startswith("app;dur=") and float(timing.split("=")[1]) >= 0
         assert "Server-Timing" in (await client.get("/api/speakers")).headers  # a 401
         assert (await client.get("/api/openapi.json")).status == 200
+        # the loop lag of the last seconds only: a bad number is named, never a 500
+        recent = await (await client.get("/api/health?lag_seconds=5")).json()
+        assert recent["loop_lag"]["samples"] <= 5 / 0.05 + 1
+        for bad in ("0", "61", "soon"):
+            resp = await client.get(f"/api/health?lag_seconds={bad}")
+            assert resp.status == 400 and "lag_seconds" in (await resp.json())["message"], bad
 
 
 async def test_expiry_and_revocation_take_effect_at_the_next_request(site, data, tag):
