@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from broadcaster.core.rows import KeptRow
 from broadcaster.drivers.base import Report
 
 PRIORITY_CLASSES = ("background", "announcement", "live", "emergency")
@@ -40,7 +39,7 @@ def new_broadcast_id() -> str:
 
 
 @dataclass
-class SpeakerResult(KeptRow):
+class SpeakerResult:
     """How one speaker fared in one broadcast."""
 
     speaker: str
@@ -61,11 +60,7 @@ class SpeakerResult(KeptRow):
         return bool(self.packets)
 
     def to_dict(self) -> dict:
-        """JSON form (the caller's own copy; `row()` is kept and shared: a broadcast to a
-        thousand speakers is saved at every change while few of them changed since)."""
-        return dict(self.row())
-
-    def _build_row(self) -> dict:
+        """JSON form."""
         return {
             "speaker": self.speaker,
             "driver": self.driver,
@@ -163,5 +158,7 @@ class Broadcast:
             "frames": self.frames,
             "error": self.error,
             "summary": self.summary(),
-            "speakers": [self.results[sid].row() for sid in sorted(self.results)],
+            "speakers": [
+                r.to_dict() for r in sorted(self.results.values(), key=lambda r: r.speaker)
+            ],
         }
