@@ -324,9 +324,10 @@ class Controller:
             created_at=self.now(),
             requested_at=requested_at or self.now(),
         )
+        reached = set(online)  # (a list's `in`, a thousand times over, was 10 ms at 1,000)
         for sid in wanted:
             res = b.results[sid] = SpeakerResult(sid, self.site.speakers[sid].driver)
-            if sid not in online:
+            if sid not in reached:
                 res.state, res.error = "offline", "offline when the broadcast started"
         volumes = {
             s: (
