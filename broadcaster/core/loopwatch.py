@@ -149,8 +149,8 @@ class LoopWatch:
             lags, owns, ats = lags[first:], owns[first:], ats[first:]
         xs, own = sorted(lags), sorted(owns)
         if not xs:
-            keys = ("p50_ms", "p99_ms", "max_ms", "own_p99_ms", "own_max_ms", "worst_ms")
-            return dict.fromkeys(keys)
+            keys = ("p50_ms", "p99_ms", "max_ms", "own_p99_ms", "own_max_ms", "own_max_ago_s")
+            return dict.fromkeys((*keys, "worst_ms"))
 
         def pct(q: float, v: list[float] = xs) -> float:
             return round(v[min(len(v) - 1, int(q * len(v)))] * 1000, 2)
