@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broadcaster import jsonio
 from broadcaster.core.arbitration import Hold, Holdings
 from broadcaster.core.broadcast import (
     ACTIVE,
@@ -42,6 +41,7 @@ from broadcaster.protocol.clock import PlayClock
 from broadcaster.protocol.codecs import codec_by_name
 from broadcaster.site import Site
 from broadcaster.sources.base import AudioSource, PcmSource
+from broadcaster.storage.journal import Journal
 
 log = logging.getLogger(__name__)
 FINISHED_KEPT = 200  # finished broadcasts kept in memory; older ones live in the history
@@ -79,8 +79,7 @@ class Controller:
             [s for s, sp in site.speakers.items() if sp.driver == "bcspeaker"]
         )
         self.events = EventBus(clock=self.clock.now)
-        self._logdir = config.data_dir / "log"
-        self._logdir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(config.data_dir / "log")
         self.events.subscribe(self._journal_event)
         self.registry = Registry()
         self.paths: dict[str, PathFigure | None] = {}  # by speaker, from its latest status
@@ -155,6 +154,7 @@ class Controller:
         for s in (self._usock, self._msock):
             if s:
                 s.close()
+        self.journal.close()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -250,15 +250,7 @@ class Controller:
             loop.call_soon_threadsafe(self.events.publish, "storage_fault", message=message)
 
     def _journal_event(self, ev: Event) -> None:
-        self._journal("events.jsonl", ev.to_dict())
-
-    def _journal(self, name: str, record: dict) -> None:
-        """Append one line to a log under DATA/log (the failure log IEC 60849 asks for)."""
-        try:
-            with open(self._logdir / name, "ab") as fh:
-                fh.write(jsonio.dumps(record, default=str) + b"\n")
-        except OSError as exc:  # a full disk must not stop the broadcast
-            log.error("cannot write %s: %s", name, exc)
+        self.journal.append("events.jsonl", ev.to_dict())
 
     # --- operations --------------------------------------------------------------------------
 
@@ -447,7 +439,7 @@ class Controller:
                 speakers_list=sorted(b.results),
                 lead=b.lead,
             )
-            self._journal("broadcasts.jsonl", b.to_dict())
+            self.journal.append("broadcasts.jsonl", b.to_dict)  # built on the journal's thread
         elif what in (
             "queued",
             "starting",

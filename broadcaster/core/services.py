@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,7 @@ class Services:
         if b is None:
             return
         if self.history is not None:
-            self.history.save_broadcast(b.to_dict())
+            self.history.track_broadcast(b.id, b.to_dict)  # built on the writer's thread
         owner = Principal(b.owner, b.owner_scope, origin="controller")
         if ev.kind == "broadcast" and ev.detail.get("state") == "playing":
             self._append(
@@ -105,32 +106,50 @@ class Services:
                 outcome={"lead": b.lead, "speakers": len(b.results)},
             )
         elif ev.kind == "broadcast_ended":
+
+            def outcome() -> dict[str, Any]:  # on the audit thread: the broadcast is final
+                return {
+                    "outcome": {
+                        "state": b.state,
+                        "summary": b.summary()["states"],
+                        "speakers": {
+                            r.speaker: {
+                                "state": r.state,
+                                "cut_by": r.cut_by,
+                                "packets": r.packets,
+                                "lost": r.lost,
+                            }
+                            for r in b.results.values()
+                        },
+                    }
+                }
+
             self._append(
                 AUDITED_ENDS.get(b.state, "broadcast_ended"),
                 owner,
+                later=outcome,
                 targets=b.targets,
                 what=b.source,
                 broadcast=b.id,
-                outcome={
-                    "state": b.state,
-                    "summary": b.summary()["states"],
-                    "speakers": {
-                        r.speaker: {
-                            "state": r.state,
-                            "cut_by": r.cut_by,
-                            "packets": r.packets,
-                            "lost": r.lost,
-                        }
-                        for r in b.results.values()
-                    },
-                },
             )
 
-    def _append(self, action: str, who: Principal | None, **kw: Any) -> None:
-        """An audit row, written in order on the audit thread (never on the event loop)."""
-        if self.audit is None:
+    def _append(
+        self,
+        action: str,
+        who: Principal | None,
+        later: Callable[[], dict[str, Any]] | None = None,
+        **kw: Any,
+    ) -> None:
+        """An audit row, written in order on the audit thread (never on the event loop); what
+        `later` returns is added to it there (a thousand speakers' outcomes, built off the loop)."""
+        audit = self.audit
+        if audit is None:
             return
-        fut = self._audit_pool.submit(self.audit.append, action, who, **kw)
+
+        def row() -> Any:
+            return audit.append(action, who, **kw, **(later() if later else {}))
+
+        fut = self._audit_pool.submit(row)
 
         def logged(f: concurrent.futures.Future[Any]) -> None:
             if f.exception():

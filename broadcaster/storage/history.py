@@ -1,10 +1,11 @@
 """Durable history: broadcasts, their per-speaker outcomes and events, written as they happen.
 
 Callers on the event loop only queue: `save_broadcast` and `save_event` serialise the dict and
-return; one writer thread drains the queue into SQLite in batches, one transaction per batch, so
-a `kill -9` leaves every broadcast as it was last written. Saves of the same broadcast coalesce
-(the newest is enough). A write that fails (disk full, read-only, locked) is kept and retried with
-a backoff; the fault is visible in `health()` and reported once to `on_fault`, as is the recovery.
+return, and `track_broadcast` does not even that (the writer builds the dict); one writer thread
+drains the queue into SQLite in batches, one transaction per batch, so a `kill -9` leaves every
+broadcast as it was last written. Saves of the same broadcast coalesce (the newest is enough).
+A write that fails (disk full, read-only, locked) is kept and retried with a backoff; the fault
+is visible in `health()` and reported once to `on_fault`, as is the recovery.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ BATCH_BROADCASTS = 100
 BATCH_EVENTS = 2_000
 LIVE_STATES = ("queued", "starting", "playing")
 LIVE_SPEAKER_STATES = ("pending", "playing")
+# a queued broadcast: its JSON text, or a function building its dict on the writer's thread
+Saved = str | Callable[[], dict]
 INTERRUPTED_ERROR = "the controller stopped during this broadcast; its end is not known"
 # errors a retry cannot cure: the item itself is bad (the rest of the batch is written without it)
 PERMANENT = (
@@ -159,13 +162,14 @@ def interrupted(d: dict) -> dict:
 class Pending:
     """The writer's queue (no I/O): broadcasts coalesced by id, events in order, bounded.
 
-    Values are opaque (the serialised dicts). When full, the oldest event goes first, then the
-    oldest broadcast; `dropped` counts what was lost that way.
+    Values are opaque (the serialised dicts, or for a broadcast the function that builds it).
+    When full, the oldest event goes first, then the oldest broadcast; `dropped` counts what was
+    lost that way.
     """
 
     def __init__(self, limit: int = MAX_PENDING) -> None:
         self.limit = limit
-        self.broadcasts: OrderedDict[str, str] = OrderedDict()
+        self.broadcasts: OrderedDict[str, Saved] = OrderedDict()
         self.events: OrderedDict[int, str] = OrderedDict()
         self.dropped = 0
         self._n = 0
@@ -173,7 +177,7 @@ class Pending:
     def __len__(self) -> int:
         return len(self.broadcasts) + len(self.events)
 
-    def add_broadcast(self, bid: str, value: str) -> None:
+    def add_broadcast(self, bid: str, value: Saved) -> None:
         """Queue a broadcast; replaces a queued older save of the same one."""
         if bid not in self.broadcasts:
             self._make_room()
@@ -192,13 +196,13 @@ class Pending:
 
     def batch(
         self, n_broadcasts: int = BATCH_BROADCASTS, n_events: int = BATCH_EVENTS
-    ) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
+    ) -> tuple[list[tuple[str, Saved]], list[tuple[int, str]]]:
         """The oldest queued items, left in the queue until `done`."""
         bs = [kv for _, kv in zip(range(n_broadcasts), self.broadcasts.items())]
         es = [kv for _, kv in zip(range(n_events), self.events.items())]
         return bs, es
 
-    def done(self, bs: Iterable[tuple[str, str]], es: Iterable[tuple[int, str]]) -> None:
+    def done(self, bs: Iterable[tuple[str, Saved]], es: Iterable[tuple[int, str]]) -> None:
         """Forget written items, unless a newer save of that broadcast arrived meanwhile."""
         for bid, value in bs:
             if self.broadcasts.get(bid) is value:
@@ -317,6 +321,17 @@ class History:
             self._pending.add_broadcast(bid, value)
             self._cond.notify_all()
 
+    def track_broadcast(self, bid: str, snapshot: Callable[[], dict]) -> None:
+        """Queue a save of a broadcast still changing, by its id and a function giving its dict
+        (`Broadcast.to_dict`). The writer thread builds the dict when it writes: the rows of a
+        broadcast to a thousand speakers, built at each change of its state, held the event loop
+        5–10 ms each time (docs/scale.md). The state written is the newest at that moment, and
+        each change queues another save, so the last one written is the final state."""
+        with self._cond:
+            # a new object each time: `Pending.done` keeps a save queued meanwhile by identity
+            self._pending.add_broadcast(bid, functools.partial(snapshot))
+            self._cond.notify_all()
+
     def save_event(self, e: dict) -> None:
         """Queue an event (`Event.to_dict()`)."""
         try:
@@ -389,7 +404,7 @@ class History:
                 self._writing = False
                 self._cond.notify_all()
 
-    def _write_batch(self, bs: list[tuple[str, str]], es: list[tuple[int, str]]) -> int:
+    def _write_batch(self, bs: list[tuple[str, Saved]], es: list[tuple[int, str]]) -> int:
         """Write a batch in one transaction; a bad item is written alone and, failing, dropped."""
         try:
             self.store.run(lambda db: self._write(db, bs, es))
@@ -397,7 +412,9 @@ class History:
         except PERMANENT:
             pass
         lost = 0
-        singles: list[tuple[list[tuple[str, str]], list[tuple[int, str]]]] = [([b], []) for b in bs]
+        singles: list[tuple[list[tuple[str, Saved]], list[tuple[int, str]]]] = [
+            ([b], []) for b in bs
+        ]
         singles += [([], [e]) for e in es]
         for one_b, one_e in singles:
             try:
@@ -412,11 +429,11 @@ class History:
 
     @staticmethod
     def _write(
-        db: sqlite_utils.Database, bs: list[tuple[str, str]], es: list[tuple[int, str]]
+        db: sqlite_utils.Database, bs: list[tuple[str, Saved]], es: list[tuple[int, str]]
     ) -> None:
         rows, speakers = [], []
         for _, value in bs:
-            row, sp = broadcast_rows(jsonio.loads(value))
+            row, sp = broadcast_rows(value() if callable(value) else jsonio.loads(value))
             rows.append(row)
             speakers.extend(sp)
         events = [event_row(jsonio.loads(value)) for _, value in es]
@@ -575,7 +592,7 @@ class History:
             rows = list(db.query(f"SELECT id, json FROM broadcasts WHERE {cond}", states))
             if not rows:
                 return []
-            fixed = []
+            fixed: list[tuple[str, Saved]] = []
             for r in rows:
                 sp = list(
                     db.query(

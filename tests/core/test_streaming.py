@@ -194,6 +194,7 @@ async def test_broadcasts_and_events_are_journaled_in_the_data_dir(ctl_client, w
 
     ctl, _ = ctl_client
     b = await play(ctl, sweep(8000, 0.1), ["v-05-01"])
+    assert ctl.journal.flush()  # its lines are written on the journal's own thread
     lines = (world["data"] / "log" / "broadcasts.jsonl").read_text().splitlines()
     logged = [json.loads(x) for x in lines]
     mine = next(r for r in logged if r["id"] == b["id"])

@@ -223,6 +223,48 @@ def test_saves_of_one_broadcast_coalesce(store):
     assert h.close()
 
 
+def test_a_tracked_broadcast_is_built_by_the_writer_and_its_last_change_lands(hist):
+    b = make_broadcast("20240101-000000-bbbbbb", 1000.0, [f"s{i:04d}" for i in range(1000)])
+    built_on: list[str] = []
+
+    def snapshot() -> dict:
+        built_on.append(threading.current_thread().name)
+        return b.to_dict()
+
+    hist.track_broadcast(b.id, snapshot)
+    assert hist.flush(5)
+    assert hist.broadcast(b.id)["state"] == "starting"
+    b.state, b.ended_at = "done", 1020.0
+    for r in b.results.values():
+        r.state, r.packets, r.lost = "played", 50, 0
+    hist.track_broadcast(b.id, snapshot)
+    assert hist.flush(5)
+    assert hist.broadcast(b.id) == b.to_dict()
+    assert built_on and set(built_on) == {"history-writer"}  # never the caller's thread
+
+
+def test_a_change_tracked_while_the_writer_builds_the_last_one_is_not_lost(hist):
+    """The same function given again while the writer is using it: the newer save must stay
+    queued (the queue tells saves apart by identity, so each is wrapped anew)."""
+    b = make_broadcast("b2", 1.0)
+    building, go_on = threading.Event(), threading.Event()
+
+    def snapshot() -> dict:
+        d = b.to_dict()
+        if not go_on.is_set():  # the first build waits, mid-write, until the change is queued
+            building.set()
+            assert go_on.wait(5)
+        return d
+
+    hist.track_broadcast(b.id, snapshot)
+    assert building.wait(5)
+    b.state = "done"
+    hist.track_broadcast(b.id, snapshot)  # queued while the writer holds the older one
+    go_on.set()
+    assert hist.flush(5)
+    assert hist.broadcast(b.id)["state"] == "done"
+
+
 def test_ten_thousand_events_all_land_in_order(hist):
     bus = EventBus(kept=10)
     bus.subscribe(lambda ev: hist.save_event(ev.to_dict()))
