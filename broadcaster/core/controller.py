@@ -45,6 +45,7 @@ from broadcaster.storage.journal import Journal
 
 log = logging.getLogger(__name__)
 FINISHED_KEPT = 200  # finished broadcasts kept in memory; older ones live in the history
+PLAY_TURN = 250  # speakers past which a request's records and its claim take two turns
 SPLITS_KEPT = 16  # address lists kept split into groups and unicast (two per running broadcast)
 
 
@@ -336,9 +337,18 @@ class Controller:
             )
             for s in online
         }
-        if lead is None:
-            choice = self.choose_lead(online, live=source.live)
+        choice = self.choose_lead(online, live=source.live) if lead is None else None
+        if len(online) > PLAY_TURN:
+            # a district: its records are built in this turn, its claim is made in the next (the
+            # decision is taken again there: what started meanwhile is seen)
+            await asyncio.sleep(0)
+            self._admit(len(online))
+            decision = self.holdings.decide(online, rank)
+            if decision.blocked and not queue:
+                raise self._busy(decision.blocked)
+        if choice is not None:
             self._leads[b.id], lead = choice, choice.lead
+        assert lead is not None  # given, or chosen just above
         b.lead = lead
         player = Player(b, source, [], lead, volumes, self.clock.now, self._changed, at=at)
         self.broadcasts[b.id] = b
@@ -355,11 +365,8 @@ class Controller:
     def choose_lead(self, speakers: list[str], live: bool = False) -> LeadChoice:
         """The lead their measured paths need (in-step speakers only), from the floor up."""
         floor = self.config.live_lead if live else self.config.playout_delay
-        paths = {
-            s: self.paths.get(s)
-            for s in speakers
-            if Capability.IN_STEP in self.drivers[self.site.speakers[s].driver].capabilities
-        }
+        in_step = {n for n, d in self.drivers.items() if Capability.IN_STEP in d.capabilities}
+        paths = {s: self.paths.get(s) for s in speakers if self.site.speakers[s].driver in in_step}
         return choose_lead(paths, floor, cap=self.config.max_lead)
 
     def admit(self, targets: list[str]) -> None:

@@ -153,15 +153,26 @@ class ReplayGuard:
         return f["nonce"]
 
 
+WRAP_NONCE = 12  # bytes of AES-GCM nonce before each wrapped broadcast key
+
+
 @functools.lru_cache(maxsize=4096)
 def _wrapper(pairing_key: bytes) -> AESGCM:
     # one cipher object per speaker, not one per broadcast: set-up of a thousand speakers
     return AESGCM(_derive(pairing_key, b"wrap"))
 
 
-def wrap_key(pairing_key: bytes, broadcast_key: bytes, context: str) -> str:
-    """Encrypt a broadcast key for one speaker (AES-256-GCM, bound to `context`), base64."""
-    nonce = os.urandom(12)
+def wrap_key(
+    pairing_key: bytes, broadcast_key: bytes, context: str, nonce: bytes | None = None
+) -> str:
+    """Encrypt a broadcast key for one speaker (AES-256-GCM, bound to `context`), base64.
+
+    `nonce` (WRAP_NONCE random bytes, never used twice with a key) may be cut from one draw for
+    many speakers: a thousand draws of 12 bytes were a thousand system calls at a set-up."""
+    if nonce is None:
+        nonce = os.urandom(WRAP_NONCE)
+    elif len(nonce) != WRAP_NONCE:
+        raise ValueError(f"a key-wrapping nonce is {WRAP_NONCE} bytes, not {len(nonce)}")
     sealed = _wrapper(pairing_key).encrypt(nonce, broadcast_key, context.encode())
     return base64.b64encode(nonce + sealed).decode()
 
@@ -170,7 +181,7 @@ def unwrap_key(pairing_key: bytes, wrapped: str, context: str) -> bytes:
     """Decrypt a wrapped broadcast key; raises AuthError if it was not sealed for this speaker."""
     try:
         raw = base64.b64decode(wrapped, validate=True)
-        return _wrapper(pairing_key).decrypt(raw[:12], raw[12:], context.encode())
+        return _wrapper(pairing_key).decrypt(raw[:WRAP_NONCE], raw[WRAP_NONCE:], context.encode())
     except Exception:  # noqa: BLE001 - any failure means "not sealed for this speaker"
         raise AuthError(
             "broadcast key does not unwrap with this speaker's key", code="auth_bad_key"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import os
 import struct
 import warnings
 
@@ -10,7 +12,7 @@ import pytest
 
 import broadcaster.protocol.clock as clk
 from broadcaster.errors import AuthError
-from broadcaster.protocol.auth import ReplayGuard, sign_request, unwrap_key, wrap_key
+from broadcaster.protocol.auth import WRAP_NONCE, ReplayGuard, sign_request, unwrap_key, wrap_key
 from broadcaster.protocol.codecs import L16_16K, PCMU, frames
 from broadcaster.protocol.playout import Playout
 from broadcaster.protocol.rtp import (
@@ -257,6 +259,19 @@ def test_wrapped_key_opens_only_for_its_speaker_and_broadcast():
     for key, ctx in [(b"o" * 32, "horn-1/b1"), (KEY, "horn-2/b1"), (KEY, "horn-1/b2")]:
         with pytest.raises(AuthError):
             unwrap_key(key, w, ctx)
+
+
+def test_a_key_wrapped_with_a_nonce_cut_from_one_draw_opens_and_carries_that_nonce():
+    draw = os.urandom(WRAP_NONCE * 3)
+    sealed = [
+        wrap_key(KEY, b"s" * 30, f"horn-{i}/b1", draw[i * WRAP_NONCE : (i + 1) * WRAP_NONCE])
+        for i in range(3)
+    ]
+    for i, w in enumerate(sealed):
+        assert unwrap_key(KEY, w, f"horn-{i}/b1") == b"s" * 30
+        assert base64.b64decode(w)[:WRAP_NONCE] == draw[i * WRAP_NONCE : (i + 1) * WRAP_NONCE]
+    with pytest.raises(ValueError, match="12 bytes"):
+        wrap_key(KEY, b"s" * 30, "horn-1/b1", b"short")
 
 
 def test_frames_whose_instant_passed_before_the_start_was_known_are_lost_not_played_late():

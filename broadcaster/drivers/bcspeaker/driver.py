@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from broadcaster.drivers.bcspeaker.presence import (  # noqa: F401 - Address, _B
 from broadcaster.errors import BroadcasterError, SpeakerError
 from broadcaster.net.mdns import Browser, open_zeroconf
 from broadcaster.net.udp import UdpPort, open_udp
-from broadcaster.protocol.auth import wrap_key
+from broadcaster.protocol.auth import WRAP_NONCE, wrap_key
 from broadcaster.protocol.codecs import codec_by_name
 from broadcaster.protocol.srtp import new_key
 from broadcaster.protocol.stream import Destination, RtpSender
@@ -297,9 +298,10 @@ class BcSpeakerDriver(Presence):
         stream_key = s.key
         assert stream_key is not None
         asked = []
+        nonces = secrets.token_bytes(WRAP_NONCE * len(speakers))  # one draw, not one per speaker
 
         def calls() -> Iterator[Call]:  # drawn a wave at a time: the keys are wrapped in turns
-            for sid in speakers:
+            for i, sid in enumerate(speakers):
                 addr = self.addresses.get(sid)
                 if addr is None or addr.rtp_port is None:
                     delivery.refused[sid] = ("unreachable", "address or RTP port not known yet")
@@ -312,7 +314,12 @@ class BcSpeakerDriver(Presence):
                     "base_ts": s.base_ts,
                     "base_time": s.base_time if resume else None,
                     "priority": plan.priority,
-                    "key": wrap_key(self.keys[sid], stream_key, f"{sid}/{plan.broadcast}"),
+                    "key": wrap_key(
+                        self.keys[sid],
+                        stream_key,
+                        f"{sid}/{plan.broadcast}",
+                        nonces[i * WRAP_NONCE : (i + 1) * WRAP_NONCE],
+                    ),
                     "volume": plan.volumes.get(sid),
                     "multicast": f"{group[0]}:{group[1]}" if group else None,
                 }
