@@ -1,0 +1,62 @@
+"""A per-turn timer for `broadcaster serve`, loaded by Python at start-up through PYTHONPATH.
+
+`scripts/bench_scale --turns-ms N` puts this directory on the controller's PYTHONPATH. Every
+callback the event loop runs is timed: the loop thread's own CPU (`time.thread_time`, which a
+wait for a core or for the GIL does not count) and its wall time. A callback whose CPU passes
+BROADCASTER_TURNS_MS is written as one JSON line to BROADCASTER_TURNS_OUT: when, which callback,
+both times, and the collections that ran inside it. It names the turns that block the loop,
+where asyncio's debug mode gives only wall time and costs far more. Other processes that inherit
+the variables (the simulators) are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if os.environ.get("BROADCASTER_TURNS_MS") and "serve" in sys.argv:
+    import asyncio.events
+    import gc
+    import json
+    import threading
+    import time
+
+    _LIMIT = float(os.environ["BROADCASTER_TURNS_MS"]) / 1000
+    _OUT = open(os.environ["BROADCASTER_TURNS_OUT"], "a", buffering=1)  # noqa: SIM115
+    _run = asyncio.events.Handle._run
+    _gcs: list = []
+    _gc_start = [0.0]
+
+    def _on_gc(phase: str, info: dict) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if phase == "start":
+            _gc_start[0] = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - _gc_start[0]) * 1000
+            _gcs.append([info["generation"], round(ms, 2), info["collected"]])
+
+    def _timed(self: asyncio.events.Handle) -> None:
+        _gcs.clear()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            _run(self)
+        finally:
+            cpu = time.thread_time() - cpu
+            if cpu > _LIMIT:
+                wall = time.perf_counter() - wall
+                _OUT.write(
+                    json.dumps(
+                        {
+                            "at": time.time(),
+                            "cpu_ms": round(cpu * 1000, 2),
+                            "wall_ms": round(wall * 1000, 2),
+                            "callback": repr(self)[:200],
+                            "gc": list(_gcs),
+                        }
+                    )
+                    + "\n"
+                )
+
+    gc.callbacks.append(_on_gc)
+    asyncio.events.Handle._run = _timed  # type: ignore[method-assign]
