@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
@@ -85,31 +87,62 @@ class Browser:
     An advert is a claim anyone on the LAN can make: callers treat it as a hint to verify.
     `on_removed` gets the last advert resolved under a name when that name is withdrawn (a
     goodbye packet or its records expiring); names never resolved for this site are ignored.
+
+    Zeroconf runs on an event loop of its own, in a thread of its own (`mdns`); the callbacks
+    are called on the caller's loop. A thousand speakers' records cost zeroconf's cache up to
+    25 ms in one turn when they expire together, ~120 s after a discovery (scripts/bench_scale
+    --turns-ms), which the controller's loop must not carry; on a thread that work is cut into
+    the interpreter's switch interval.
     """
 
     def __init__(
         self,
-        azc: AsyncZeroconf,
+        interfaces: list[str],
         site: str,
         on_found: Callable[[Advert], None],
         on_removed: Callable[[Advert], None] | None = None,
     ) -> None:
-        self.azc = azc
+        self.interfaces = interfaces
         self.site = site
         self.on_found = on_found
         self.on_removed = on_removed
+        self._loop: asyncio.AbstractEventLoop | None = None  # the caller's
+        self._own: asyncio.AbstractEventLoop | None = None  # zeroconf's, on its thread
+        self._thread: threading.Thread | None = None
+        # the rest lives on zeroconf's loop only
+        self._azc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._tasks: set[asyncio.Task] = set()
         self._named: dict[str, Advert] = {}  # instance name → the last advert resolved for it
 
     async def start(self) -> None:
         """Begin browsing; QM questions so answers reach every process sharing port 5353."""
+        self._loop = asyncio.get_running_loop()
+        self._own = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._own.run_forever, name="mdns", daemon=True)
+        self._thread.start()
+        await self._there(self._start())
+
+    async def _there(self, coro: Any) -> Any:
+        """Run a coroutine on zeroconf's loop and wait for it from the caller's."""
+        assert self._own is not None
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._own))
+
+    async def _start(self) -> None:
+        self._azc = open_zeroconf(self.interfaces)
         self._browser = AsyncServiceBrowser(
-            self.azc.zeroconf,
+            self._azc.zeroconf,
             SERVICE_TYPE,
             handlers=[self._changed],
             question_type=DNSQuestionType.QM,
         )
+
+    def _tell(self, callback: Callable[[Advert], None], advert: Advert) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(callback, advert)
+        except RuntimeError:  # the caller's loop closed first: nobody left to tell
+            pass
 
     def _changed(
         self, zeroconf, service_type: str, name: str, state_change: ServiceStateChange
@@ -117,16 +150,17 @@ class Browser:
         if state_change is ServiceStateChange.Removed:
             advert = self._named.pop(name, None)
             if advert is not None and self.on_removed:
-                self.on_removed(advert)
+                self._tell(self.on_removed, advert)
             return
         task = asyncio.ensure_future(self._resolve(service_type, name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _resolve(self, service_type: str, name: str) -> None:
+        assert self._azc is not None
         info = AsyncServiceInfo(service_type, name)
         for _ in range(3):
-            if await info.async_request(self.azc.zeroconf, 3000, question_type=DNSQuestionType.QM):
+            if await info.async_request(self._azc.zeroconf, 3000, question_type=DNSQuestionType.QM):
                 break
         else:
             log.debug("could not resolve %s", name)
@@ -134,14 +168,29 @@ class Browser:
         advert = parse_info(info)
         if advert is not None and advert.site == self.site:
             self._named[name] = advert
-            self.on_found(advert)
+            self._tell(self.on_found, advert)
 
-    async def close(self) -> None:
-        """Stop browsing."""
+    async def _close(self) -> None:
         if self._browser is not None:
             await self._browser.async_cancel()
         for t in list(self._tasks):
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._azc is not None:
+            await self._azc.async_close()
+
+    async def close(self) -> None:
+        """Stop browsing, close zeroconf and end its thread."""
+        if self._own is None or self._thread is None:
+            return
+        try:
+            await self._there(self._close())
+        finally:
+            self._own.call_soon_threadsafe(self._own.stop)
+            await asyncio.to_thread(self._thread.join, 10)
+            if not self._thread.is_alive():
+                self._own.close()
+            self._own = self._thread = None
 
 
 def parse_info(info: AsyncServiceInfo) -> Advert | None:

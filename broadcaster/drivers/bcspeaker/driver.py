@@ -31,7 +31,7 @@ from broadcaster.drivers.bcspeaker.presence import (  # noqa: F401 - Address, _B
     _Beat,
 )
 from broadcaster.errors import BroadcasterError, SpeakerError
-from broadcaster.net.mdns import Browser, open_zeroconf
+from broadcaster.net.mdns import Browser
 from broadcaster.net.udp import UdpPort, open_udp
 from broadcaster.protocol.auth import WRAP_NONCE, wrap_key
 from broadcaster.protocol.codecs import codec_by_name
@@ -85,7 +85,6 @@ class BcSpeakerDriver(Presence):
         self.speakers: list[str] = []
         self._host: DriverHost | None = None
         self._clock: UdpPort | None = None
-        self._azc: Any = None
         self._browser: Browser | None = None
         self._tasks: set[asyncio.Task] = set()
         self._verifying: set[tuple[str, str, int]] = set()
@@ -114,10 +113,12 @@ class BcSpeakerDriver(Presence):
         self._clock.read_spaced(lambda: 0.0 if self.link.awaiting() else CLOCK_READ)
         self.link.datagram_to = self._datagram_route
         self.link.send_datagram = self._send_control
-        if self.opt.mdns:
-            self._azc = open_zeroconf([self.opt.interface])
+        if self.opt.mdns:  # zeroconf on a thread of its own (net/mdns.py)
             self._browser = Browser(
-                self._azc, self.opt.site_tag or self.site.id, self._on_advert, self._on_withdrawn
+                [self.opt.interface],
+                self.opt.site_tag or self.site.id,
+                self._on_advert,
+                self._on_withdrawn,
             )
             await self._browser.start()
         self._spawn(self._health_loop())
@@ -129,8 +130,6 @@ class BcSpeakerDriver(Presence):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._browser:
             await self._browser.close()
-        if self._azc:
-            await self._azc.async_close()
         await self.dialin.close()
         if self._clock:
             self._clock.close()
