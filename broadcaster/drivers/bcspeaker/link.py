@@ -186,17 +186,19 @@ class SpeakerLink:
 
         Those that can go by datagram go in waves of `limit`: a wave is signed and sent in one
         pass, and the next is signed (and `calls`, which may be a generator, drawn from) while
-        it is in flight; a wave waits for its answers (sending the missing ones again at the
-        same intervals as `call`) before the next is sent, and what stays unanswered goes the
-        way `call` takes. Setting a broadcast up on a thousand speakers is then a few dozen
-        turns of the loop of a few milliseconds each, not a task, a future and a timer per
-        speaker, nor one long block of signing (scripts/bench_setup)."""
+        it is in flight, in a turn of the loop of its own (no turn signs two waves); a wave
+        waits for its answers (sending the missing ones again at the same intervals as `call`)
+        before the next is sent, and what stays unanswered goes the way `call` takes. Setting a
+        broadcast up on a thousand speakers is then a few dozen turns of the loop of a few
+        milliseconds each, not a task, a future and a timer per speaker, nor one long block of
+        signing (scripts/bench_setup)."""
         out: list[dict[str, Any] | SpeakerError | None] = []
         asked: list[Call] = []
         one_by_one: list[int] = []  # not by datagram
         unanswered: list[int] = []  # by datagram, in vain
         it = iter(calls)
         flying: _Wave | None = None
+        first = True
         try:
             while True:
                 drawn = len(asked)
@@ -208,6 +210,9 @@ class SpeakerLink:
                     flying = None
                 if wave:
                     flying = self._send_wave(wave)
+                    if first and len(wave) == limit:  # more may follow: each turn signs one wave
+                        first = False
+                        await asyncio.sleep(0)
                 elif not drawn:  # every call drawn
                     break
         finally:
