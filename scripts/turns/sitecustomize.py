@@ -1,12 +1,12 @@
 """A per-turn timer for `broadcaster serve`, loaded by Python at start-up through PYTHONPATH.
 
 `scripts/bench_scale --turns-ms N` puts this directory on the controller's PYTHONPATH. Every
-callback the event loop runs is timed: the loop thread's own CPU (`time.thread_time`, which a
-wait for a core or for the GIL does not count) and its wall time. A callback whose CPU passes
-BROADCASTER_TURNS_MS is written as one JSON line to BROADCASTER_TURNS_OUT: when, which callback,
-both times, and the collections that ran inside it. It names the turns that block the loop,
-where asyncio's debug mode gives only wall time and costs far more. Other processes that inherit
-the variables (the simulators) are left alone.
+callback the controller's event loop (the main thread's) runs is timed: the loop thread's own
+CPU (`time.thread_time`, which a wait for a core or for the GIL does not count) and its wall
+time. A callback whose CPU passes BROADCASTER_TURNS_MS is written as one JSON line to
+BROADCASTER_TURNS_OUT: when, which callback, both times, and the collections that ran inside
+it. It names the turns that block the loop, where asyncio's debug mode gives only wall time and
+costs far more. Other processes that inherit the variables (the simulators) are left alone.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ if os.environ.get("BROADCASTER_TURNS_MS") and "serve" in sys.argv:
             _gcs.append([info["generation"], round(ms, 2), info["collected"]])
 
     def _timed(self: asyncio.events.Handle) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            _run(self)  # another loop (zeroconf's, on its own thread): not the controller's
+            return
         _gcs.clear()
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
