@@ -90,9 +90,11 @@ class Browser:
 
     Zeroconf runs on an event loop of its own, in a thread of its own (`mdns`); the callbacks
     are called on the caller's loop. A thousand speakers' records cost zeroconf's cache up to
-    25 ms in one turn when they expire together, ~120 s after a discovery (scripts/bench_scale
-    --turns-ms), which the controller's loop must not carry; on a thread that work is cut into
-    the interpreter's switch interval.
+    25 ms in one turn when they expire together, ~120 s after a discovery, and discovery's
+    reads 16-19 ms turns (scripts/bench_scale --turns-ms): no longer turns of the caller's loop.
+    Zeroconf's own compiled (Cython) code still holds the GIL until it is done, so the caller
+    may wait that long for it (docs/scale.md, item 46); our Python parts let go at the switch
+    interval.
     """
 
     def __init__(
