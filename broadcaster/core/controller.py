@@ -30,7 +30,7 @@ from broadcaster.core.events import Event, EventBus
 from broadcaster.core.heap import HeapGuard
 from broadcaster.core.lead import LeadChoice, PathFigure, choose_lead, path_of
 from broadcaster.core.loopwatch import LoopWatch
-from broadcaster.core.player import Part, Player
+from broadcaster.core.player import TURN, Part, Player
 from broadcaster.core.registry import Registry
 from broadcaster.drivers.base import Capability, Driver, DriverOptions
 from broadcaster.errors import BroadcasterError, Busy, NoSpeakers, NotFound, Overloaded
@@ -45,7 +45,6 @@ from broadcaster.storage.journal import Journal
 
 log = logging.getLogger(__name__)
 FINISHED_KEPT = 200  # finished broadcasts kept in memory; older ones live in the history
-PLAY_TURN = 250  # speakers past which a request's records and its claim take two turns
 SPLITS_KEPT = 16  # address lists kept split into groups and unicast (two per running broadcast)
 
 
@@ -338,7 +337,7 @@ class Controller:
             for s in online
         }
         choice = self.choose_lead(online, live=source.live) if lead is None else None
-        if len(online) > PLAY_TURN:
+        if len(online) > TURN:
             # a district: its records are built in this turn, its claim is made in the next (the
             # decision is taken again there: what started meanwhile is seen)
             await asyncio.sleep(0)

@@ -15,8 +15,8 @@ from typing import Any
 from audio_library import LibraryError, chime_names
 from broadcaster.access import policy
 from broadcaster.core.commands import Call, command
-from broadcaster.core.controller import PLAY_TURN
 from broadcaster.core.events import Event
+from broadcaster.core.player import TURN
 from broadcaster.errors import AudioInputError, BroadcasterError, InvalidInput, NotFound
 from broadcaster.protocol.codecs import codec_by_name
 from broadcaster.sources.base import PcmSource
@@ -251,7 +251,7 @@ async def _play(c: Call, q: PlayIn) -> dict:
         rank=rank,
         queue=q.queue,
     )
-    if len(b.results) > PLAY_TURN:
+    if len(b.results) > TURN:
         await asyncio.sleep(0)  # a district's answer is built in a turn of its own
     return b.to_dict()
 

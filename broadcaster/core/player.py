@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 STEP = FRAME_MS / 1000
 END_REPEATS = 3  # the end report goes out three times, 20 ms apart: RTCP has no retransmission
 REPORT_GRACE = 3.0  # seconds after the last instant a speaker has to report what it played
-TURN = 250  # speakers judged per turn of the event loop (~1 ms at 1,000: scripts/bench_scale)
+# speakers one turn of the event loop handles at most, where a district's work is cut in turns
+# (judging outcomes here; a request's records and claim, its answer: core/controller, operations)
+TURN = 250
 
 
 @dataclass

@@ -67,18 +67,18 @@ async def test_equal_rank_on_a_held_speaker_is_busy_unless_queued(tmp_path, data
 async def test_two_requests_for_a_district_at_once_one_takes_it_the_other_is_busy(
     tmp_path, data, tag
 ):
-    """A request for more than PLAY_TURN speakers builds its records in one turn and claims them
+    """A request for more than TURN speakers builds its records in one turn and claims them
     in the next; one that came in between must be seen there, never both holding the speakers."""
-    from broadcaster.core.controller import PLAY_TURN
+    from broadcaster.core.player import TURN
     from broadcaster.errors import Busy
 
-    path = small_site(tmp_path / "z.yaml", villages=PLAY_TURN // 3 + 1, horns=3, columns=1)
+    path = small_site(tmp_path / "z.yaml", villages=TURN // 3 + 1, horns=3, columns=1)
     site = zones.load(path)
     async with controller(site, data, tag, mdns=False, playout_delay=0.3) as (ctl, _):
         now = ctl.now()
         for sid in site.speakers:  # their reports (none answers a /play: unreachable, held all)
             ctl.registry.seen(sid, {"clock": None}, now)
-        assert len(site.speakers) > PLAY_TURN
+        assert len(site.speakers) > TURN
         got = await asyncio.gather(
             ctl.play(sweep(8000, 0.5), [site.id]),
             ctl.play(sweep(8000, 0.5), [site.id]),
