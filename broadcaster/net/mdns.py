@@ -8,13 +8,16 @@ speakers).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
+import os
 import socket
-import threading
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
@@ -22,6 +25,9 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 SERVICE_TYPE = "_bcspeaker._tcp.local."
 PROTOCOL_VERSION = "1"
 log = logging.getLogger(__name__)
+LINES_PER_TURN = 50  # adverts handed to the caller per turn of its loop
+RESTART_FIRST, RESTART_LAST = 1.0, 60.0  # s: a browsing process that died is started again
+END_WAIT = 5.0  # s a browsing process is given to close zeroconf before it is killed
 
 
 @dataclass(frozen=True)
@@ -88,13 +94,14 @@ class Browser:
     `on_removed` gets the last advert resolved under a name when that name is withdrawn (a
     goodbye packet or its records expiring); names never resolved for this site are ignored.
 
-    Zeroconf runs on an event loop of its own, in a thread of its own (`mdns`); the callbacks
-    are called on the caller's loop. A thousand speakers' records cost zeroconf's cache up to
-    25 ms in one turn when they expire together, ~120 s after a discovery, and discovery's
-    reads 16-19 ms turns (scripts/bench_scale --turns-ms): no longer turns of the caller's loop.
-    Zeroconf's own compiled (Cython) code still holds the GIL until it is done, so the caller
-    may wait that long for it (docs/scale.md, item 46); our Python parts let go at the switch
-    interval.
+    Zeroconf runs in a process of its own (`python -m broadcaster.net.mdns browse`), which
+    writes each advert of this site to its standard output as a line of JSON; the callbacks are
+    called on the caller's loop. The process ends when its standard input closes, so it never
+    outlives the controller. In a thread of the controller, zeroconf's compiled (Cython) code
+    kept the GIL until it returned: the clean-up of 1,000 speakers' records expiring together,
+    ~120 s after a discovery, held the controller's loop 14-25 ms, and zeroconf's garbage was
+    the controller's to collect (docs/scale.md, items 46 and 49). If the process dies it is
+    started again, after 1 s and up to a minute apart.
     """
 
     def __init__(
@@ -108,91 +115,159 @@ class Browser:
         self.site = site
         self.on_found = on_found
         self.on_removed = on_removed
-        self._loop: asyncio.AbstractEventLoop | None = None  # the caller's
-        self._own: asyncio.AbstractEventLoop | None = None  # zeroconf's, on its thread
-        self._thread: threading.Thread | None = None
-        # the rest lives on zeroconf's loop only
-        self._azc: AsyncZeroconf | None = None
-        self._browser: AsyncServiceBrowser | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._named: dict[str, Advert] = {}  # instance name → the last advert resolved for it
+        self.pid: int | None = None  # the browsing process's, while it runs
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
 
     async def start(self) -> None:
-        """Begin browsing; QM questions so answers reach every process sharing port 5353."""
-        self._loop = asyncio.get_running_loop()
-        self._own = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._own.run_forever, name="mdns", daemon=True)
-        self._thread.start()
-        await self._there(self._start())
+        """Start the browsing process; returns once it browses (or raises what stopped it)."""
+        self._closing = False
+        await self._spawn()
+        self._task = asyncio.ensure_future(self._run())
 
-    async def _there(self, coro: Any) -> Any:
-        """Run a coroutine on zeroconf's loop and wait for it from the caller's."""
-        assert self._own is not None
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._own))
-
-    async def _start(self) -> None:
-        self._azc = open_zeroconf(self.interfaces)
-        self._browser = AsyncServiceBrowser(
-            self._azc.zeroconf,
-            SERVICE_TYPE,
-            handlers=[self._changed],
-            question_type=DNSQuestionType.QM,
+    async def _spawn(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # where `broadcaster` is importable
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        args = ["browse", "--site", self.site, *(f"--interface={i}" for i in self.interfaces)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            __name__,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
-
-    def _tell(self, callback: Callable[[Advert], None], advert: Advert) -> None:
-        assert self._loop is not None
+        assert proc.stdout is not None
+        first = await proc.stdout.readline()
         try:
-            self._loop.call_soon_threadsafe(callback, advert)
-        except RuntimeError:  # the caller's loop closed first: nobody left to tell
-            pass
+            hello = json.loads(first) if first else {"error": "exited before browsing"}
+        except ValueError:
+            hello = {"error": f"said {first[:80]!r}"}
+        if "error" in hello or not hello.get("browsing"):
+            await _end(proc)
+            raise OSError(f"mDNS browser did not start: {hello.get('error')}")
+        self._proc, self.pid = proc, proc.pid
 
-    def _changed(
-        self, zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-    ) -> None:
-        if state_change is ServiceStateChange.Removed:
-            advert = self._named.pop(name, None)
-            if advert is not None and self.on_removed:
-                self._tell(self.on_removed, advert)
-            return
-        task = asyncio.ensure_future(self._resolve(service_type, name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _run(self) -> None:
+        wait = RESTART_FIRST
+        while True:
+            proc = self._proc
+            if proc is not None:
+                await self._read(proc)
+                await _end(proc)
+                self._proc = self.pid = None
+            if self._closing:
+                return
+            log.warning(
+                "mDNS browser ended (exit %s); starting it again in %.0f s",
+                proc.returncode if proc else None,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RESTART_LAST)
+            try:
+                await self._spawn()
+                self.restarts += 1
+            except OSError as e:
+                log.warning("%s", e)
 
-    async def _resolve(self, service_type: str, name: str) -> None:
-        assert self._azc is not None
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        """Hand each line's advert to its callback, a few dozen per turn of the loop."""
+        assert proc.stdout is not None
+        n = 0
+        while line := await proc.stdout.readline():
+            try:
+                said = json.loads(line)
+                advert = Advert(**said["advert"])
+                callback = self.on_found if said["event"] == "found" else self.on_removed
+            except (ValueError, KeyError, TypeError):
+                log.warning("mDNS browser said %r", line[:120])
+                continue
+            if callback is not None:
+                callback(advert)
+            n += 1
+            if n % LINES_PER_TURN == 0:
+                await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        """Stop browsing: the process ends when its input closes."""
+        self._closing = True
+        if self._proc is not None:
+            await _end(self._proc)
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Close the process's input (it then closes zeroconf and exits); kill it if it lingers."""
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), END_WAIT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def _browse(interfaces: list[str], site: str) -> bool:
+    """The browsing process: adverts of `site` out as JSON lines until standard input closes."""
+    loop = asyncio.get_running_loop()
+    named: dict[str, Advert] = {}  # instance name → the last advert resolved for it
+    tasks: set[asyncio.Task] = set()
+
+    def say(event: str, advert: Advert) -> None:
+        sys.stdout.write(json.dumps({"event": event, "advert": asdict(advert)}) + "\n")
+        sys.stdout.flush()
+
+    async def resolve(azc: AsyncZeroconf, service_type: str, name: str) -> None:
         info = AsyncServiceInfo(service_type, name)
         for _ in range(3):
-            if await info.async_request(self._azc.zeroconf, 3000, question_type=DNSQuestionType.QM):
+            if await info.async_request(azc.zeroconf, 3000, question_type=DNSQuestionType.QM):
                 break
         else:
             log.debug("could not resolve %s", name)
             return
         advert = parse_info(info)
-        if advert is not None and advert.site == self.site:
-            self._named[name] = advert
-            self._tell(self.on_found, advert)
+        if advert is not None and advert.site == site:
+            named[name] = advert
+            say("found", advert)
 
-    async def _close(self) -> None:
-        if self._browser is not None:
-            await self._browser.async_cancel()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._azc is not None:
-            await self._azc.async_close()
-
-    async def close(self) -> None:
-        """Stop browsing, close zeroconf and end its thread."""
-        if self._own is None or self._thread is None:
+    def changed(zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            advert = named.pop(name, None)
+            if advert is not None:
+                say("removed", advert)
             return
-        try:
-            await self._there(self._close())
-        finally:
-            self._own.call_soon_threadsafe(self._own.stop)
-            await asyncio.to_thread(self._thread.join, 10)
-            if not self._thread.is_alive():
-                self._own.close()
-            self._own = self._thread = None
+        task = asyncio.ensure_future(resolve(azc, service_type, name))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        azc = open_zeroconf(interfaces)
+        browser = AsyncServiceBrowser(
+            azc.zeroconf, SERVICE_TYPE, handlers=[changed], question_type=DNSQuestionType.QM
+        )
+    except Exception as e:  # noqa: BLE001 - told to the controller, which raises it
+        sys.stdout.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
+        sys.stdout.flush()
+        return False
+    sys.stdout.write(json.dumps({"browsing": True}) + "\n")
+    sys.stdout.flush()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    while await stdin.read(4096):  # nothing is said on it: its end is the signal
+        pass
+    await browser.async_cancel()
+    for t in list(tasks):
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await azc.async_close()
+    return True
 
 
 def parse_info(info: AsyncServiceInfo) -> Advert | None:
@@ -212,3 +287,18 @@ def parse_info(info: AsyncServiceInfo) -> Advert | None:
     except (KeyError, IndexError, ValueError):
         log.debug("ignoring malformed advert %s: %r", info.name, props)
         return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m broadcaster.net.mdns browse --site TAG --interface ADDR`: see Browser."""
+    p = argparse.ArgumentParser(prog="python -m broadcaster.net.mdns")
+    p.add_argument("command", choices=["browse"])
+    p.add_argument("--site", required=True)
+    p.add_argument("--interface", action="append", required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="mdns: %(levelname)s %(message)s")
+    raise SystemExit(0 if asyncio.run(_browse(args.interface, args.site)) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,17 @@
-"""Browsing by mDNS on loopback: zeroconf runs on a thread of its own, callbacks on the caller's."""
+"""Browsing by mDNS on loopback: zeroconf runs in a process of its own, callbacks on the caller's
+loop; the process ends with its caller and is started again if it dies."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+
+import pytest
 
 from broadcaster.net.mdns import Advert, Browser, open_zeroconf, register, unregister
 from tests.support.harness import site_tag
@@ -16,7 +24,19 @@ async def wait_for(cond, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_speaker_is_found_and_withdrawn_with_zeroconf_off_the_callers_loop():
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_speaker_is_found_and_withdrawn_by_a_browsing_process_of_its_own():
     tag = site_tag()
     found: list[tuple[Advert, str]] = []
     removed: list[tuple[Advert, str]] = []
@@ -34,7 +54,8 @@ async def test_a_speaker_is_found_and_withdrawn_with_zeroconf_off_the_callers_lo
     browser = Browser(["127.0.0.1"], tag, on_found, on_removed)
     try:
         await browser.start()
-        assert any(t.name == "mdns" for t in threading.enumerate())
+        pid = browser.pid
+        assert pid is not None and pid != os.getpid() and alive(pid)
         await register(speaker, [mine, other])
         await wait_for(lambda: found)
         assert found == [(mine, here)]  # on the caller's thread; the other site's ignored
@@ -44,5 +65,70 @@ async def test_a_speaker_is_found_and_withdrawn_with_zeroconf_off_the_callers_lo
     finally:
         await browser.close()
         await speaker.async_close()
-    assert not any(t.name == "mdns" for t in threading.enumerate())
+    assert not alive(pid)
+    assert browser.pid is None
     await browser.close()  # a second close is harmless
+
+
+async def test_a_browsing_process_that_dies_is_started_again_and_finds_the_speakers_again():
+    tag = site_tag()
+    found: list[Advert] = []
+    mine = Advert("h1-2", "horn", "127.0.0.1", 40127, 40204, tag)
+    speaker = open_zeroconf(["127.0.0.1"])
+    browser = Browser(["127.0.0.1"], tag, found.append)
+    try:
+        await register(speaker, [mine])
+        await browser.start()
+        await wait_for(lambda: found)
+        first = browser.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await wait_for(lambda: browser.pid not in (None, first))
+        assert browser.restarts == 1
+        await wait_for(lambda: len(found) == 2)
+        assert found == [mine, mine]
+    finally:
+        await browser.close()
+        await unregister(speaker, [mine])
+        await speaker.async_close()
+
+
+async def test_a_browser_that_cannot_open_says_why():
+    browser = Browser(["no-such-address"], site_tag(), lambda a: None)
+    with pytest.raises(OSError, match="no-such-address"):
+        await browser.start()
+    assert browser.pid is None
+    await browser.close()
+
+
+def test_the_browsing_process_ends_when_its_caller_is_killed(tmp_path):
+    """SIGKILL gives the caller no chance to close it: the end of its input does."""
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from broadcaster.net.mdns import Browser
+
+        async def main():
+            b = Browser(["127.0.0.1"], sys.argv[1], lambda a: None)
+            await b.start()
+            print(b.pid, flush=True)
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", script, site_tag()], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert caller.stdout is not None
+        pid = int(caller.stdout.readline())
+        assert alive(pid)
+    finally:
+        caller.kill()
+        caller.wait()
+    for _ in range(100):
+        if not alive(pid):
+            break
+        threading.Event().wait(0.1)
+    assert not alive(pid)

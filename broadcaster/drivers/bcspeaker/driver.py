@@ -113,7 +113,7 @@ class BcSpeakerDriver(Presence):
         self._clock.read_spaced(lambda: 0.0 if self.link.awaiting() else CLOCK_READ)
         self.link.datagram_to = self._datagram_route
         self.link.send_datagram = self._send_control
-        if self.opt.mdns:  # zeroconf on a thread of its own (net/mdns.py)
+        if self.opt.mdns:  # zeroconf in a process of its own (net/mdns.py)
             self._browser = Browser(
                 [self.opt.interface],
                 self.opt.site_tag or self.site.id,
