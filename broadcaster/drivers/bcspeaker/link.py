@@ -25,7 +25,7 @@ from broadcaster.protocol.control import (
 # waits before each send of a control datagram (the same request again: the speaker answers a
 # repeat from its cache); no answer after the last, and the request goes by HTTP, freshly signed
 DATAGRAM_TRIES = (0.15, 0.3, 0.45)
-WAVE = 64  # requests `call_many` has in flight at once by datagram
+WAVE = 32  # requests `call_many` has in flight at once by datagram (one wave, one turn)
 SINGLE = 64  # requests it has in flight one by one (HTTP, channel)
 _RANDOM_EACH = NONCE_BYTES + 4  # random bytes a request of a wave takes: its nonce and its id
 
