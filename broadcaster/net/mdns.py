@@ -27,6 +27,7 @@ PROTOCOL_VERSION = "1"
 log = logging.getLogger(__name__)
 LINES_PER_TURN = 50  # adverts handed to the caller per turn of its loop
 RESTART_FIRST, RESTART_LAST = 1.0, 60.0  # s: a browsing process that died is started again
+START_WAIT = 30  # s a browsing process has to say it browses
 END_WAIT = 5.0  # s a browsing process is given to close zeroconf before it is killed
 
 
@@ -142,7 +143,10 @@ class Browser:
             env=env,
         )
         assert proc.stdout is not None
-        first = await proc.stdout.readline()
+        try:
+            first = await asyncio.wait_for(proc.stdout.readline(), START_WAIT)
+        except TimeoutError:
+            first = b'{"error": "no word from it in %d s"}' % START_WAIT
         try:
             hello = json.loads(first) if first else {"error": "exited before browsing"}
         except ValueError:
@@ -188,7 +192,10 @@ class Browser:
                 log.warning("mDNS browser said %r", line[:120])
                 continue
             if callback is not None:
-                callback(advert)
+                try:
+                    callback(advert)
+                except Exception:  # the caller's fault: logged, and browsing goes on
+                    log.exception("mDNS callback failed for %s", advert.speaker_id)
             n += 1
             if n % LINES_PER_TURN == 0:
                 await asyncio.sleep(0)
@@ -221,8 +228,11 @@ async def _browse(interfaces: list[str], site: str) -> bool:
     tasks: set[asyncio.Task] = set()
 
     def say(event: str, advert: Advert) -> None:
-        sys.stdout.write(json.dumps({"event": event, "advert": asdict(advert)}) + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(json.dumps({"event": event, "advert": asdict(advert)}) + "\n")
+            sys.stdout.flush()
+        except OSError:  # the caller is gone: the end of standard input ends this process
+            pass
 
     async def resolve(azc: AsyncZeroconf, service_type: str, name: str) -> None:
         info = AsyncServiceInfo(service_type, name)

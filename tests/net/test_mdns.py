@@ -132,3 +132,30 @@ def test_the_browsing_process_ends_when_its_caller_is_killed(tmp_path):
             break
         threading.Event().wait(0.1)
     assert not alive(pid)
+
+
+async def test_a_callback_that_raises_is_logged_and_browsing_goes_on(caplog):
+    tag = site_tag()
+    found: list[str] = []
+
+    def on_found(a: Advert) -> None:
+        found.append(a.speaker_id)
+        if a.speaker_id == "h1-3":
+            raise RuntimeError("the caller's own fault")
+
+    first = Advert("h1-3", "horn", "127.0.0.1", 40129, 40206, tag)
+    second = Advert("h1-4", "horn", "127.0.0.1", 40131, 40208, tag)
+    speaker = open_zeroconf(["127.0.0.1"])
+    browser = Browser(["127.0.0.1"], tag, on_found)
+    try:
+        await browser.start()
+        await register(speaker, [first])
+        await wait_for(lambda: found == ["h1-3"])
+        await register(speaker, [second])
+        await wait_for(lambda: found == ["h1-3", "h1-4"])
+        assert "mDNS callback failed for h1-3" in caplog.text
+        assert browser.restarts == 0
+    finally:
+        await browser.close()
+        await unregister(speaker, [first, second])
+        await speaker.async_close()
