@@ -51,9 +51,12 @@ class HeapGuard:
         self._last_freeze: float | None = None  # the latest freeze after a slow collection
         self._installed = self._early = 0.0
 
-    def install(self) -> None:
-        """Freeze what start-up built (collected once first) and watch every collection."""
-        gc.collect()
+    def install(self, collect: bool = True) -> None:
+        """Freeze what start-up built and watch every collection; `collect=False` when the
+        caller collected just before (a full collection walks every object: ~25 ms at 1,000
+        speakers, which a serving process does before it opens its sockets)."""
+        if collect:
+            gc.collect()
         self._freeze()
         self._installed = self._early = self._clock()
         if self._on_gc not in gc.callbacks:
