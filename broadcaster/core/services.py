@@ -72,7 +72,9 @@ class Services:
         return svc
 
     def start(self) -> None:
-        """Start the history writer; mark broadcasts a killed controller left open."""
+        """Start the history writer and the audit thread; mark broadcasts a killed controller
+        left open."""
+        self._audit_pool.submit(int)  # its thread started now, not at the first row (a wait then)
         if self.history is None:
             return
         self.history.start()

@@ -30,6 +30,7 @@ class Journal:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._pool.submit(int)  # its thread started now, not at the first line (a wait then)
         self._closed = False
 
     def append(self, name: str, record: Record) -> None:

@@ -13,6 +13,8 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -24,6 +26,8 @@ from broadcaster.scheduler.engine import Scheduler
 from broadcaster.site import Site
 from broadcaster.web.api import make_app
 from broadcaster.web.tls import TlsFiles, server_context
+
+WORKERS = min(32, (os.cpu_count() or 1) + 4)  # as asyncio's default executor
 
 # the folders the controller and the audio library create under DATA
 DATA_FOLDERS = ("log", "library")
@@ -99,6 +103,21 @@ def startup_problem(exc: OSError, listen: str) -> str:
     )
 
 
+def warm_executor(loop: asyncio.AbstractEventLoop, workers: int = WORKERS) -> None:
+    """Give the loop a default executor whose threads are all started now.
+
+    A pool starts a thread when a task finds none idle, and the starter waits until the new
+    thread runs: on a busy machine up to 15 ms of the loop's turn (scripts/bench_scale's stall
+    log, a thread started for `asyncio.to_thread`). Started here, before the sockets open, none
+    is started later."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="asyncio")
+    barrier = threading.Barrier(workers + 1)
+    for _ in range(workers):  # each task waits at the barrier: the next finds no idle thread
+        pool.submit(barrier.wait)
+    barrier.wait()
+    loop.set_default_executor(pool)
+
+
 async def serve(
     site: Site,
     data: Path,
@@ -134,6 +153,7 @@ async def serve(
         # (~16 ms at 1,000 speakers) and one full collection (~25 ms); the loop's later turns
         # are short (scripts/bench_scale --turns-ms)
         app = make_app(services, max_upload_bytes) if max_upload_bytes else make_app(services)
+        warm_executor(asyncio.get_running_loop())
         gc.collect()
         await ctl.start()
         sched = Scheduler.attach(services)
