@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,6 +148,9 @@ class Browser:
             first = await asyncio.wait_for(proc.stdout.readline(), START_WAIT)
         except TimeoutError:
             first = b'{"error": "no word from it in %d s"}' % START_WAIT
+        except asyncio.CancelledError:  # closed while it starts: it ends too
+            await _end(proc)
+            raise
         try:
             hello = json.loads(first) if first else {"error": "exited before browsing"}
         except ValueError:
@@ -161,9 +165,12 @@ class Browser:
         while True:
             proc = self._proc
             if proc is not None:
+                began = time.monotonic()
                 await self._read(proc)
                 await _end(proc)
                 self._proc = self.pid = None
+                if time.monotonic() - began > RESTART_LAST:  # it ran well: a new series of waits
+                    wait = RESTART_FIRST
             if self._closing:
                 return
             log.warning(
@@ -206,8 +213,10 @@ class Browser:
         if self._proc is not None:
             await _end(self._proc)
         if self._task is not None:
+            self._task.cancel()  # it may be waiting to start the process again
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._proc = self.pid = None
 
 
 async def _end(proc: asyncio.subprocess.Process) -> None:

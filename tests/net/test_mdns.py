@@ -159,3 +159,17 @@ async def test_a_callback_that_raises_is_logged_and_browsing_goes_on(caplog):
         await browser.close()
         await unregister(speaker, [first, second])
         await speaker.async_close()
+
+
+async def test_close_while_waiting_to_start_the_process_again_is_prompt():
+    browser = Browser(["127.0.0.1"], site_tag(), lambda a: None)
+    await browser.start()
+    pid = browser.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await wait_for(lambda: browser.pid is None)  # died; the next start is 1 s away
+    began = asyncio.get_running_loop().time()
+    await browser.close()
+    assert asyncio.get_running_loop().time() - began < 0.5
+    await asyncio.sleep(1.5)  # past the restart's wait: nothing was started again
+    assert browser.pid is None and browser.restarts == 0
