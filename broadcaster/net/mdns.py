@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -22,6 +21,8 @@ from pathlib import Path
 
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from broadcaster import jsonio
 
 SERVICE_TYPE = "_bcspeaker._tcp.local."
 PROTOCOL_VERSION = "1"
@@ -152,7 +153,7 @@ class Browser:
             await _end(proc)
             raise
         try:
-            hello = json.loads(first) if first else {"error": "exited before browsing"}
+            hello = jsonio.loads(first) if first else {"error": "exited before browsing"}
         except ValueError:
             hello = {"error": f"said {first[:80]!r}"}
         if "error" in hello or not hello.get("browsing"):
@@ -192,7 +193,7 @@ class Browser:
         n = 0
         while line := await proc.stdout.readline():
             try:
-                said = json.loads(line)
+                said = jsonio.loads(line)
                 advert = Advert(**said["advert"])
                 callback = self.on_found if said["event"] == "found" else self.on_removed
             except (ValueError, KeyError, TypeError):
@@ -230,6 +231,15 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def _say(obj: dict) -> None:
+    """One line of JSON to the controller (the browsing process's only way to speak)."""
+    try:
+        sys.stdout.buffer.write(jsonio.dumps(obj) + b"\n")
+        sys.stdout.buffer.flush()
+    except OSError:  # the caller is gone: the end of standard input ends this process
+        pass
+
+
 async def _browse(interfaces: list[str], site: str) -> bool:
     """The browsing process: adverts of `site` out as JSON lines until standard input closes."""
     loop = asyncio.get_running_loop()
@@ -237,11 +247,7 @@ async def _browse(interfaces: list[str], site: str) -> bool:
     tasks: set[asyncio.Task] = set()
 
     def say(event: str, advert: Advert) -> None:
-        try:
-            sys.stdout.write(json.dumps({"event": event, "advert": asdict(advert)}) + "\n")
-            sys.stdout.flush()
-        except OSError:  # the caller is gone: the end of standard input ends this process
-            pass
+        _say({"event": event, "advert": asdict(advert)})
 
     async def resolve(azc: AsyncZeroconf, service_type: str, name: str) -> None:
         info = AsyncServiceInfo(service_type, name)
@@ -272,11 +278,9 @@ async def _browse(interfaces: list[str], site: str) -> bool:
             azc.zeroconf, SERVICE_TYPE, handlers=[changed], question_type=DNSQuestionType.QM
         )
     except Exception as e:  # noqa: BLE001 - told to the controller, which raises it
-        sys.stdout.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
-        sys.stdout.flush()
+        _say({"error": f"{type(e).__name__}: {e}"})
         return False
-    sys.stdout.write(json.dumps({"browsing": True}) + "\n")
-    sys.stdout.flush()
+    _say({"browsing": True})
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     while await stdin.read(4096):  # nothing is said on it: its end is the signal

@@ -103,8 +103,8 @@ def startup_problem(exc: OSError, listen: str) -> str:
     )
 
 
-def warm_executor(loop: asyncio.AbstractEventLoop, workers: int = WORKERS) -> None:
-    """Give the loop a default executor whose threads are all started now.
+def warm_executor(loop: asyncio.AbstractEventLoop, workers: int = WORKERS) -> ThreadPoolExecutor:
+    """Give the loop a default executor whose threads are all started now (and return it).
 
     A pool starts a thread when a task finds none idle, and the starter waits until the new
     thread runs: on a busy machine up to 15 ms of the loop's turn (scripts/bench_scale's stall
@@ -116,6 +116,7 @@ def warm_executor(loop: asyncio.AbstractEventLoop, workers: int = WORKERS) -> No
         pool.submit(barrier.wait)
     barrier.wait()
     loop.set_default_executor(pool)
+    return pool
 
 
 async def serve(

@@ -39,7 +39,7 @@ if os.environ.get("BROADCASTER_TURNS_MS") and "serve" in sys.argv:
 
     def _timed(self: asyncio.events.Handle) -> None:
         if threading.current_thread() is not threading.main_thread():
-            _run(self)  # another loop (zeroconf's, on its own thread): not the controller's
+            _run(self)  # a loop on another thread: not the controller's
             return
         _gcs.clear()
         owner = getattr(self._callback, "__self__", None)  # a task's step or wake-up: the task

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -130,7 +131,7 @@ def test_the_browsing_process_ends_when_its_caller_is_killed(tmp_path):
     for _ in range(100):
         if not alive(pid):
             break
-        threading.Event().wait(0.1)
+        time.sleep(0.1)
     assert not alive(pid)
 
 

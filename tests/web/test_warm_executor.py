@@ -16,7 +16,7 @@ def workers() -> set[str]:
 async def test_every_worker_thread_is_started_before_it_is_needed():
     loop = asyncio.get_running_loop()
     before = workers()
-    warm_executor(loop, 4)
+    pool = warm_executor(loop, 4)
     started = workers() - before
     assert len(started) == 4
     # four calls at once run on the threads already there: none is started for them
@@ -29,4 +29,4 @@ async def test_every_worker_thread_is_started_before_it_is_needed():
     )
     assert set(names) == started
     assert workers() - before == started
-    loop._default_executor.shutdown(wait=True)  # noqa: SLF001 - the pool this test made
+    pool.shutdown(wait=True)
