@@ -148,9 +148,14 @@ class LoopWatch:
             first = next((i for i, t in enumerate(ats) if t >= since), len(ats))  # (in order)
             lags, owns, ats = lags[first:], owns[first:], ats[first:]
         xs, own = sorted(lags), sorted(owns)
-        if not xs:
+        stalls = [
+            {"ago_s": round(time.monotonic() - st["since"], 1), "where": st["where"]}
+            for st in self.stalls
+        ]
+        common = {"worst_ms": round(self.worst * 1000, 2), "samples": len(xs), "stalls": stalls}
+        if not xs:  # none yet, or none in the last `last` seconds: the same keys, no figures
             keys = ("p50_ms", "p99_ms", "max_ms", "own_p99_ms", "own_max_ms", "own_max_ago_s")
-            return dict.fromkeys((*keys, "worst_ms"))
+            return {**dict.fromkeys(keys), **common}
 
         def pct(q: float, v: list[float] = xs) -> float:
             return round(v[min(len(v) - 1, int(q * len(v)))] * 1000, 2)
@@ -164,12 +169,7 @@ class LoopWatch:
             # how long ago the loop's longest own stall of the window was (to tell it by what
             # happened then: a broadcast's start, say)
             "own_max_ago_s": round(time.monotonic() - ats[owns.index(own[-1])], 1),
-            "worst_ms": round(self.worst * 1000, 2),
-            "samples": len(xs),
-            "stalls": [
-                {"ago_s": round(time.monotonic() - st["since"], 1), "where": st["where"]}
-                for st in self.stalls
-            ],
+            **common,
         }
 
     async def close(self) -> None:

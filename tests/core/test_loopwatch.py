@@ -51,6 +51,16 @@ async def test_the_lag_of_the_last_seconds_leaves_out_a_stall_before_them():
     assert last["own_max_ms"] < 250 and 0 < last["samples"] < whole["samples"]
 
 
+def test_a_window_without_samples_keeps_every_key():
+    # /api/health asked just after start (or for fewer seconds than one period): no figures,
+    # the same keys — a client reading "samples" or "stalls" must not break on a young controller
+    watch = LoopWatch(period=0.01)
+    full = {"p50_ms", "p99_ms", "max_ms", "own_p99_ms", "own_max_ms", "own_max_ago_s"}
+    snap = watch.snapshot(last=5)
+    assert set(snap) == full | {"worst_ms", "samples", "stalls"}
+    assert snap["samples"] == 0 and snap["stalls"] == [] and snap["p99_ms"] is None
+
+
 def _spin(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
