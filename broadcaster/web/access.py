@@ -77,7 +77,6 @@ async def authenticate(request: web.Request, accounts: Any) -> Principal:
                 raise Forbidden(
                     "missing or wrong CSRF token (X-CSRF-Token)", code="csrf_failed"
                 ) from None
-        request["token_id"] = None
         return who
     raise Unauthorized(
         "log in first: send a session cookie or an API token (Authorization: Bearer …)",

@@ -34,7 +34,7 @@ from broadcaster.web.access import COOKIE, clear_session, make_middleware, set_s
 log = logging.getLogger(__name__)
 SERVICES = web.AppKey("services", Services)
 MAX_UPLOAD_KEY = web.AppKey("max_upload", int)
-PRINCIPAL = "principal"  # request key set by the access middleware
+PRINCIPAL = web.RequestKey("principal", Principal)  # set by the access middleware
 MAX_UPLOAD = 64 * 1024 * 1024
 MAX_JSON = 1024 * 1024
 
