@@ -71,11 +71,20 @@ def correlation(a: bytes, b: bytes) -> float:
 
 
 def track(
-    recording: bytes, ref: bytes, rate: int, voiced: int = 800, match: float = 0.8
+    recording: bytes,
+    ref: bytes,
+    rate: int,
+    voiced: int = 800,
+    match: float = 0.8,
+    resync: float = 1.0,
 ) -> dict[int, int | None]:
     """Where each voiced 20 ms frame k of `ref` sits in `recording`: {k: lag in samples (its
     position less k's), or None when it is not there}. A frame is looked for within three frames
-    of the last one's lag, so a dropped or inserted frame shows as a change of lag."""
+    of the last one's lag, so a dropped or inserted frame shows as a change of lag. A frame not
+    there is looked for again, three frames long, within `resync` seconds of that lag: after a
+    stall that moved the sound by more than three frames (a gap filled, then frames dropped), the
+    track picks the voice up again — one break where the listener hears one, not every frame after
+    it until the lag happens to come back."""
     step = rate // 50
     out: dict[int, int | None] = {}
     lag: int | None = None
@@ -88,6 +97,13 @@ def track(
             pos = find(recording, ref[s * 2 : (s + 3 * step) * 2], 0, s + 2 * rate)
         else:
             pos = find(recording, piece, s + lag - 3 * step, s + lag + 3 * step)
+            if pos < 0 or correlation(recording[pos * 2 : (pos + step) * 2], piece) < match:
+                span = int(resync * rate)
+                three = ref[s * 2 : (s + 3 * step) * 2]
+                pos = find(recording, three, s + lag - span, s + lag + span)
+                heard = recording[pos * 2 : pos * 2 + len(three)]
+                if pos >= 0 and correlation(heard, three) < match:
+                    pos = -1
         if pos < 0 or correlation(recording[pos * 2 : (pos + step) * 2], piece) < match:
             out[k] = None
             continue
