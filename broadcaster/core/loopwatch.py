@@ -8,6 +8,11 @@ loop thread's stack at that moment) and keeps it for /api/health: a stall names 
 
 On a busy machine much of the lag is only the loop's thread waiting for a core; the kernel counts
 that wait (its run-queue delay), so the snapshot also gives the lag net of it — the loop's own.
+
+A loop stuck in a socket call may be in the kernel, or back from it and waiting for the GIL that
+another thread holds: its Python stack is the same. The stall log tells them apart by the system
+call the loop's thread is in at that moment (Linux /proc/…/syscall): `futex` is a wait for the
+GIL (or another lock), `connect` the kernel's own work, `running` the loop's own code.
 """
 
 from __future__ import annotations
@@ -58,6 +63,51 @@ class _RunDelay:
             self._fd = None
 
 
+# x86-64's numbers of the calls a stalled loop is found in; elsewhere the number is given
+_SYSCALLS = {
+    0: "read",
+    1: "write",
+    3: "close",
+    7: "poll",
+    23: "select",
+    35: "nanosleep",
+    41: "socket",
+    42: "connect",
+    43: "accept",
+    44: "sendto",
+    45: "recvfrom",
+    46: "sendmsg",
+    47: "recvmsg",
+    202: "futex",
+    230: "clock_nanosleep",
+    232: "epoll_wait",
+    257: "openat",
+    270: "pselect6",
+    281: "epoll_pwait",
+    288: "accept4",
+    299: "recvmmsg",
+    307: "sendmmsg",
+}
+
+
+def in_syscall(native_id: int) -> str | None:
+    """What the thread `native_id` of this process is doing, as the kernel sees it: `running`
+    (its own code, or waiting for a core), the name of the system call it is in (`syscall N`
+    where unnamed), or None when unknown (not Linux)."""
+    try:
+        with open(f"/proc/self/task/{native_id}/syscall") as f:
+            first = f.read().split(maxsplit=1)[0]
+    except (OSError, IndexError):
+        return None
+    if not first.lstrip("-").isdigit():
+        return first  # "running"
+    n = int(first)
+    if n < 0:
+        return "blocked"  # in the kernel, not in a system call
+    name = _SYSCALLS.get(n) if os.uname().machine == "x86_64" else None
+    return name or f"syscall {n}"
+
+
 class LoopWatch:
     """Measures event-loop lag; `start()` in the loop, `snapshot()` anywhere."""
 
@@ -81,10 +131,13 @@ class LoopWatch:
             loop.slow_callback_duration = float(SLOW_CALLBACK)
         loop_thread = threading.get_ident()
         threading.Thread(
-            target=self._watch, args=(loop_thread,), name="loopwatch", daemon=True
+            target=self._watch,
+            args=(loop_thread, threading.get_native_id()),
+            name="loopwatch",
+            daemon=True,
         ).start()
 
-    def _watch(self, loop_thread: int) -> None:
+    def _watch(self, loop_thread: int, native_id: int) -> None:
         seen = None  # the beat of the stall already reported
         while not self._done.wait(STALL / 2):
             beat = self._beat
@@ -92,10 +145,15 @@ class LoopWatch:
             if time.monotonic() - beat < self.period + STALL or beat == seen:
                 continue
             seen = beat
+            kernel = in_syscall(native_id)  # first: the moment the stall was seen
             frames = sys._current_frames()
             frame = frames.get(loop_thread)
             where = traceback.format_stack(frame, limit=12) if frame is not None else []
-            stall = {"since": beat, "where": [w.strip().splitlines()[0] for w in where[-8:]]}
+            stall = {
+                "since": beat,
+                "where": [w.strip().splitlines()[0] for w in where[-8:]],
+                "kernel": kernel,
+            }
             self.stalls.append(stall)
             # a loop that waits for the GIL stands wherever it let go: what the process's other
             # threads were doing at that moment names the holder
@@ -111,8 +169,9 @@ class LoopWatch:
                 if tid not in (loop_thread, threading.get_ident())
             )
             log.warning(
-                "event loop stalled > %.3f s; it is in:\n%sthe other threads:\n%s",
+                "event loop stalled > %.3f s; its thread: %s; it is in:\n%sthe other threads:\n%s",
                 STALL,
+                f"in {kernel}" if kernel not in (None, "running") else kernel or "unknown",
                 "".join(where),
                 others,
             )
@@ -149,7 +208,11 @@ class LoopWatch:
             lags, owns, ats = lags[first:], owns[first:], ats[first:]
         xs, own = sorted(lags), sorted(owns)
         stalls = [
-            {"ago_s": round(time.monotonic() - st["since"], 1), "where": st["where"]}
+            {
+                "ago_s": round(time.monotonic() - st["since"], 1),
+                "where": st["where"],
+                "kernel": st["kernel"],
+            }
             for st in self.stalls
         ]
         common = {"worst_ms": round(self.worst * 1000, 2), "samples": len(xs), "stalls": stalls}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 import time
 
 import pytest
@@ -37,6 +38,57 @@ async def test_a_blocking_call_is_lag_of_the_loops_own_and_names_itself(monkeypa
     assert any("block_the_loop" in w for w in snap["stalls"][-1]["where"]), snap["stalls"]
 
 
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def _hold(lock: threading.Lock, seconds: float) -> None:
+    with lock:
+        time.sleep(seconds)
+
+
+def _wait_for(lock: threading.Lock) -> None:
+    with lock:  # waits for another thread, as for the GIL
+        pass
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/thread-self/syscall") or os.uname().machine != "x86_64",
+    reason="Linux /proc syscall; the names are x86-64's",
+)
+async def test_a_stall_says_whether_the_loop_was_in_the_kernel_waiting_or_running(monkeypatch):
+    # the same Python stack may be the kernel's work or a wait for a lock (the GIL) after it:
+    # the system call the loop's thread is in tells them apart
+    monkeypatch.setattr(loopwatch, "STALL", 0.1)
+    watch = LoopWatch(period=0.01)
+    watch.start()
+    lock = threading.Lock()
+    holder = threading.Thread(target=_hold, args=(lock, 0.5))
+    try:
+        await asyncio.sleep(0.1)
+        block_the_loop(0.5)  # asleep in the kernel
+        await asyncio.sleep(0.2)
+        _spin(0.5)  # the loop's own code
+        await asyncio.sleep(0.2)
+        holder.start()
+        await asyncio.sleep(0.05)
+        _wait_for(lock)
+        await asyncio.sleep(0.2)
+        stalls = watch.snapshot()["stalls"]
+    finally:
+        await watch.close()
+        holder.join()
+
+    def kernel_in(call: str) -> str:  # the stall whose stack names the call
+        return next(st["kernel"] for st in stalls if any(call in w for w in st["where"]))
+
+    assert kernel_in("block_the_loop") in ("clock_nanosleep", "nanosleep"), stalls
+    assert kernel_in("_spin") == "running", stalls
+    assert kernel_in("_wait_for") == "futex", stalls
+
+
 async def test_the_lag_of_the_last_seconds_leaves_out_a_stall_before_them():
     watch = LoopWatch(period=0.01)
     watch.start()
@@ -59,12 +111,6 @@ def test_a_window_without_samples_keeps_every_key():
     snap = watch.snapshot(last=5)
     assert set(snap) == full | {"worst_ms", "samples", "stalls"}
     assert snap["samples"] == 0 and snap["stalls"] == [] and snap["p99_ms"] is None
-
-
-def _spin(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"), reason="Linux schedstat")
