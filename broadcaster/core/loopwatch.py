@@ -49,12 +49,18 @@ class _RunDelay:
 
     def seconds(self) -> float:
         """Run-queue delay so far (0 when unknown)."""
+        return self.times()[1]
+
+    def times(self) -> tuple[float, float]:
+        """Time on a core and run-queue delay so far, s ((0, 0) when unknown). Any thread may
+        ask: the file names the thread that opened it."""
         if self._fd is None:
-            return 0.0
+            return 0.0, 0.0
         try:
-            return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+            fields = os.pread(self._fd, 64, 0).split()
+            return int(fields[0]) / 1e9, int(fields[1]) / 1e9
         except (OSError, IndexError, ValueError):
-            return 0.0
+            return 0.0, 0.0
 
     def close(self) -> None:
         """Release the file."""
@@ -120,6 +126,10 @@ class LoopWatch:
         self.stalls: deque[dict] = deque(maxlen=20)  # the latest stalls: how long, and where
         self._task: asyncio.Task | None = None
         self._beat = time.monotonic()
+        # at the beat: the loop's thread's time on a core and waiting for one so far, and where
+        # to read them (the watchdog splits a stall's time by them)
+        self._beat_times = (0.0, 0.0)
+        self._sched: _RunDelay | None = None
         self._done = threading.Event()
 
     def start(self) -> None:
@@ -146,6 +156,10 @@ class LoopWatch:
                 continue
             seen = beat
             kernel = in_syscall(native_id)  # first: the moment the stall was seen
+            span = time.monotonic() - beat
+            sched, (cpu0, wait0) = self._sched, self._beat_times
+            cpu1, wait1 = sched.times() if sched is not None else (cpu0, wait0)
+            on_core, run_queue = max(0.0, cpu1 - cpu0), max(0.0, wait1 - wait0)
             frames = sys._current_frames()
             frame = frames.get(loop_thread)
             where = traceback.format_stack(frame, limit=12) if frame is not None else []
@@ -153,6 +167,12 @@ class LoopWatch:
                 "since": beat,
                 "where": [w.strip().splitlines()[0] for w in where[-8:]],
                 "kernel": kernel,
+                # since its last beat (a period before the stall's start): the loop's thread
+                # on a core (its own work), waiting for one (the machine's), and the rest
+                # asleep (in the kernel, or waiting for the GIL or a lock)
+                "span_ms": round(span * 1000, 1),
+                "on_core_ms": round(on_core * 1000, 1),
+                "run_queue_ms": round(run_queue * 1000, 1),
             }
             self.stalls.append(stall)
             # a loop that waits for the GIL stands wherever it let go: what the process's other
@@ -169,19 +189,26 @@ class LoopWatch:
                 if tid not in (loop_thread, threading.get_ident())
             )
             log.warning(
-                "event loop stalled > %.3f s; its thread: %s; it is in:\n%sthe other threads:\n%s",
+                "event loop stalled > %.3f s; its thread: %s; of the %.1f ms since its last beat "
+                "%.1f on a core, %.1f waiting for one, the rest asleep; it is in:\n%s"
+                "the other threads:\n%s",
                 STALL,
                 f"in {kernel}" if kernel not in (None, "running") else kernel or "unknown",
+                span * 1000,
+                on_core * 1000,
+                run_queue * 1000,
                 "".join(where),
                 others,
             )
 
     async def _run(self) -> None:
-        waited = _RunDelay()  # opened here: it must name the loop's own thread
+        waited = self._sched = _RunDelay()  # opened here: it must name the loop's own thread
         try:
             while True:
-                asked = self._beat = time.monotonic()
-                wait0 = waited.seconds()
+                times = waited.times()
+                asked = time.monotonic()
+                self._beat_times, self._beat = times, asked  # (the watchdog reads _beat first)
+                wait0 = times[1]
                 await asyncio.sleep(self.period)
                 lag = max(0.0, time.monotonic() - asked - self.period)
                 self.lags.append(lag)
@@ -191,6 +218,7 @@ class LoopWatch:
                 self.at.append(asked)
                 self.worst = max(self.worst, lag)
         finally:
+            self._sched = None
             waited.close()
 
     def snapshot(self, last: float | None = None) -> dict:
@@ -210,8 +238,7 @@ class LoopWatch:
         stalls = [
             {
                 "ago_s": round(time.monotonic() - st["since"], 1),
-                "where": st["where"],
-                "kernel": st["kernel"],
+                **{k: v for k, v in st.items() if k != "since"},
             }
             for st in self.stalls
         ]
