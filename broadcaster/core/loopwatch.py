@@ -134,6 +134,10 @@ class LoopWatch:
 
     def start(self) -> None:
         """Begin measuring (and watching, from a thread of its own)."""
+        # opened here, in the loop's thread (the file names the thread that opens it); the first
+        # beat is now, so a stall in the rest of this turn is split truly too
+        self._sched = _RunDelay()
+        self._beat_times, self._beat = self._sched.times(), time.monotonic()
         self._task = asyncio.ensure_future(self._run())
         if SLOW_CALLBACK:
             loop = asyncio.get_running_loop()
@@ -202,7 +206,8 @@ class LoopWatch:
             )
 
     async def _run(self) -> None:
-        waited = self._sched = _RunDelay()  # opened here: it must name the loop's own thread
+        waited = self._sched
+        assert waited is not None  # start() opened it
         try:
             while True:
                 times = waited.times()
@@ -268,3 +273,6 @@ class LoopWatch:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._sched is not None:  # a task cancelled before it ran never closed it
+            self._sched.close()
+            self._sched = None
