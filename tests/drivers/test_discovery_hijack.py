@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import broadcaster.drivers.bcspeaker.driver as bcdriver
 import broadcaster.site as zones_mod
 from tests.support.audio import assert_recording_matches, sweep
 from tests.support.harness import (
@@ -277,3 +278,43 @@ async def test_a_speaker_that_really_moved_is_followed_once_it_proves_its_key(tm
         old.stop()
         if new:
             new.stop()
+
+
+async def test_a_dead_speakers_stale_advert_holds_back_no_other(tmp_path, site_files, monkeypatch):
+    # one verification at a time, and an advert of h1-2 at an address where nothing speaks the
+    # protocol (a dead speaker's advert, still cached on the network): it is tried again after
+    # 1, 2, 4 and 8 s; h1-1, found meanwhile, must not wait for those tries to run out
+    monkeypatch.setattr(bcdriver, "VERIFY_LIMIT", 1)
+    zones, data, record = site_files
+    tag = site_tag()
+    site = zones_mod.load(zones)
+    tries = 0
+
+    async def hang_up(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal tries
+        tries += 1
+        w.close()
+
+    dead = await asyncio.start_server(hang_up, FORGER_HOST, 0)
+    forger = sim = None
+    try:
+        async with controller(site, data, tag, playout_delay=0.3) as (ctl, _):
+            port = dead.sockets[0].getsockname()[1]
+            forger = Forger(tmp_path, tag, [{"id": "h1-2", "host": FORGER_HOST, "port": port}])
+            end = time.monotonic() + 30
+            while tries == 0:  # the controller is in the stale advert's tries
+                assert time.monotonic() < end, "the stale advert was never tried"
+                await asyncio.sleep(0.05)
+            sim = await asyncio.to_thread(SimProcess(zones, data, record, tag, only=["h1-1"]).start)
+            t0 = time.monotonic()
+            await wait_online(ctl, 1, timeout=60, synced=False)
+            found = time.monotonic() - t0
+            # found as soon as it is verified; before, it waited the stale advert's 15 s of tries
+            assert found < 8, f"h1-1 found {found:.1f} s after its advert; {tries} stale tries"
+            assert not ctl.is_online("h1-2") and "h1-2" not in ctl.bc.addresses
+    finally:
+        if forger:
+            forger.stop()
+        if sim:
+            sim.stop()
+        dead.close()

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 VERIFY_AGAIN = 30.0  # s before an address that failed verification is checked again
 VERIFY_RETRIES = (1.0, 2.0, 4.0, 8.0)  # waits when an advertised address does not answer
-VERIFY_LIMIT = 32  # verifications in flight: a flood of adverts cannot flood the network
+# requests in flight that verify adverts: a flood of adverts cannot flood the network, and the
+# answers that come back in one turn of the loop stay few. When 1,000 speakers are found at once,
+# 32 in flight made turns of 15-27 ms of the loop's own work; 8 made 7-8 ms, and finding all of
+# them took as long (docs/scale.md, "Measured an eleventh time")
+VERIFY_LIMIT = 8
+# verifications waiting or in flight beyond which an advert of a speaker already found (a move)
+# waits for its next advert: first sightings come first
+VERIFY_BACKLOG = 32
 # A heartbeat newer than this spares the speaker its status poll: the spaced exchange comes every
 # 4 s, so one lost (or a second late) heartbeat already brings a poll, and a silent speaker is
 # offline within BEAT_FRESH + DUE_CHECK + the poll's ~2.4 s of retries and timeout (OFFLINE_AFTER,
@@ -111,7 +118,7 @@ class Presence:
             time.monotonic() - self._refused.get(where, -VERIFY_AGAIN) < VERIFY_AGAIN
         ):
             return
-        if known is not None and len(self._verifying) >= VERIFY_LIMIT:
+        if known is not None and len(self._verifying) >= VERIFY_BACKLOG:
             return  # a flood of adverts for speakers already found: those can wait for the next
         self._verifying.add(where)
         self._spawn(self._verify(advert))
@@ -122,8 +129,7 @@ class Presence:
         sid, addr = advert.speaker_id, f"{advert.host}:{advert.port}"
         where = (sid, advert.host, advert.port)
         try:
-            async with self._verify_slots:  # bounded concurrency; a first sighting is never dropped
-                status = await self._verify_status(advert)
+            status = await self._verify_status(advert)  # a first sighting is never dropped
             if status is None:
                 return
         finally:
@@ -154,14 +160,17 @@ class Presence:
         sid = advert.speaker_id
         for wait in (*VERIFY_RETRIES, None):
             try:
-                status = await self.link.call(
-                    sid,
-                    advert.host,
-                    advert.port,
-                    "GET",
-                    f"/status?clock={self.clock_address}",
-                    timeout=1.5,
-                )
+                # a slot for the request only: an address that does not answer waits for its
+                # next try without holding one, so a dead speaker's stale advert delays nobody
+                async with self._verify_slots:
+                    status = await self.link.call(
+                        sid,
+                        advert.host,
+                        advert.port,
+                        "GET",
+                        f"/status?clock={self.clock_address}",
+                        timeout=1.5,
+                    )
                 if not isinstance(status, dict):
                     raise SpeakerError(
                         f"speaker {sid}: status answer is not a JSON object",
