@@ -12,7 +12,8 @@ that wait (its run-queue delay), so the snapshot also gives the lag net of it â€
 A loop stuck in a socket call may be in the kernel, or back from it and waiting for the GIL that
 another thread holds: its Python stack is the same. The stall log tells them apart by the system
 call the loop's thread is in at that moment (Linux /proc/â€¦/syscall): `futex` is a wait for the
-GIL (or another lock), `connect` the kernel's own work, `running` the loop's own code.
+GIL (or another lock), `connect` the kernel's own work, `running` the loop's own code; and by how
+the stall's time went (the thread's schedstat): on a core, waiting for one, or asleep.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ VERIFY_AGAIN = 30.0  # s before an address that failed verification is checked a
 VERIFY_RETRIES = (1.0, 2.0, 4.0, 8.0)  # waits when an advertised address does not answer
 # requests in flight that verify adverts: a flood of adverts cannot flood the network, and the
 # answers that come back in one turn of the loop stay few. When 1,000 speakers are found at once,
-# 32 in flight made turns of 15-27 ms of the loop's own work; 8 made 7-8 ms, and finding all of
-# them took as long (docs/scale.md, "Measured an eleventh time")
+# 32 in flight made the loop's worst lag 15-27 ms, of its own work; 8 made it 5-9 ms, and finding
+# them all took about as long (docs/scale.md, "Measured an eleventh time")
 VERIFY_LIMIT = 8
 # verifications waiting or in flight beyond which an advert of a speaker already found (a move)
 # waits for its next advert: first sightings come first
