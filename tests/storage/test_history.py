@@ -359,6 +359,7 @@ def test_full_disk_is_reported_and_writes_land_when_room_returns(store, hist, fa
         for i in range(50):
             hist.save_event({"kind": "tick", "at": 2.0, "broadcast": "during", "i": i})
     wait_until(lambda: not hist.health()["ok"])
+    wait_until(lambda: bool(faults))  # told just after health shows it, from the writer's thread
     h = hist.health()
     assert "database or disk is full" in h["error"] and h["since"] and h["pending"] >= 1
     assert not hist.flush(0.2)
@@ -379,6 +380,7 @@ def test_read_only_database_is_reported_once_and_recovers(store, hist, faults):
         hist.save_event({"kind": "tick", "at": float(i), "i": i})
         hist.save_broadcast(make_broadcast(f"b{i}", float(i), ["a"]).to_dict())
     wait_until(lambda: not hist.health()["ok"])
+    wait_until(lambda: bool(faults))
     time.sleep(0.3)  # several retries fail meanwhile: still one report
     assert len(faults) == 1 and "readonly" in hist.health()["error"]
     assert hist.health()["pending"] == 40
@@ -415,6 +417,7 @@ def test_locked_database_never_blocks_the_caller(store, hist, faults):
             hist.save_event({"kind": "tick", "at": float(i)})
         assert hist._writing and hist.health()["pending"] == 1 + 10 + 1000
         wait_until(lambda: not hist.health()["ok"])
+        wait_until(lambda: bool(faults))  # told just after health shows it
         assert "locked" in hist.health()["error"] and faults == [faults[0]]
     finally:
         other.execute("ROLLBACK")
