@@ -93,16 +93,16 @@ def track(
         if audioop.rms(piece, 2) < voiced:
             continue  # a pause: nothing to recognise
         s = k * step
-        if lag is None:  # the first voiced frame: three frames, searched from the start
-            pos = find(recording, ref[s * 2 : (s + 3 * step) * 2], 0, s + 2 * rate)
+        three = ref[s * 2 : (s + 3 * step) * 2]  # this frame and the next two: surer to find
+        if lag is None:  # the first voiced frame: searched from the start
+            pos = find(recording, three, 0, s + 2 * rate)
         else:
             pos = find(recording, piece, s + lag - 3 * step, s + lag + 3 * step)
             if pos < 0 or correlation(recording[pos * 2 : (pos + step) * 2], piece) < match:
-                span = int(resync * rate)
-                three = ref[s * 2 : (s + 3 * step) * 2]
+                span = int(resync * rate)  # not there: the voice moved, or this frame is gone
                 pos = find(recording, three, s + lag - span, s + lag + span)
-                heard = recording[pos * 2 : pos * 2 + len(three)]
-                if pos >= 0 and correlation(heard, three) < match:
+                got = recording[pos * 2 : pos * 2 + len(three)]
+                if pos >= 0 and correlation(got, three) < match:
                     pos = -1
         if pos < 0 or correlation(recording[pos * 2 : (pos + step) * 2], piece) < match:
             out[k] = None
