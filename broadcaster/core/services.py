@@ -21,7 +21,6 @@ from broadcaster.access.audit import AuditLog
 from broadcaster.access.principal import Principal
 from broadcaster.core.controller import Controller
 from broadcaster.core.events import Event
-from broadcaster.pools import start_threads
 from broadcaster.sources.recorded import DEFAULT_MAX_SECONDS
 from broadcaster.storage.db import Store
 from broadcaster.storage.history import History
@@ -75,7 +74,7 @@ class Services:
     def start(self) -> None:
         """Start the history writer and the audit thread; mark broadcasts a killed controller
         left open."""
-        start_threads(self._audit_pool, 1)  # its thread now, not at the first row (a wait then)
+        self._audit_pool.submit(int)  # its thread started now, not at the first row (a wait then)
         if self.history is None:
             return
         self.history.start()

@@ -13,12 +13,10 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from broadcaster import jsonio
-from broadcaster.pools import start_threads
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +29,8 @@ class Journal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        # its thread started now, not at the first line (a wait then)
-        self._pool = start_threads(ThreadPoolExecutor(1, thread_name_prefix="journal"), 1)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._pool.submit(int)  # its thread started now, not at the first line (a wait then)
         self._closed = False
 
     def append(self, name: str, record: Record) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from aiohttp import web
 from broadcaster.core.controller import Controller, ControllerConfig
 from broadcaster.core.services import Services
 from broadcaster.errors import StorageError
-from broadcaster.pools import start_threads
 from broadcaster.scheduler.engine import Scheduler
 from broadcaster.site import Site
 from broadcaster.web.api import make_app
@@ -104,9 +104,17 @@ def startup_problem(exc: OSError, listen: str) -> str:
 
 
 def warm_executor(loop: asyncio.AbstractEventLoop, workers: int = WORKERS) -> ThreadPoolExecutor:
-    """Give the loop a default executor whose threads are all started now (and return it):
-    started here, before the sockets open, none is started later (broadcaster/pools.py)."""
-    pool = start_threads(ThreadPoolExecutor(workers, thread_name_prefix="asyncio"), workers)
+    """Give the loop a default executor whose threads are all started now (and return it).
+
+    A pool starts a thread when a task finds none idle, and the starter waits until the new
+    thread runs: on a busy machine up to 15 ms of the loop's turn (scripts/bench_scale's stall
+    log, a thread started for `asyncio.to_thread`). Started here, before the sockets open, none
+    is started later."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="asyncio")
+    barrier = threading.Barrier(workers + 1)
+    for _ in range(workers):  # each task waits at the barrier: the next finds no idle thread
+        pool.submit(barrier.wait)
+    barrier.wait()
     loop.set_default_executor(pool)
     return pool
 
